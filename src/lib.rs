@@ -1,0 +1,7 @@
+//! elysiactl: apply a change manifest to a search index, crash-safely.
+//!
+//! Data flows one way: [`manifest`] (bytes → changes) → [`sync`] (the loop) →
+//! [`target`] (the index) and [`wal`] (the log of what is done). [`source`]
+//! decides what a manifest line means for the files on disk.
+
+pub mod target;

@@ -1,0 +1,176 @@
+//! Where changes go: the embedded local index (default) or Weaviate.
+//!
+//! A target receives a batch of [`Op`]s in manifest order and applies them.
+//! `apply` returns `Ok` only once the effect is durable on the target: the sync
+//! loop writes the batch to the WAL as done right after, so a target that
+//! acknowledged early could lose work the WAL claims was applied.
+//!
+//! Every op is idempotent (upsert by deterministic id, delete of an absent
+//! object succeeds), which is what makes a redone batch harmless.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+/// The namespace of object ids (RFC 4122 URL namespace), fixed by SPEC.md.
+pub const ID_NAMESPACE: Uuid = Uuid::NAMESPACE_URL;
+
+/// The object id of a file: UUIDv5(URL, `elysiactl://<repo>/<path>`).
+pub fn object_id(repo: &str, path: &str) -> Uuid {
+    let name = format!("elysiactl://{repo}/{path}");
+    Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
+}
+
+/// One indexed file, as both targets store it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub id: Uuid,
+    pub repo: String,
+    /// Repo-relative, `/`-separated, no `.` or `..` parts.
+    pub path: String,
+    /// The file as UTF-8, invalid sequences replaced by U+FFFD.
+    pub content: String,
+    /// Hex SHA-256 of the raw file bytes.
+    pub content_sha256: String,
+    /// Size of the raw file in bytes.
+    pub size: u64,
+}
+
+/// One change to the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Create or fully replace the object `doc.id`.
+    Upsert(Document),
+    /// Remove the object `id` if present.
+    Delete { id: Uuid, repo: String, path: String },
+}
+
+impl Op {
+    pub fn id(&self) -> Uuid {
+        match self {
+            Op::Upsert(d) => d.id,
+            Op::Delete { id, .. } => *id,
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        match self {
+            Op::Upsert(d) => &d.path,
+            Op::Delete { path, .. } => path,
+        }
+    }
+}
+
+/// What happened to one op of a batch that the target accepted as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpOutcome {
+    Ok,
+    Failed {
+        /// A later attempt may succeed (rate limit, deadline): retried up to
+        /// `--max-retries` whatever `--on-error` says.
+        retryable: bool,
+        message: String,
+    },
+}
+
+impl OpOutcome {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, OpOutcome::Ok)
+    }
+}
+
+/// A failure of a whole batch (or of the target itself).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The target cannot be reached at all (connection refused, DNS, not
+    /// ready). Retried; if it persists the run ends with exit 3, state saved.
+    #[error("{target} unreachable: {message}")]
+    Unreachable {
+        target: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The request failed in a way a later attempt may fix (timeout, 429,
+    /// 5xx, dropped connection).
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The request was refused for good (validation, auth, usage limit).
+    /// Every op of the batch fails with this message.
+    #[error("{message}")]
+    Rejected { message: String },
+    /// The target is broken (local index I/O error, full disk, bad schema):
+    /// the run stops with exit 3, state saved.
+    #[error("{message}")]
+    Fatal { message: String },
+}
+
+impl Error {
+    /// Whether retrying the same request may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unreachable { .. } | Error::Transient { .. })
+    }
+
+    /// Whether the run must stop (exit 3) once retries are exhausted.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Unreachable { .. } | Error::Fatal { .. })
+    }
+
+    /// The server's Retry-After, when it gave one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Unreachable { retry_after, .. } | Error::Transient { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A place changes are written to.
+///
+/// `Sync` because with `max_in_flight() > 1` several worker threads call
+/// `apply` at once, each with its own batch.
+pub trait Target: Send + Sync {
+    /// Short name for messages ("local index", "Weaviate at URL").
+    fn describe(&self) -> String;
+
+    /// Make sure the target is reachable and ready (create the collection,
+    /// open the index). Called once before the first batch.
+    fn prepare(&self) -> Result<(), Error>;
+
+    /// Apply `ops` in order and return one outcome per op. `Ok` means every
+    /// op reported `OpOutcome::Ok` is durable.
+    fn apply(&self, ops: &[Op]) -> Result<Vec<OpOutcome>, Error>;
+
+    /// Paths (repo-relative) of every object the target holds for `repo`, so
+    /// a `prune` line can remove objects whose files are gone.
+    fn list_repo(&self, repo: &str) -> Result<Vec<String>, Error>;
+
+    /// How many batches may be in flight at once.
+    fn max_in_flight(&self) -> usize {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_id_is_uuid_v5_of_the_spec_name() {
+        let id = object_id("ServiceA", "src/main.py");
+        assert_eq!(id.get_version_num(), 5);
+        let expected = Uuid::new_v5(
+            &Uuid::parse_str("6ba7b811-9dad-11d1-80b4-00c04fd430c8").unwrap(),
+            b"elysiactl://ServiceA/src/main.py",
+        );
+        assert_eq!(id, expected);
+        // Python: uuid.uuid5(uuid.NAMESPACE_URL, "elysiactl://ServiceA/src/main.py")
+        assert_eq!(id.to_string(), "850e44aa-fe73-571b-a991-2a849c0a5c11");
+        assert_ne!(id, object_id("ServiceA", "src/main.rs"));
+    }
+}
