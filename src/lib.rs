@@ -4,9 +4,9 @@
 //! [`target`] (the index) and [`wal`] (the log of what is done). [`source`]
 //! decides what a manifest line means for the files on disk.
 
-pub mod target;
-pub mod wal;
+pub mod cli;
 pub mod manifest;
 pub mod source;
 pub mod sync;
-pub mod cli;
+pub mod target;
+pub mod wal;

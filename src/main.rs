@@ -57,10 +57,14 @@ enum Command {
 #[derive(Subcommand)]
 enum IndexCommand {
     /// Apply a change manifest (or show sync health with --status).
-    #[command(after_help = "Examples:\n  elysiactl index sync --input /tmp/changes.jsonl --root /opt/pdi/Enterprise\n  git-producer | elysiactl index sync --input - --root .\n  elysiactl index sync --status")]
-    Sync(SyncArgs),
+    #[command(
+        after_help = "Examples:\n  elysiactl index sync --input /tmp/changes.jsonl --root /opt/pdi/Enterprise\n  git-producer | elysiactl index sync --input - --root .\n  elysiactl index sync --status"
+    )]
+    Sync(Box<SyncArgs>),
     /// Print every indexed object as JSON Lines: id, repo, path, contentSha256.
-    #[command(after_help = "Example:\n  elysiactl index export --state-dir /var/lib/elysiactl > objects.jsonl")]
+    #[command(
+        after_help = "Example:\n  elysiactl index export --state-dir /var/lib/elysiactl > objects.jsonl"
+    )]
     Export {
         #[arg(long, env = "ELYSIACTL_STATE_DIR")]
         state_dir: Option<PathBuf>,
@@ -70,7 +74,9 @@ enum IndexCommand {
 #[derive(Subcommand)]
 enum WalCommand {
     /// Dump every WAL record; --verify checks the log and exits 3 on corruption.
-    #[command(after_help = "Examples:\n  elysiactl wal inspect --state-dir /var/lib/elysiactl\n  elysiactl wal inspect /var/lib/elysiactl/wal/00000000000000000001.wal --json\n  elysiactl wal inspect --verify")]
+    #[command(
+        after_help = "Examples:\n  elysiactl wal inspect --state-dir /var/lib/elysiactl\n  elysiactl wal inspect /var/lib/elysiactl/wal/00000000000000000001.wal --json\n  elysiactl wal inspect --verify"
+    )]
     Inspect {
         /// A segment file or WAL directory (instead of --state-dir).
         file: Option<PathBuf>,
@@ -242,7 +248,8 @@ fn run(cli: Cli) -> u8 {
     }
 }
 
-fn sync_cmd(a: SyncArgs) -> u8 {
+fn sync_cmd(a: Box<SyncArgs>) -> u8 {
+    let a = *a;
     let sd = state_dir(a.state_dir);
     if a.status {
         let doc = sync::status::status(&sd);
@@ -294,8 +301,9 @@ fn sync_cmd(a: SyncArgs) -> u8 {
             TargetArg::Local => "local".into(),
             TargetArg::Weaviate => "weaviate".into(),
         },
+        metrics_file: a.metrics_file,
     };
-    let _ = (&a.collection, &a.vectorizer, a.concurrency, a.timeout, &a.metrics_file);
+    let _ = (&a.collection, &a.vectorizer, a.concurrency, a.timeout);
     let open = |sd: PathBuf| {
         move || -> Result<Box<dyn Target>, elysiactl::target::Error> {
             match target {

@@ -82,7 +82,12 @@ fn one_line(v: &Value) -> String {
 
 /// Dump the log. Returns the exit code: 0 when every record decodes (a torn
 /// tail is reported but is the normal trace of a crash), 3 on corruption.
-pub fn inspect(path: &Path, as_json: bool, verify: bool, out: &mut dyn Write) -> std::io::Result<u8> {
+pub fn inspect(
+    path: &Path,
+    as_json: bool,
+    verify: bool,
+    out: &mut dyn Write,
+) -> std::io::Result<u8> {
     let segments = match segments_of(path) {
         Ok(s) => s,
         Err(e) => {
@@ -121,7 +126,9 @@ pub fn inspect(path: &Path, as_json: bool, verify: bool, out: &mut dyn Write) ->
                             writeln!(
                                 out,
                                 "{}@{:<8} {:<17} {}",
-                                seg.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                                seg.file_name()
+                                    .map(|n| n.to_string_lossy())
+                                    .unwrap_or_default(),
                                 l.offset,
                                 l.record.name(),
                                 one_line(&record_json(&l.record))
@@ -149,7 +156,11 @@ pub fn inspect(path: &Path, as_json: bool, verify: bool, out: &mut dyn Write) ->
         }
     }
     if verify {
-        writeln!(out, "ok: {count} records in {} segment(s) verified", segments.len())?;
+        writeln!(
+            out,
+            "ok: {count} records in {} segment(s) verified",
+            segments.len()
+        )?;
     }
     Ok(0)
 }

@@ -58,7 +58,9 @@ pub enum Change {
     Changeset(Changeset),
     /// `{"op":"prune","repo":R}`: remove every object of repo R whose file is
     /// no longer eligible on disk.
-    Prune { repo: String },
+    Prune {
+        repo: String,
+    },
 }
 
 /// Why a line is malformed. Positions are added by the caller.
@@ -333,25 +335,37 @@ mod tests {
 
     #[test]
     fn every_op_form_of_the_spec_parses() {
-        let f = file(r#"{"op":"add","repo":"ServiceA","path":"/opt/pdi/Enterprise/ServiceA/src/main.py","size":2453}"#);
+        let f = file(
+            r#"{"op":"add","repo":"ServiceA","path":"/opt/pdi/Enterprise/ServiceA/src/main.py","size":2453}"#,
+        );
         assert_eq!(f.op, Op::Add);
         assert_eq!(f.repo.as_deref(), Some("ServiceA"));
         assert_eq!(file(r#"{"op":"modify","path":"a/b"}"#).op, Op::Update);
-        assert_eq!(file(r#"{"op":"update","repo":"A","path":"src/u.py"}"#).op, Op::Update);
-        assert_eq!(file(r#"{"op":"delete","repo":"B","path":"x","size":0}"#).op, Op::Delete);
+        assert_eq!(
+            file(r#"{"op":"update","repo":"A","path":"src/u.py"}"#).op,
+            Op::Update
+        );
+        assert_eq!(
+            file(r#"{"op":"delete","repo":"B","path":"x","size":0}"#).op,
+            Op::Delete
+        );
         let r = file(r#"{"op":"rename","repo":"C","from":"a/old.py","path":"a/new.py"}"#);
         assert_eq!((r.op, r.from.as_deref()), (Op::Rename, Some("a/old.py")));
         let c = file(r#"{"op":"add","path":"r/x","content":"hi\n"}"#);
         assert_eq!(c.content.as_deref(), Some(&b"hi\n"[..]));
         let b = file(r#"{"op":"add","path":"r/x","content_base64":"aGk="}"#);
         assert_eq!(b.content.as_deref(), Some(&b"hi"[..]));
-        let u = file(r#"{"op":"add","path":"r/\u00e9\n x","mime":"text/plain","extra":{"a":[1,2,{"b":null}]},"z":1}"#);
+        let u = file(
+            r#"{"op":"add","path":"r/\u00e9\n x","mime":"text/plain","extra":{"a":[1,2,{"b":null}]},"z":1}"#,
+        );
         assert_eq!(u.path, "r/é\n x");
     }
 
     #[test]
     fn changeset_and_prune_lines_are_recognised() {
-        let c = parse(r#"{"repo":"ServiceA","new_changeset":{"commit":"9f1c","branch":"main","x":[1]}}"#);
+        let c = parse(
+            r#"{"repo":"ServiceA","new_changeset":{"commit":"9f1c","branch":"main","x":[1]}}"#,
+        );
         assert_eq!(
             c,
             Ok(Some(Change::Changeset(Changeset {
@@ -388,7 +402,10 @@ mod tests {
             (r#"{"op":"rename","path":"a/b"}"#, "missing field `from`"),
             (r#"{"op":"add","path":"a\u0000b"}"#, "NUL"),
             (r#"{"op":"add","path":"a","content_base64":"!!"}"#, "base64"),
-            (r#"{"repo":"A","new_changeset":{"branch":"m"}}"#, "new_changeset.commit"),
+            (
+                r#"{"repo":"A","new_changeset":{"branch":"m"}}"#,
+                "new_changeset.commit",
+            ),
             (r#"{"op":"add","path":"a"} trailing"#, "invalid JSON"),
         ];
         for (line, want) in cases {

@@ -322,9 +322,15 @@ mod tests {
         }
         .collect();
         assert_eq!(lines.len(), 4);
-        assert_eq!((lines[0].bytes, lines[0].offset, lines[0].end), (&b"a"[..], 0, 3));
+        assert_eq!(
+            (lines[0].bytes, lines[0].offset, lines[0].end),
+            (&b"a"[..], 0, 3)
+        );
         assert_eq!((lines[1].bytes, lines[1].line), (&b""[..], 2));
-        assert_eq!((lines[3].bytes, lines[3].offset, lines[3].end), (&b"c"[..], 6, 7));
+        assert_eq!(
+            (lines[3].bytes, lines[3].offset, lines[3].end),
+            (&b"c"[..], 6, 7)
+        );
         assert_eq!(count_lines(data), 4);
         assert_eq!(count_lines(b"a\nb\n"), 2);
         assert_eq!(count_lines(b""), 0);

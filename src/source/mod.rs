@@ -145,9 +145,8 @@ impl Roots {
         for d in dirs {
             let abs = std::path::absolute(d)?;
             let given = normalize_abs(&abs).unwrap_or(abs);
-            let canonical = std::fs::canonicalize(&given).map_err(|e| {
-                io::Error::new(e.kind(), format!("--root {}: {e}", d.display()))
-            })?;
+            let canonical = std::fs::canonicalize(&given)
+                .map_err(|e| io::Error::new(e.kind(), format!("--root {}: {e}", d.display())))?;
             if !canonical.is_dir() {
                 return Err(io::Error::other(format!(
                     "--root {} is not a directory",
@@ -205,8 +204,8 @@ impl Roots {
     }
 
     fn resolve_abs(&self, repo: Option<&str>, path: &str) -> Result<Location, PathError> {
-        let norm =
-            normalize_abs(Path::new(path)).ok_or_else(|| PathError::EscapesRoot(path.to_owned()))?;
+        let norm = normalize_abs(Path::new(path))
+            .ok_or_else(|| PathError::EscapesRoot(path.to_owned()))?;
         for (i, root) in self.roots.iter().enumerate() {
             let rest = norm
                 .strip_prefix(&root.given)
@@ -342,20 +341,35 @@ mod tests {
         assert_eq!(r.resolve(Some("ServiceA"), &abs), Ok(want.clone()));
         assert_eq!(r.resolve(None, &abs), Ok(want.clone()));
         assert_eq!(r.resolve(Some("ServiceA"), "src/main.py"), Ok(want.clone()));
-        assert_eq!(r.resolve(Some("ServiceA"), "./src/x/../main.py"), Ok(want.clone()));
+        assert_eq!(
+            r.resolve(Some("ServiceA"), "./src/x/../main.py"),
+            Ok(want.clone())
+        );
         assert_eq!(r.resolve(None, "ServiceA/src/main.py"), Ok(want));
         assert!(matches!(
             r.resolve(Some("ServiceB"), &abs),
             Err(PathError::NotUnderRepo { .. })
         ));
-        assert!(matches!(r.resolve(None, "/etc/passwd"), Err(PathError::OutsideRoots(_))));
+        assert!(matches!(
+            r.resolve(None, "/etc/passwd"),
+            Err(PathError::OutsideRoots(_))
+        ));
         assert!(matches!(
             r.resolve(Some("A"), "../B/x"),
             Err(PathError::EscapesRepo(_))
         ));
-        assert!(matches!(r.resolve(None, "../x"), Err(PathError::EscapesRoot(_))));
-        assert!(matches!(r.resolve(None, "ServiceA"), Err(PathError::NoFile(_))));
-        assert!(matches!(r.resolve(Some(".."), "x"), Err(PathError::BadRepo(_))));
+        assert!(matches!(
+            r.resolve(None, "../x"),
+            Err(PathError::EscapesRoot(_))
+        ));
+        assert!(matches!(
+            r.resolve(None, "ServiceA"),
+            Err(PathError::NoFile(_))
+        ));
+        assert!(matches!(
+            r.resolve(Some(".."), "x"),
+            Err(PathError::BadRepo(_))
+        ));
         let escape = format!("{}/../etc/passwd", root.display());
         assert!(r.resolve(None, &escape).is_err());
     }
@@ -388,7 +402,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match at("inside") {
-            FileState::Eligible(d) => assert_eq!((d.path.as_str(), d.content.as_str()), ("inside", "hello\n")),
+            FileState::Eligible(d) => {
+                assert_eq!((d.path.as_str(), d.content.as_str()), ("inside", "hello\n"))
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(at("bin"), FileState::Absent(Absent::Binary));

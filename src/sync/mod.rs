@@ -9,6 +9,7 @@
 //! redone after a crash changes nothing.
 
 mod lock;
+pub mod metrics;
 pub mod plan;
 pub mod retry;
 pub mod status;
@@ -76,6 +77,8 @@ pub struct Options {
     pub progress: bool,
     /// Name of the target, for the WAL and status ("local", "weaviate").
     pub target_name: String,
+    /// Prometheus textfile written at the end of the run.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Why a run could not go on.
@@ -115,6 +118,8 @@ pub struct Report {
     /// The WAL could not be written; state was kept in memory.
     pub degraded: bool,
     pub message: Option<String>,
+    /// What `--metrics-file` gets.
+    pub metrics: Option<metrics::RunMetrics>,
 }
 
 fn now_ms() -> u64 {
@@ -133,7 +138,43 @@ pub fn applied_changesets(state_dir: &Path) -> Result<BTreeMap<String, AppliedCh
 pub type OpenTarget<'a> = &'a dyn Fn() -> Result<Box<dyn Target>, target::Error>;
 
 /// Run `index sync`.
-pub fn run(opts: &Options, open_target: OpenTarget<'_>, log: &mut dyn Write) -> Result<Report, Error> {
+pub fn run(
+    opts: &Options,
+    open_target: OpenTarget<'_>,
+    log: &mut dyn Write,
+) -> Result<Report, Error> {
+    let started = std::time::Instant::now();
+    let res = run_inner(opts, open_target, log);
+    if let (Some(path), false) = (&opts.metrics_file, opts.dry_run) {
+        let m = match &res {
+            Ok(r) => r.metrics.clone(),
+            // Another run owns the state dir (and the metrics file).
+            Err(Error::Locked(_)) => None,
+            Err(_) => Some(metrics::RunMetrics {
+                status: Some(RunStatus::Fatal),
+                finished_unix: now_ms() / 1000,
+                duration_secs: started.elapsed().as_secs_f64(),
+                ..metrics::RunMetrics::default()
+            }),
+        };
+        if let Some(m) = m {
+            if let Err(e) = metrics::write(path, &m) {
+                let _ = writeln!(
+                    log,
+                    "[WARNING] cannot write metrics file {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+    res
+}
+
+fn run_inner(
+    opts: &Options,
+    open_target: OpenTarget<'_>,
+    log: &mut dyn Write,
+) -> Result<Report, Error> {
     if opts.batch_size == 0 {
         return Err(Error::Usage("--batch-size must be at least 1".into()));
     }
@@ -164,7 +205,8 @@ pub fn run(opts: &Options, open_target: OpenTarget<'_>, log: &mut dyn Write) -> 
         Input::Stdin => manifest::spool(std::io::stdin().lock(), &opts.state_dir)?,
     };
     let current = Manifest::open(&path, opts.input == Input::Stdin)?;
-    let roots = Roots::new(&opts.roots, opts.max_file_size).map_err(|e| Error::Usage(e.to_string()))?;
+    let roots =
+        Roots::new(&opts.roots, opts.max_file_size).map_err(|e| Error::Usage(e.to_string()))?;
 
     // Earlier manifests with lines never applied come first.
     let mut queue: Vec<Manifest> = Vec::new();
@@ -210,6 +252,9 @@ pub fn run(opts: &Options, open_target: OpenTarget<'_>, log: &mut dyn Write) -> 
         roots: &roots,
         parser: LineParser::new(),
         seq: 0,
+        started: std::time::Instant::now(),
+        failure_kinds: BTreeMap::new(),
+        resume_offset: 0,
     };
     s.run_id = s.state.next_run_id.max(1);
     s.record(vec![Record::RunStarted(RunStarted {
@@ -280,6 +325,9 @@ struct Syncer<'a> {
     roots: &'a Roots,
     parser: LineParser,
     seq: u64,
+    started: std::time::Instant,
+    failure_kinds: BTreeMap<&'static str, (FailureKind, u64)>,
+    resume_offset: u64,
 }
 
 impl<'a> Syncer<'a> {
@@ -385,7 +433,12 @@ impl<'a> Syncer<'a> {
     }
 
     /// Produce the manifest's batches: failed lines first, then the rest.
-    fn feed(&mut self, m: &Manifest, progress: &ManifestProgress, pipe: &mut Pipe) -> Result<(), Error> {
+    fn feed(
+        &mut self,
+        m: &Manifest,
+        progress: &ManifestProgress,
+        pipe: &mut Pipe,
+    ) -> Result<(), Error> {
         let bytes = m.bytes();
         let fp = m.id.fingerprint;
         // 1. Lines that failed in earlier runs.
@@ -476,9 +529,10 @@ impl<'a> Syncer<'a> {
     }
 
     fn plan_line(&mut self, bytes: &[u8], fp: [u8; 32], line: u64, offset: u64, end: u64) -> Item {
-        let parsed = self.parser.parse(bytes).and_then(|c| {
-            c.ok_or(manifest::LineError::Json("blank line".into()))
-        });
+        let parsed = self
+            .parser
+            .parse(bytes)
+            .and_then(|c| c.ok_or(manifest::LineError::Json("blank line".into())));
         let planned = plan::plan(parsed, self.roots, Some(self.target), fp, self.run_id, line);
         Item {
             line,
@@ -489,7 +543,14 @@ impl<'a> Syncer<'a> {
         }
     }
 
-    fn submit(&mut self, pipe: &mut Pipe, fp: [u8; 32], spans: Vec<Span>, mut items: Vec<Item>, retry_pass: bool) {
+    fn submit(
+        &mut self,
+        pipe: &mut Pipe,
+        fp: [u8; 32],
+        spans: Vec<Span>,
+        mut items: Vec<Item>,
+        retry_pass: bool,
+    ) {
         self.seq += 1;
         let mut ops = Vec::new();
         for it in &mut items {
@@ -580,7 +641,12 @@ impl<'a> Syncer<'a> {
             );
             std::thread::sleep(cap.delay(attempt, None, &mut jitter));
             attempt = attempt.saturating_add(1);
-            match retry::apply_with_retries(self.target, ops, self.opts.max_retries, self.opts.backoff) {
+            match retry::apply_with_retries(
+                self.target,
+                ops,
+                self.opts.max_retries,
+                self.opts.backoff,
+            ) {
                 retry::Applied::Done(o) if !failing(&o) => return true,
                 _ => continue,
             }
@@ -601,12 +667,25 @@ impl<'a> Syncer<'a> {
                     OpOutcome::Ok => None,
                 });
             let (repo, path, kind, reason, c) = match (&it.planned, op_failure) {
-                (Planned::Ops { repo, path, counts, .. }, Some(msg)) => {
+                (
+                    Planned::Ops {
+                        repo, path, counts, ..
+                    },
+                    Some(msg),
+                ) => {
                     let mut c = *counts;
                     c.failed += 1;
-                    (repo.clone(), path.clone(), Some(FailureKind::Target), msg, c)
+                    (
+                        repo.clone(),
+                        path.clone(),
+                        Some(FailureKind::Target),
+                        msg,
+                        c,
+                    )
                 }
-                (Planned::Ops { counts, .. }, None) => (String::new(), String::new(), None, String::new(), *counts),
+                (Planned::Ops { counts, .. }, None) => {
+                    (String::new(), String::new(), None, String::new(), *counts)
+                }
                 (Planned::Changeset(cs), _) => {
                     records.push(Record::ChangesetSeen(cs.clone()));
                     let c = Counts {
@@ -616,12 +695,29 @@ impl<'a> Syncer<'a> {
                     };
                     (String::new(), String::new(), None, String::new(), c)
                 }
-                (Planned::Failed { repo, path, kind, reason, counts }, _) => {
-                    (repo.clone(), path.clone(), Some(*kind), reason.clone(), *counts)
-                }
+                (
+                    Planned::Failed {
+                        repo,
+                        path,
+                        kind,
+                        reason,
+                        counts,
+                    },
+                    _,
+                ) => (
+                    repo.clone(),
+                    path.clone(),
+                    Some(*kind),
+                    reason.clone(),
+                    *counts,
+                ),
             };
             counts.add_all(&c);
             if let Some(kind) = kind {
+                self.failure_kinds
+                    .entry(kind.as_str())
+                    .or_insert((kind, 0))
+                    .1 += 1;
                 let attempts = self
                     .state
                     .manifest(&batch.fingerprint)
@@ -633,7 +729,11 @@ impl<'a> Syncer<'a> {
                     "[FAILED] line {} (byte {}){}: {}",
                     it.line,
                     it.offset,
-                    if path.is_empty() { String::new() } else { format!(" {repo}/{path}") },
+                    if path.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {repo}/{path}")
+                    },
                     reason
                 ));
                 records.push(Record::ItemFailed(ItemFailed {
@@ -664,7 +764,11 @@ impl<'a> Syncer<'a> {
             let first = batch.spans.first().map(|s| s.first_line).unwrap_or(0);
             let last = batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0);
             let ok = batch.items.len() as u64 - counts.failed;
-            let tag = if batch.retry_pass { "RETRIED" } else { "PROCESSED" };
+            let tag = if batch.retry_pass {
+                "RETRIED"
+            } else {
+                "PROCESSED"
+            };
             let tail = if counts.failed == 0 {
                 String::new()
             } else {
@@ -729,12 +833,29 @@ impl<'a> Syncer<'a> {
             RunStatus::Complete => 0,
             RunStatus::Failures | RunStatus::Stopped => 1,
         };
+        let resume_offset = self
+            .state
+            .last_run
+            .as_ref()
+            .and_then(|r| r.manifest.as_ref())
+            .and_then(|fp| self.state.manifest(fp))
+            .map(|m| m.resume_point().0)
+            .unwrap_or(self.resume_offset);
         Report {
             exit_code,
             status: Some(status),
             counts: self.counts,
             degraded,
             message,
+            metrics: Some(metrics::RunMetrics {
+                status: Some(status),
+                finished_unix: now_ms() / 1000,
+                duration_secs: self.started.elapsed().as_secs_f64(),
+                counts: self.counts,
+                failures: self.failure_kinds.values().copied().collect(),
+                resume_offset,
+                degraded,
+            }),
         }
     }
 
@@ -749,9 +870,11 @@ impl<'a> Syncer<'a> {
         for e in entries.flatten() {
             let path = e.path();
             let p = path.to_string_lossy();
-            let needed = self.state.manifests.iter().any(|m| {
-                m.id.spooled && m.id.path == p && !m.complete() && !m.abandoned
-            });
+            let needed = self
+                .state
+                .manifests
+                .iter()
+                .any(|m| m.id.spooled && m.id.path == p && !m.complete() && !m.abandoned);
             if !needed {
                 let _ = std::fs::remove_file(&path);
             }
@@ -771,19 +894,24 @@ struct Pipe {
 fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Error> {
     let path = match &opts.input {
         Input::File(p) => p.clone(),
-        Input::Stdin => {
-            return Err(Error::Usage(
-                "--dry-run reads a file; it does not spool stdin (write the manifest to a file first)".into(),
-            ))
-        }
+        Input::Stdin => return Err(Error::Usage(
+            "--dry-run reads a file; it does not spool stdin (write the manifest to a file first)"
+                .into(),
+        )),
     };
     let m = Manifest::open(&path, false)?;
-    let roots = Roots::new(&opts.roots, opts.max_file_size).map_err(|e| Error::Usage(e.to_string()))?;
-    let state = wal::replay(&opts.state_dir).map(|r| r.state).unwrap_or_default();
+    let roots =
+        Roots::new(&opts.roots, opts.max_file_size).map_err(|e| Error::Usage(e.to_string()))?;
+    let state = wal::replay(&opts.state_dir)
+        .map(|r| r.state)
+        .unwrap_or_default();
     let (start, line) = match opts.from_line {
         Some(n) => (
             m.offset_of_line(n).ok_or_else(|| {
-                Error::Usage(format!("--from-line {n}: past the end of {}", path.display()))
+                Error::Usage(format!(
+                    "--from-line {n}: past the end of {}",
+                    path.display()
+                ))
             })?,
             n,
         ),
@@ -807,9 +935,15 @@ fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Error> {
                 counts.lines += 1;
                 counts.changeset += 1;
             }
-            Planned::Failed { counts: c, reason, .. } => {
+            Planned::Failed {
+                counts: c, reason, ..
+            } => {
                 counts.add_all(&c);
-                let _ = writeln!(log, "[INVALID] line {} (byte {}): {reason}", raw.line, raw.offset);
+                let _ = writeln!(
+                    log,
+                    "[INVALID] line {} (byte {}): {reason}",
+                    raw.line, raw.offset
+                );
             }
         }
         since_release += raw.end - raw.offset;
@@ -829,5 +963,6 @@ fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Error> {
         counts,
         degraded: false,
         message: None,
+        metrics: None,
     })
 }

@@ -62,17 +62,15 @@ pub fn plan(
         Err(e) => return malformed(counts, "", "", Why::Line(e)),
     };
     match change {
-        Change::Changeset(c) => {
-            Planned::Changeset(ChangesetSeen {
-                run_id,
-                fingerprint,
-                line,
-                repo: c.repo,
-                commit: c.commit,
-                branch: c.branch,
-                parent: c.parent,
-            })
-        }
+        Change::Changeset(c) => Planned::Changeset(ChangesetSeen {
+            run_id,
+            fingerprint,
+            line,
+            repo: c.repo,
+            commit: c.commit,
+            branch: c.branch,
+            parent: c.parent,
+        }),
         Change::Prune { repo } => {
             counts.prune += 1;
             plan_prune(repo, roots, target, counts)

@@ -233,7 +233,9 @@ pub fn export(state_dir: &Path) -> Result<Vec<Exported>, Error> {
     let searcher = reader(&index)?.searcher();
     let mut out = Vec::new();
     for seg in searcher.segment_readers() {
-        let store = seg.get_store_reader(64).map_err(|e| fatal("read store", e))?;
+        let store = seg
+            .get_store_reader(64)
+            .map_err(|e| fatal("read store", e))?;
         for doc_id in seg.doc_ids_alive() {
             let doc: TantivyDocument = store.get(doc_id).map_err(|e| fatal("read", e))?;
             let s = |field| {
@@ -276,8 +278,8 @@ pub fn search(state_dir: &Path, query: &str, limit: usize) -> Result<Vec<Hit>, E
     let top = searcher
         .search(&q, &TopDocs::with_limit(limit.max(1)).order_by_score())
         .map_err(|e| fatal("search", e))?;
-    let mut gen = SnippetGenerator::create(&searcher, &*q, f.content)
-        .map_err(|e| fatal("snippet", e))?;
+    let mut gen =
+        SnippetGenerator::create(&searcher, &*q, f.content).map_err(|e| fatal("snippet", e))?;
     gen.set_max_num_chars(160);
     let mut hits = Vec::new();
     for (score, addr) in top {
@@ -288,12 +290,11 @@ pub fn search(state_dir: &Path, query: &str, limit: usize) -> Result<Vec<Hit>, E
                 .unwrap_or_default()
                 .to_owned()
         };
-        let mut snip = gen.snippet_from_doc(&doc);
-        snip.set_snippet_prefix_postfix("[", "]");
+        let snip = gen.snippet_from_doc(&doc);
         let text = if snip.is_empty() {
             s(f.content).chars().take(120).collect()
         } else {
-            snip.to_html()
+            mark(snip.fragment(), snip.highlighted())
         };
         hits.push(Hit {
             score,
@@ -303,6 +304,26 @@ pub fn search(state_dir: &Path, query: &str, limit: usize) -> Result<Vec<Hit>, E
         });
     }
     Ok(hits)
+}
+
+/// The fragment with each highlighted range in `[brackets]` (plain text,
+/// unlike tantivy's HTML rendering).
+fn mark(fragment: &str, ranges: &[std::ops::Range<usize>]) -> String {
+    let mut out = String::with_capacity(fragment.len() + ranges.len() * 2);
+    let mut at = 0;
+    for r in ranges {
+        let (Some(before), Some(word)) = (fragment.get(at..r.start), fragment.get(r.clone()))
+        else {
+            continue;
+        };
+        out.push_str(before);
+        out.push('[');
+        out.push_str(word);
+        out.push(']');
+        at = r.end;
+    }
+    out.push_str(fragment.get(at..).unwrap_or_default());
+    out
 }
 
 #[cfg(test)]
@@ -316,7 +337,8 @@ mod tests {
         let idx = LocalIndex::open(t.path()).unwrap();
         let a = document("R", "a.rs", b"fn alpha() {}");
         let b = document("R", "b.rs", b"fn beta() {}");
-        idx.apply(&[Op::Upsert(a.clone()), Op::Upsert(b.clone())]).unwrap();
+        idx.apply(&[Op::Upsert(a.clone()), Op::Upsert(b.clone())])
+            .unwrap();
         let a2 = document("R", "a.rs", b"fn gamma() {}");
         idx.apply(&[
             Op::Upsert(a2.clone()),

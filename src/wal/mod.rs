@@ -17,7 +17,7 @@ pub mod record;
 pub mod state;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -154,7 +154,9 @@ pub fn decode_segment(
     };
     match format::check_segment_header(bytes) {
         Ok(()) => {}
-        Err(HeaderProblem::Short) if last && bytes.iter().all(|&b| b == 0) || last && bytes.len() < SEGMENT_HEADER_LEN => {
+        Err(HeaderProblem::Short | HeaderProblem::Damaged)
+            if last && (bytes.len() < SEGMENT_HEADER_LEN || bytes.iter().all(|&b| b == 0)) =>
+        {
             return Ok((
                 Vec::new(),
                 Some(TornTail {
@@ -168,12 +170,18 @@ pub fn decode_segment(
         }
         Err(HeaderProblem::Short) => return Err(corrupt(0, "segment header cut short".into())),
         Err(HeaderProblem::Damaged) => {
-            return Err(corrupt(0, "segment header damaged (bad magic or checksum)".into()))
+            return Err(corrupt(
+                0,
+                "segment header damaged (bad magic or checksum)".into(),
+            ))
         }
         Err(HeaderProblem::Version(v)) => {
             return Err(corrupt(
                 0,
-                format!("segment format version {v}, this build reads version {}", format::VERSION),
+                format!(
+                    "segment format version {v}, this build reads version {}",
+                    format::VERSION
+                ),
             ))
         }
     }
@@ -186,8 +194,7 @@ pub fn decode_segment(
                 payload,
                 next,
             } => {
-                let record = Record::decode(kind, payload)
-                    .map_err(|e| corrupt(at as u64, e.0))?;
+                let record = Record::decode(kind, payload).map_err(|e| corrupt(at as u64, e.0))?;
                 out.push(Located {
                     segment: path.to_owned(),
                     offset: at as u64,
@@ -244,7 +251,8 @@ pub fn replay_segments(segments: &[PathBuf]) -> Result<Replay, Error> {
         rep.bytes += bytes.len() as u64;
         let last = i + 1 == segments.len();
         let d = decode_segment(seg, &bytes, last)?;
-        let opens_with_snapshot = matches!(d.0.first(), Some(l) if matches!(l.record, Record::Snapshot(_)));
+        let opens_with_snapshot =
+            matches!(d.0.first(), Some(l) if matches!(l.record, Record::Snapshot(_)));
         decoded.push(d);
         if opens_with_snapshot {
             start = i;
@@ -282,7 +290,10 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
 /// Create a directory (and parents) owner-only.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// The appending side of the log. One per state dir, under its lock.
@@ -318,6 +329,10 @@ impl Wal {
                     file.sync_all()
                         .map_err(|e| Error::io("fsync WAL segment", path, e))?;
                 }
+                // Appends go after the last good record, never over the header.
+                (&file)
+                    .seek(SeekFrom::Start(*end))
+                    .map_err(|e| Error::io("seek WAL segment", path, e))?;
                 let seq = segment_seq(path).unwrap_or(1);
                 Wal {
                     dir: dir.clone(),
@@ -435,7 +450,8 @@ impl Wal {
         next.append(&[Record::Snapshot(Box::new(state.compacted()))])?;
         for seg in old {
             if seg != next.path {
-                fs::remove_file(&seg).map_err(|e| Error::io("remove compacted segment", &seg, e))?;
+                fs::remove_file(&seg)
+                    .map_err(|e| Error::io("remove compacted segment", &seg, e))?;
             }
         }
         sync_dir(&self.dir)?;
@@ -451,5 +467,80 @@ impl Wal {
             .filter_map(|p| fs::metadata(p).ok())
             .map(|m| m.len())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(run_id: u64) -> Record {
+        Record::RunStarted(RunStarted {
+            run_id,
+            started_ms: 1,
+            pid: 2,
+            version: "t".into(),
+            target: "local".into(),
+            batch_size: 1,
+            on_error: "continue".into(),
+            max_retries: 0,
+        })
+    }
+
+    #[test]
+    fn reopened_log_appends_after_its_last_record() {
+        let d = tempfile::tempdir().unwrap();
+        for run in 1..=3 {
+            let (mut w, rep) = Wal::open(d.path()).unwrap();
+            assert_eq!(rep.records.len() as u64, run - 1);
+            w.append(&[started(run)]).unwrap();
+        }
+        let rep = replay(d.path()).unwrap();
+        let ids: Vec<u64> = rep
+            .records
+            .iter()
+            .map(|l| match &l.record {
+                Record::RunStarted(r) => r.run_id,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert!(rep.torn.is_none());
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_before_the_next_append() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut w, _) = Wal::open(d.path()).unwrap();
+        w.append(&[started(1)]).unwrap();
+        let seg = w.segment().to_owned();
+        drop(w);
+        let full = fs::metadata(&seg).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(full - 5).unwrap();
+        let (mut w, rep) = Wal::open(d.path()).unwrap();
+        assert!(rep.torn.is_some());
+        assert!(rep.records.is_empty());
+        w.append(&[started(2)]).unwrap();
+        let rep = replay(d.path()).unwrap();
+        assert!(rep.torn.is_none());
+        assert_eq!(rep.records.len(), 1);
+    }
+
+    #[test]
+    fn compaction_keeps_the_state_and_drops_old_segments() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut w, _) = Wal::open(d.path()).unwrap();
+        for run in 1..=50 {
+            w.append(&[started(run)]).unwrap();
+        }
+        let before = replay(d.path()).unwrap().state;
+        w.compact(&before).unwrap();
+        w.append(&[started(51)]).unwrap();
+        let rep = replay(d.path()).unwrap();
+        assert_eq!(rep.segments.len(), 1);
+        assert_eq!(rep.records.len(), 2, "snapshot + one record");
+        assert_eq!(rep.state.next_run_id, 52);
+        assert_eq!(list_segments(&wal_dir(d.path())).unwrap().len(), 1);
     }
 }

@@ -1,0 +1,186 @@
+//! Prometheus textfile metrics (for node_exporter's textfile collector),
+//! written atomically: a temporary file in the same directory, fsync,
+//! rename, directory fsync. Names follow the seed design.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::wal::{Counts, FailureKind, RunStatus};
+
+/// What one run reports.
+#[derive(Debug, Clone, Default)]
+pub struct RunMetrics {
+    pub status: Option<RunStatus>,
+    pub finished_unix: u64,
+    pub duration_secs: f64,
+    pub counts: Counts,
+    pub failures: Vec<(FailureKind, u64)>,
+    pub resume_offset: u64,
+    pub degraded: bool,
+}
+
+fn status_label(s: Option<RunStatus>) -> &'static str {
+    match s {
+        Some(RunStatus::Complete) => "success",
+        Some(RunStatus::Failures) => "partial",
+        Some(RunStatus::Stopped) => "stopped",
+        Some(RunStatus::Fatal) | None => "failed",
+    }
+}
+
+/// Render the textfile.
+pub fn render(m: &RunMetrics) -> String {
+    let mut s = String::new();
+    let c = &m.counts;
+    let _ = writeln!(s, "# HELP elysiactl_sync_last_run_timestamp Unix time the last sync run ended, labelled with how it ended.");
+    let _ = writeln!(s, "# TYPE elysiactl_sync_last_run_timestamp gauge");
+    let _ = writeln!(
+        s,
+        "elysiactl_sync_last_run_timestamp{{status=\"{}\"}} {}",
+        status_label(m.status),
+        m.finished_unix
+    );
+    let _ = writeln!(s, "# HELP elysiactl_sync_files_processed_total Manifest lines processed by the last run, by operation.");
+    let _ = writeln!(s, "# TYPE elysiactl_sync_files_processed_total gauge");
+    for (op, n) in [
+        ("add", c.add),
+        ("update", c.update),
+        ("delete", c.delete),
+        ("rename", c.rename),
+        ("changeset", c.changeset),
+        ("prune", c.prune),
+    ] {
+        let _ = writeln!(
+            s,
+            "elysiactl_sync_files_processed_total{{operation=\"{op}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP elysiactl_sync_failures_total Items that failed in the last run, by reason."
+    );
+    let _ = writeln!(s, "# TYPE elysiactl_sync_failures_total gauge");
+    for kind in [
+        FailureKind::Malformed,
+        FailureKind::Source,
+        FailureKind::Target,
+    ] {
+        let n = m
+            .failures
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, n)| n)
+            .sum::<u64>();
+        let _ = writeln!(
+            s,
+            "elysiactl_sync_failures_total{{reason=\"{}\"}} {n}",
+            kind.as_str()
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP elysiactl_sync_duration_seconds Wall time of the last run."
+    );
+    let _ = writeln!(s, "# TYPE elysiactl_sync_duration_seconds gauge");
+    let _ = writeln!(s, "elysiactl_sync_duration_seconds {:.3}", m.duration_secs);
+    let _ = writeln!(
+        s,
+        "# HELP elysiactl_sync_lines_processed Lines the last run applied or failed."
+    );
+    let _ = writeln!(s, "# TYPE elysiactl_sync_lines_processed gauge");
+    let _ = writeln!(s, "elysiactl_sync_lines_processed {}", c.lines);
+    let _ = writeln!(
+        s,
+        "# HELP elysiactl_sync_objects Objects the last run wrote, by result."
+    );
+    let _ = writeln!(s, "# TYPE elysiactl_sync_objects gauge");
+    for (r, n) in [
+        ("indexed", c.upserted),
+        ("removed", c.deleted),
+        ("reconciled", c.reconciled),
+        ("skipped", c.skipped),
+    ] {
+        let _ = writeln!(s, "elysiactl_sync_objects{{result=\"{r}\"}} {n}");
+    }
+    let _ = writeln!(s, "# HELP elysiactl_sync_resume_offset Byte offset the next run of the current manifest resumes at.");
+    let _ = writeln!(s, "# TYPE elysiactl_sync_resume_offset gauge");
+    let _ = writeln!(s, "elysiactl_sync_resume_offset {}", m.resume_offset);
+    let _ = writeln!(
+        s,
+        "# HELP elysiactl_sync_state_degraded 1 when the last run could not write its WAL."
+    );
+    let _ = writeln!(s, "# TYPE elysiactl_sync_state_degraded gauge");
+    let _ = writeln!(s, "elysiactl_sync_state_degraded {}", u8::from(m.degraded));
+    s
+}
+
+/// Write the textfile atomically.
+pub fn write(path: &Path, m: &RunMetrics) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("metrics path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(render(m).as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn textfile_has_the_design_metric_names() {
+        let m = RunMetrics {
+            status: Some(RunStatus::Complete),
+            finished_unix: 1735650600,
+            duration_secs: 4320.0,
+            counts: Counts {
+                add: 1523,
+                update: 8934,
+                delete: 234,
+                ..Counts::default()
+            },
+            failures: vec![(FailureKind::Source, 12), (FailureKind::Target, 3)],
+            ..RunMetrics::default()
+        };
+        let t = render(&m);
+        for want in [
+            "elysiactl_sync_last_run_timestamp{status=\"success\"} 1735650600",
+            "elysiactl_sync_files_processed_total{operation=\"add\"} 1523",
+            "elysiactl_sync_files_processed_total{operation=\"update\"} 8934",
+            "elysiactl_sync_files_processed_total{operation=\"delete\"} 234",
+            "elysiactl_sync_failures_total{reason=\"file_unreadable\"} 12",
+            "elysiactl_sync_failures_total{reason=\"index_error\"} 3",
+            "elysiactl_sync_duration_seconds 4320.000",
+        ] {
+            assert!(t.contains(want), "missing {want} in\n{t}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("elysiactl.prom");
+        write(&p, &m).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), t);
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! Shared helpers for the integration tests: generated trees and manifests,
+//! running the real binary, and the expected index computed independently
+//! of the engine (straight from SPEC.md's rules).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use sha2::{Digest, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_elysiactl");
+
+/// A deterministic generator (xorshift), so failures reproduce.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+pub fn cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    c.env_remove("ELYSIACTL_STATE_DIR");
+    c.env_remove("ELYSIACTL_WEAVIATE_URL");
+    c.stdin(Stdio::null());
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    cmd(args).output().expect("run elysiactl")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `index sync` with the usual flags.
+pub fn sync(manifest: &Path, root: &Path, state: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "index",
+        "sync",
+        "--input",
+        manifest.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// `index export` as a map id → (repo/path, sha256).
+pub fn export(state: &Path) -> BTreeMap<String, (String, String)> {
+    let out = run(&["index", "export", "--state-dir", state.to_str().unwrap()]);
+    assert!(out.status.success(), "export failed: {}", text(&out.stderr));
+    let mut m = BTreeMap::new();
+    for line in text(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("export line is JSON");
+        let id = v["id"].as_str().unwrap().to_owned();
+        let rp = format!(
+            "{}/{}",
+            v["repo"].as_str().unwrap(),
+            v["path"].as_str().unwrap()
+        );
+        let sha = v["contentSha256"].as_str().unwrap().to_owned();
+        assert!(m.insert(id, (rp, sha)).is_none(), "duplicate object id");
+    }
+    m
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// What SPEC.md says the index must hold for `refs` (repo, repo-relative
+/// path) given the files under `root`: one object per eligible file.
+pub fn expected(
+    root: &Path,
+    refs: &[(String, String)],
+    max: u64,
+) -> BTreeMap<String, (String, String)> {
+    let mut m = BTreeMap::new();
+    let root_c = root.canonicalize().unwrap();
+    for (repo, path) in refs {
+        let full = root.join(repo).join(path);
+        let Ok(c) = full.canonicalize() else { continue };
+        if !c.starts_with(&root_c) {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(&c) else {
+            continue;
+        };
+        if !meta.is_file() || meta.len() > max {
+            continue;
+        }
+        let bytes = std::fs::read(&c).unwrap();
+        if bytes[..bytes.len().min(8192)].contains(&0) {
+            continue;
+        }
+        let id = elysiactl::target::object_id(repo, path).to_string();
+        m.insert(id, (format!("{repo}/{path}"), sha256_hex(&bytes)));
+    }
+    m
+}
+
+/// A generated tree and a manifest over it, with every kind of line.
+pub struct Workload {
+    pub root: PathBuf,
+    pub manifest: PathBuf,
+    pub refs: Vec<(String, String)>,
+}
+
+/// Make `files` files across 3 repos and a manifest of `lines` lines: adds,
+/// updates (some `modify`), deletes of files that are gone and of files that
+/// still exist (reconciled), renames, adds of vanished files, binary and
+/// oversize files, absolute paths, blank lines.
+pub fn workload(dir: &Path, files: usize, lines: usize, seed: u64) -> Workload {
+    let root = dir.join("root");
+    let repos = ["alpha", "beta", "gamma"];
+    let mut rng = Rng(seed | 1);
+    let mut live: Vec<(String, String)> = Vec::new();
+    for i in 0..files {
+        let repo = repos[i % 3];
+        let path = format!("src/m{}/f{i}.rs", i % 17);
+        let full = root.join(repo).join(&path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        let body = match i % 50 {
+            0 => b"bin\0ary".to_vec(),
+            1 => vec![b'x'; 3000], // over the 2048-byte limit the tests use
+            _ => format!("// file {i}\nfn f{i}() -> u64 {{ {} }}\n", rng.next()).into_bytes(),
+        };
+        std::fs::write(&full, body).unwrap();
+        live.push((repo.to_owned(), path));
+    }
+    let root_abs = root.canonicalize().unwrap();
+    let mut out = String::new();
+    let mut refs = Vec::new();
+    for n in 0..lines {
+        let (repo, path) = live[rng.below(live.len() as u64) as usize].clone();
+        let gone = format!("gone/g{}.rs", rng.below(5000));
+        let line = match rng.below(20) {
+            0..=5 => format!(r#"{{"op":"add","repo":"{repo}","path":"{path}","size":1}}"#),
+            6..=8 => format!(r#"{{"op":"update","repo":"{repo}","path":"{path}"}}"#),
+            9 => format!(r#"{{"op":"modify","path":"{repo}/{path}"}}"#),
+            10 => format!(
+                r#"{{"op":"add","path":"{}/{repo}/{path}"}}"#,
+                root_abs.display()
+            ),
+            11..=13 => {
+                refs.push((repo.clone(), gone.clone()));
+                out.push_str(&format!(
+                    r#"{{"op":"delete","repo":"{repo}","path":"{gone}"}}"#
+                ));
+                out.push('\n');
+                continue;
+            }
+            14 => format!(r#"{{"op":"delete","repo":"{repo}","path":"{path}"}}"#),
+            15..=16 => {
+                refs.push((repo.clone(), gone.clone()));
+                format!(r#"{{"op":"rename","repo":"{repo}","from":"{gone}","path":"{path}"}}"#)
+            }
+            17 => {
+                refs.push((repo.clone(), gone.clone()));
+                out.push_str(&format!(
+                    r#"{{"op":"add","repo":"{repo}","path":"{gone}"}}"#
+                ));
+                out.push('\n');
+                continue;
+            }
+            18 => String::new(),
+            _ => format!(
+                r#"{{"repo":"{repo}","new_changeset":{{"commit":"c{n}","branch":"main"}}}}"#
+            ),
+        };
+        if !line.is_empty() && !line.contains("new_changeset") {
+            refs.push((repo, path));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let manifest = dir.join("changes.jsonl");
+    std::fs::write(&manifest, out).unwrap();
+    refs.sort();
+    refs.dedup();
+    Workload {
+        root,
+        manifest,
+        refs,
+    }
+}
