@@ -392,6 +392,9 @@ impl WeaviateTarget {
             // whole batch: redoing the other half is harmless.
             (Err(a), Err(b)) => return Err(worse(a, b)),
             (Err(e), Ok(_)) | (Ok(_), Err(e)) if e.is_retryable() || e.is_fatal() => return Err(e),
+            // The whole batch was one request: its refusal is the batch's.
+            (Err(e), Ok(_)) if reduced.deletes.is_empty() => return Err(e),
+            (Ok(_), Err(e)) if reduced.upserts.is_empty() => return Err(e),
             (Err(e), Ok(d)) => (vec![rejected(&e); reduced.upserts.len()], d),
             (Ok(u), Err(e)) => (u, vec![rejected(&e); reduced.deletes.len()]),
         };
@@ -468,7 +471,7 @@ impl WeaviateTarget {
                 _ => self.reply_error(what, ex.reply()),
             };
             attempt += 1;
-            if !err.is_retryable() || attempt >= 4 {
+            if !matches!(err, Error::Transient { .. }) || attempt >= 4 {
                 return Err(err);
             }
             let wait = err
