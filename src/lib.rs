@@ -5,3 +5,8 @@
 //! decides what a manifest line means for the files on disk.
 
 pub mod target;
+pub mod wal;
+pub mod manifest;
+pub mod source;
+pub mod sync;
+pub mod cli;
