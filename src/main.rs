@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use elysiactl::sync::{self, Input, OnError};
+use elysiactl::target::weaviate::{WeaviateConfig, WeaviateTarget};
 use elysiactl::target::{local::LocalIndex, Target};
 
 #[derive(Parser)]
@@ -295,14 +296,28 @@ fn sync_cmd(a: SyncArgs) -> u8 {
             TargetArg::Weaviate => "weaviate".into(),
         },
     };
-    let _ = (&a.collection, &a.vectorizer, a.concurrency, a.timeout, &a.metrics_file);
+    let _ = &a.metrics_file;
+    let weaviate = match (target, a.weaviate_url) {
+        (TargetArg::Weaviate, None) => {
+            eprintln!(
+                "elysiactl: --target weaviate needs --weaviate-url URL (or ELYSIACTL_WEAVIATE_URL)"
+            );
+            return 2;
+        }
+        (TargetArg::Weaviate, Some(url)) => Some(WeaviateConfig::from_env(
+            url,
+            a.collection.clone(),
+            a.vectorizer.clone(),
+            Duration::from_secs(a.timeout.max(1)),
+            a.concurrency as usize,
+        )),
+        (TargetArg::Local, _) => None,
+    };
     let open = |sd: PathBuf| {
         move || -> Result<Box<dyn Target>, elysiactl::target::Error> {
-            match target {
-                TargetArg::Local => Ok(Box::new(LocalIndex::open(&sd)?)),
-                TargetArg::Weaviate => Err(elysiactl::target::Error::Fatal {
-                    message: "the Weaviate target is not available in this build".into(),
-                }),
+            match &weaviate {
+                None => Ok(Box::new(LocalIndex::open(&sd)?)),
+                Some(cfg) => Ok(Box::new(WeaviateTarget::new(cfg.clone())?)),
             }
         }
     };
