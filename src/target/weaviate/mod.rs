@@ -351,8 +351,19 @@ impl WeaviateTarget {
             let more = round.more_to_delete();
             let progressed = round.successful > 0;
             failures.extend(round.failures);
-            if !more || !progressed {
+            if !more {
                 break;
+            }
+            if !progressed {
+                // Objects still match but none went: we cannot say which
+                // remain, so none of these deletes may be reported done.
+                return Err(Error::Transient {
+                    message: format!(
+                        "batch delete: {} objects still match but the server deleted none",
+                        round.matches
+                    ),
+                    retry_after: None,
+                });
             }
         }
         Ok(ids
