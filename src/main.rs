@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use elysiactl::sync::{self, Input, OnError};
+use elysiactl::target::weaviate::{WeaviateConfig, WeaviateTarget};
 use elysiactl::target::{local::LocalIndex, Target};
 
 #[derive(Parser)]
@@ -303,14 +304,27 @@ fn sync_cmd(a: Box<SyncArgs>) -> u8 {
         },
         metrics_file: a.metrics_file,
     };
-    let _ = (&a.collection, &a.vectorizer, a.concurrency, a.timeout);
+    let weaviate = match (target, a.weaviate_url) {
+        (TargetArg::Weaviate, None) => {
+            eprintln!(
+                "elysiactl: --target weaviate needs --weaviate-url URL (or ELYSIACTL_WEAVIATE_URL)"
+            );
+            return 2;
+        }
+        (TargetArg::Weaviate, Some(url)) => Some(WeaviateConfig::from_env(
+            url,
+            a.collection.clone(),
+            a.vectorizer.clone(),
+            Duration::from_secs(a.timeout.max(1)),
+            a.concurrency as usize,
+        )),
+        (TargetArg::Local, _) => None,
+    };
     let open = |sd: PathBuf| {
         move || -> Result<Box<dyn Target>, elysiactl::target::Error> {
-            match target {
-                TargetArg::Local => Ok(Box::new(LocalIndex::open(&sd)?)),
-                TargetArg::Weaviate => Err(elysiactl::target::Error::Fatal {
-                    message: "the Weaviate target is not available in this build".into(),
-                }),
+            match &weaviate {
+                None => Ok(Box::new(LocalIndex::open(&sd)?)),
+                Some(cfg) => Ok(Box::new(WeaviateTarget::new(cfg.clone())?)),
             }
         }
     };

@@ -12,6 +12,7 @@ pub mod local;
 
 use std::time::Duration;
 
+pub mod weaviate;
 use uuid::Uuid;
 
 /// The namespace of object ids (RFC 4122 URL namespace), fixed by SPEC.md.

@@ -1,0 +1,149 @@
+//! The subset of Weaviate `where` filters batch delete needs: `Equal`,
+//! `NotEqual`, `ContainsAny`, `ContainsAll`, `ContainsNone`, `IsNull` on the
+//! id or a property, combined with `And`, `Or`, `Not`. Text compares whole
+//! values, as under `field` tokenization.
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+const VALUE_FIELDS: &[&str] = &[
+    "valueText",
+    "valueString",
+    "valueInt",
+    "valueNumber",
+    "valueBoolean",
+    "valueDate",
+    "valueTextArray",
+    "valueStringArray",
+    "valueIntArray",
+    "valueNumberArray",
+    "valueBooleanArray",
+    "valueDateArray",
+    "valueGeoRange",
+];
+
+#[derive(Debug)]
+pub enum Filter {
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Not(Box<Filter>),
+    Leaf {
+        path: String,
+        op: String,
+        values: Vec<Value>,
+    },
+}
+
+pub fn parse(v: &Value) -> Result<Filter, String> {
+    let obj = v.as_object().ok_or("where filter must be an object")?;
+    let op = obj
+        .get("operator")
+        .and_then(Value::as_str)
+        .ok_or("where filter: operator is required")?;
+    let operands = || -> Result<Vec<Filter>, String> {
+        let list = obj
+            .get("operands")
+            .and_then(Value::as_array)
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| format!("operator {op} needs operands"))?;
+        list.iter().map(parse).collect()
+    };
+    match op {
+        "And" => return Ok(Filter::And(operands()?)),
+        "Or" => return Ok(Filter::Or(operands()?)),
+        "Not" => {
+            let mut ops = operands()?;
+            if ops.len() != 1 {
+                return Err("operator Not needs exactly one operand".into());
+            }
+            return Ok(Filter::Not(Box::new(ops.remove(0))));
+        }
+        "Equal" | "NotEqual" | "ContainsAny" | "ContainsAll" | "ContainsNone" | "IsNull" => {}
+        "Like" | "GreaterThan" | "GreaterThanEqual" | "LessThan" | "LessThanEqual"
+        | "WithinGeoRange" => {
+            return Err(format!("operator {op} is not supported by the stand-in"))
+        }
+        other => return Err(format!("unknown operator {other:?}")),
+    }
+    let path: Vec<&str> = obj
+        .get("path")
+        .and_then(Value::as_array)
+        .map(|p| p.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if path.len() != 1 {
+        return Err(format!(
+            "where filter: path must name one property, got {path:?}"
+        ));
+    }
+    let present: Vec<&str> = VALUE_FIELDS
+        .iter()
+        .copied()
+        .filter(|k| obj.get(*k).is_some_and(|v| !v.is_null()))
+        .collect();
+    if present.len() != 1 {
+        return Err(format!(
+            "where filter: exactly one value field must be set, got {present:?}"
+        ));
+    }
+    let field = present[0];
+    let raw = &obj[field];
+    let values = match raw {
+        Value::Array(a) => a.clone(),
+        v => vec![v.clone()],
+    };
+    let is_array_op = matches!(op, "ContainsAny" | "ContainsAll" | "ContainsNone");
+    if is_array_op != field.ends_with("Array") && op != "IsNull" {
+        return Err(format!("operator {op} cannot be used with {field}"));
+    }
+    let name = path[0];
+    if (name == "id" || name == "_id")
+        && !matches!(
+            field,
+            "valueText" | "valueString" | "valueTextArray" | "valueStringArray"
+        )
+    {
+        return Err(format!("the id can only be compared to text, got {field}"));
+    }
+    Ok(Filter::Leaf {
+        path: if name == "_id" {
+            "id".into()
+        } else {
+            name.into()
+        },
+        op: op.into(),
+        values,
+    })
+}
+
+pub fn matches(f: &Filter, id: &Uuid, props: &Map<String, Value>) -> bool {
+    match f {
+        Filter::And(fs) => fs.iter().all(|f| matches(f, id, props)),
+        Filter::Or(fs) => fs.iter().any(|f| matches(f, id, props)),
+        Filter::Not(f) => !matches(f, id, props),
+        Filter::Leaf { path, op, values } => {
+            let have: Vec<Value> = if path == "id" {
+                vec![Value::String(id.to_string())]
+            } else {
+                match props.get(path) {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Array(a)) => a.clone(),
+                    Some(v) => vec![v.clone()],
+                }
+            };
+            let eq = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
+                (Some(x), Some(y)) => x == y,
+                _ => a == b,
+            };
+            let has = |v: &Value| have.iter().any(|h| eq(h, v));
+            match op.as_str() {
+                "Equal" => !have.is_empty() && values.iter().all(has),
+                "NotEqual" => have.is_empty() || !values.iter().all(has),
+                "ContainsAny" => values.iter().any(has),
+                "ContainsAll" => values.iter().all(has),
+                "ContainsNone" => !values.iter().any(has),
+                "IsNull" => values.first().and_then(Value::as_bool) == Some(have.is_empty()),
+                _ => false,
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! weaviate-standin: a small, fast, faithful Weaviate REST server for tests
+//! and benchmarks, with seeded fault injection.
+//!
+//! It answers the endpoints elysiactl uses with the status codes and bodies
+//! of `shared/weaviate/CONTRACT.md` (auto-schema off, the duplicate-id rule,
+//! the batch-delete limit, 401 on any Authorization header when no key is
+//! configured …). Faults (latency, 429 + Retry-After, 500, 503, dropped
+//! connections before or after applying, per-object rate-limit failures)
+//! apply to the batch endpoints, or to every `/v1` endpoint but readiness
+//! with `fault_all`.
+//!
+//! The module is compiled into `src/bin/weaviate-standin.rs` and into the
+//! integration tests (`#[path]`), not into the library: the product build
+//! carries no server.
+//!
+//! Test-only endpoints under `/__standin/`: `objects` (every stored object as
+//! JSON Lines: class, id, repo, path, contentSha256), `faults` (GET, or PUT a
+//! [`Faults`] JSON), `stats`, `reset`.
+
+// Each crate that includes this module uses a different part of it.
+#![allow(dead_code)]
+
+mod faults;
+mod filter;
+mod handlers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use self::faults::{Faults, Rng};
+
+/// How the stand-in behaves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// When set, requests need `Authorization: Bearer <key>`; when unset any
+    /// Authorization header gets a 401 (as a server with no auth scheme).
+    pub api_key: Option<String>,
+    /// Objects deleted per `DELETE /v1/batch/objects` (`QUERY_MAXIMUM_RESULTS`).
+    pub delete_limit: usize,
+    pub seed: u64,
+    pub faults: Faults,
+    /// Keep every request (method, path, auth and X- headers, body) for tests.
+    pub record: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            api_key: None,
+            delete_limit: 10_000,
+            seed: 1,
+            faults: Faults::default(),
+            record: true,
+        }
+    }
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    pub authorization: Option<String>,
+    /// Every header, names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// One stored object, as the dump endpoint shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct Dumped {
+    pub class: String,
+    pub id: Uuid,
+    pub repo: Option<String>,
+    pub path: Option<String>,
+    #[serde(rename = "contentSha256")]
+    pub content_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub properties: serde_json::Map<String, Value>,
+    pub created: u64,
+    pub updated: u64,
+}
+
+/// Counts of what happened, for tests and for the operator of a benchmark.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub requests: u64,
+    pub injected: BTreeMap<String, u64>,
+    pub objects_written: u64,
+    pub objects_deleted: u64,
+}
+
+pub(crate) struct State {
+    /// Class name → the class as `GET /v1/schema/{c}` returns it.
+    pub classes: BTreeMap<String, Value>,
+    /// Class name → objects in UUID order (the order batch delete uses).
+    pub objects: HashMap<String, BTreeMap<Uuid, Stored>>,
+    pub faults: Faults,
+    pub rng: Rng,
+    pub requests: Vec<Recorded>,
+    pub stats: Stats,
+}
+
+pub(crate) struct Shared {
+    pub cfg: Config,
+    pub state: Mutex<State>,
+}
+
+impl Shared {
+    pub fn new(cfg: Config) -> Arc<Self> {
+        let state = State {
+            classes: BTreeMap::new(),
+            objects: HashMap::new(),
+            faults: cfg.faults.clone(),
+            rng: Rng::new(cfg.seed),
+            requests: Vec::new(),
+            stats: Stats::default(),
+        };
+        Arc::new(Shared {
+            cfg,
+            state: Mutex::new(state),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking handler must not wedge every later request.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Serve on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, cfg: Config) {
+    serve_shared(listener, Shared::new(cfg)).await
+}
+
+async fn serve_shared(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { handlers::handle(shared, req).await }
+            });
+            // A handler error closes the connection without a reply: that is
+            // how dropped connections are injected.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// A stand-in running on its own runtime, for in-process tests. Stops on drop.
+pub struct Standin {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Standin {
+    /// Bind 127.0.0.1 on a free port and serve.
+    pub fn start(cfg: Config) -> std::io::Result<Standin> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("standin")
+            .enable_all()
+            .build()?;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let shared = Shared::new(cfg);
+        let listener = {
+            let _guard = rt.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
+        rt.spawn(serve_shared(listener, shared.clone()));
+        Ok(Standin {
+            addr,
+            shared,
+            rt: Some(rt),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.lock().faults = faults;
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.shared.lock().faults.clone()
+    }
+
+    /// Every stored object, ordered by class then id.
+    pub fn dump(&self) -> Vec<Dumped> {
+        handlers::dump(&self.shared.lock())
+    }
+
+    /// The properties of one object, if stored.
+    pub fn object(&self, class: &str, id: Uuid) -> Option<serde_json::Map<String, Value>> {
+        let st = self.shared.lock();
+        st.objects
+            .get(class)
+            .and_then(|m| m.get(&id))
+            .map(|o| o.properties.clone())
+    }
+
+    /// The class definition, if it exists.
+    pub fn class(&self, class: &str) -> Option<Value> {
+        self.shared.lock().classes.get(class).cloned()
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.lock().requests.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().stats.clone()
+    }
+}
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}

@@ -1,0 +1,599 @@
+//! The Weaviate target: batches of ops become one `POST /v1/batch/objects`
+//! (upserts) and one `DELETE /v1/batch/objects` (deletes by id), each tried
+//! once per [`Target::apply`] call; the sync loop owns retries.
+//!
+//! Invariants:
+//! - ids are deterministic (`target::object_id`), so resending any request
+//!   is harmless — which is why a dropped connection is `Transient`;
+//! - a batch is reduced to the last op per id before sending, so the two
+//!   requests touch disjoint ids and their order does not matter;
+//! - secrets (API key, provider keys) live only in sensitive header values:
+//!   never in `Debug`, `Display` or error messages.
+//!
+//! The wire rules come from `shared/weaviate/CONTRACT.md`; see
+//! `docs/weaviate.md` for the user-facing description.
+
+pub mod classify;
+pub mod client;
+pub mod schema;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+use uuid::Uuid;
+
+use self::classify::{classify_delete, classify_upsert, status_error, transport_error, Reply};
+use self::client::{Client, Exchange};
+use crate::target::{Error, Op, OpOutcome, Target};
+
+/// The default collection name.
+pub const DEFAULT_COLLECTION: &str = "SRC_ENTERPRISE__";
+/// The default per-request timeout: well under Weaviate's 60 s write timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default number of batches in flight.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// Environment variables holding vectorizer provider keys and the header each
+/// is sent as (Weaviate's own module variable names).
+pub const PROVIDER_ENV_HEADERS: &[(&str, &str)] = &[
+    ("OPENAI_APIKEY", "X-OpenAI-Api-Key"),
+    ("OPENAI_ORGANIZATION", "X-OpenAI-Organization"),
+    ("AZURE_APIKEY", "X-Azure-Api-Key"),
+    ("COHERE_APIKEY", "X-Cohere-Api-Key"),
+    ("HUGGINGFACE_APIKEY", "X-HuggingFace-Api-Key"),
+    ("VOYAGEAI_APIKEY", "X-VoyageAI-Api-Key"),
+    ("JINAAI_APIKEY", "X-JinaAI-Api-Key"),
+    ("MISTRAL_APIKEY", "X-Mistral-Api-Key"),
+    ("NVIDIA_APIKEY", "X-Nvidia-Api-Key"),
+    ("GOOGLE_APIKEY", "X-Goog-Api-Key"),
+    ("AWS_ACCESS_KEY", "X-Aws-Access-Key"),
+    ("AWS_SECRET_KEY", "X-Aws-Secret-Key"),
+    ("ANTHROPIC_APIKEY", "X-Anthropic-Api-Key"),
+];
+
+/// The environment variable holding the Weaviate API key (never a flag).
+pub const API_KEY_ENV: &str = "WEAVIATE_API_KEY";
+
+/// Objects fetched per page by [`Target::list_repo`].
+const LIST_PAGE: usize = 1000;
+
+#[derive(Clone)]
+pub struct WeaviateConfig {
+    /// e.g. `http://127.0.0.1:8080` (no trailing `/v1`).
+    pub url: String,
+    pub collection: String,
+    /// From `WEAVIATE_API_KEY` only; `Authorization: Bearer` is sent only when set.
+    pub api_key: Option<String>,
+    /// Vectorizer provider keys, e.g. `("X-OpenAI-Api-Key", value)`.
+    pub headers: Vec<(String, String)>,
+    /// Vectorizer module for a collection we create; `None` → `"none"`.
+    pub vectorizer: Option<String>,
+    pub timeout: Duration,
+    pub concurrency: usize,
+}
+
+impl fmt::Debug for WeaviateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(n, _)| format!("{n}: <redacted>"))
+            .collect();
+        f.debug_struct("WeaviateConfig")
+            .field("url", &client::redact_url(&self.url))
+            .field("collection", &self.collection)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("headers", &headers)
+            .field("vectorizer", &self.vectorizer)
+            .field("timeout", &self.timeout)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
+}
+
+impl WeaviateConfig {
+    /// Reads `WEAVIATE_API_KEY` and the provider keys of
+    /// [`PROVIDER_ENV_HEADERS`] from the environment. Empty values count as unset.
+    pub fn from_env(
+        url: String,
+        collection: String,
+        vectorizer: Option<String>,
+        timeout: Duration,
+        concurrency: usize,
+    ) -> Self {
+        Self::from_lookup(url, collection, vectorizer, timeout, concurrency, |k| {
+            std::env::var(k).ok()
+        })
+    }
+
+    /// [`Self::from_env`] over any variable lookup (for tests).
+    pub fn from_lookup(
+        url: String,
+        collection: String,
+        vectorizer: Option<String>,
+        timeout: Duration,
+        concurrency: usize,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        let get = |k: &str| lookup(k).filter(|v| !v.is_empty());
+        let headers = PROVIDER_ENV_HEADERS
+            .iter()
+            .filter_map(|(var, header)| get(var).map(|v| (header.to_string(), v)))
+            .collect();
+        WeaviateConfig {
+            url,
+            collection,
+            api_key: get(API_KEY_ENV),
+            headers,
+            vectorizer: vectorizer.filter(|v| !v.is_empty() && v != "none"),
+            timeout,
+            concurrency: concurrency.max(1),
+        }
+    }
+}
+
+pub struct WeaviateTarget {
+    /// The class name as the server stores it.
+    class: String,
+    vectorizer: Option<String>,
+    /// The URL for messages (no userinfo).
+    shown_url: String,
+    concurrency: usize,
+    client: Client,
+    /// Owned so `apply` can be called from plain threads, several at once.
+    rt: tokio::runtime::Runtime,
+}
+
+impl fmt::Debug for WeaviateTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeaviateTarget")
+            .field("url", &self.shown_url)
+            .field("class", &self.class)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WeaviateTarget {
+    pub fn new(cfg: WeaviateConfig) -> Result<Self, Error> {
+        let fatal = |message: String| Error::Fatal { message };
+        let shown_url = client::redact_url(&cfg.url);
+        if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
+            return Err(fatal(format!(
+                "Weaviate URL {shown_url:?} must start with http:// or https://"
+            )));
+        }
+        let base = cfg.url.trim_end_matches('/');
+        if base.ends_with("/v1") {
+            return Err(fatal(format!(
+                "Weaviate URL {shown_url} must not end in /v1 (give the server root)"
+            )));
+        }
+        let class = schema::normalize_class(&cfg.collection).map_err(fatal)?;
+        let headers =
+            client::default_headers(cfg.api_key.as_deref(), &cfg.headers).map_err(fatal)?;
+        let client = Client::new(base, headers, cfg.timeout, cfg.concurrency).map_err(fatal)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("weaviate-io")
+            .enable_all()
+            .build()
+            .map_err(|e| fatal(format!("cannot start the I/O runtime: {e}")))?;
+        Ok(WeaviateTarget {
+            class,
+            vectorizer: cfg.vectorizer,
+            shown_url,
+            concurrency: cfg.concurrency.max(1),
+            client,
+            rt,
+        })
+    }
+
+    /// The collection name as sent to the server.
+    pub fn class(&self) -> &str {
+        &self.class
+    }
+
+    fn target_name(&self) -> String {
+        format!("Weaviate at {}", self.shown_url)
+    }
+
+    async fn send_json(&self, method: Method, path: &str, body: &Value) -> Exchange {
+        // Serializing a Value cannot fail.
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        self.client.send(method, path, Some(bytes)).await
+    }
+
+    async fn prepare_async(&self) -> Result<(), Error> {
+        let target = self.target_name();
+        let unreachable = |message: String| Error::Unreachable {
+            target: target.clone(),
+            message,
+            retry_after: None,
+        };
+        match self
+            .client
+            .send(Method::GET, "/v1/.well-known/ready", None)
+            .await
+        {
+            Exchange::NoReply(f) => {
+                let e = transport_error(&target, "GET /v1/.well-known/ready", &f);
+                return Err(unreachable(match e {
+                    Error::Unreachable { message, .. } => message,
+                    other => other.to_string(),
+                }));
+            }
+            Exchange::Http { status, .. } if status.is_success() => {}
+            Exchange::Http { status, .. } if status.as_u16() == 503 => {
+                return Err(unreachable(
+                    "not ready (HTTP 503 on /v1/.well-known/ready)".into(),
+                ))
+            }
+            Exchange::Http {
+                status,
+                headers,
+                body,
+            } => {
+                return Err(self.prepare_error(status_error(
+                    "GET /v1/.well-known/ready",
+                    status.as_u16(),
+                    &headers,
+                    &body,
+                )))
+            }
+        }
+
+        let path = format!("/v1/schema/{}", self.class);
+        match self.client.send(Method::GET, &path, None).await {
+            Exchange::Http { status, body, .. } if status.is_success() => {
+                let class: Value = serde_json::from_slice(&body).map_err(|_| Error::Fatal {
+                    message: format!("GET {path}: the reply is not a JSON class"),
+                })?;
+                for name in schema::missing_properties(&class) {
+                    self.add_property(name).await?;
+                }
+                Ok(())
+            }
+            Exchange::Http { status, .. } if status.as_u16() == 404 => self.create_class().await,
+            ex => Err(self.prepare_error(self.reply_error(&format!("GET {path}"), ex.reply()))),
+        }
+    }
+
+    async fn create_class(&self) -> Result<(), Error> {
+        let body = schema::class_body(&self.class, self.vectorizer.as_deref());
+        let ex = self.send_json(Method::POST, "/v1/schema", &body).await;
+        match &ex {
+            Exchange::Http { status, .. } if status.is_success() => Ok(()),
+            // Another process created it between our GET and POST.
+            Exchange::Http { status, body, .. }
+                if status.as_u16() == 422
+                    && String::from_utf8_lossy(body).contains("already exists") =>
+            {
+                Ok(())
+            }
+            _ => Err(self.prepare_error(self.reply_error("POST /v1/schema", ex.reply()))),
+        }
+    }
+
+    async fn add_property(&self, name: &str) -> Result<(), Error> {
+        let Some((_, data_type)) = schema::PROPERTIES.iter().find(|(n, _)| *n == name) else {
+            return Ok(());
+        };
+        let body = schema::property(name, data_type, self.vectorizer.as_deref());
+        let path = format!("/v1/schema/{}/properties", self.class);
+        let ex = self.send_json(Method::POST, &path, &body).await;
+        match &ex {
+            Exchange::Http { status, .. } if status.is_success() => Ok(()),
+            Exchange::Http { status, body, .. }
+                if status.as_u16() == 422
+                    && String::from_utf8_lossy(body).contains("already exists") =>
+            {
+                Ok(())
+            }
+            _ => Err(self.prepare_error(self.reply_error(&format!("POST {path}"), ex.reply()))),
+        }
+    }
+
+    fn reply_error(&self, what: &str, reply: Reply<'_>) -> Error {
+        match reply {
+            Reply::NoReply(f) => transport_error(&self.target_name(), what, f),
+            Reply::Http {
+                status,
+                headers,
+                body,
+            } => status_error(what, status, headers, body),
+        }
+    }
+
+    /// Nothing can be written until prepare succeeds, so a permanent refusal
+    /// there (auth, bad class) stops the run.
+    fn prepare_error(&self, e: Error) -> Error {
+        match e {
+            Error::Rejected { message } => Error::Fatal {
+                message: format!("{}: {message}", self.target_name()),
+            },
+            other => other,
+        }
+    }
+
+    async fn upsert(&self, docs: &[&crate::target::Document]) -> Result<Vec<OpOutcome>, Error> {
+        let body = wire::BatchObjects {
+            objects: docs
+                .iter()
+                .map(|d| wire::WireObject::new(&self.class, d))
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&body).map_err(|e| Error::Fatal {
+            message: format!("cannot encode the batch: {e}"),
+        })?;
+        let ex = self
+            .client
+            .send(Method::POST, "/v1/batch/objects", Some(bytes))
+            .await;
+        let ids: Vec<Uuid> = docs.iter().map(|d| d.id).collect();
+        classify_upsert(&self.target_name(), ex.reply(), &ids)
+    }
+
+    /// Delete `ids`, repeating while the server matched more than its limit
+    /// let it delete in one call.
+    async fn delete(&self, ids: &[Uuid]) -> Result<Vec<OpOutcome>, Error> {
+        let body = wire::batch_delete(&self.class, ids);
+        let mut failures: HashMap<Uuid, String> = HashMap::new();
+        // Each productive round deletes at least one object.
+        for _ in 0..=ids.len() {
+            let ex = self
+                .send_json(Method::DELETE, "/v1/batch/objects", &body)
+                .await;
+            let round = classify_delete(&self.target_name(), ex.reply())?;
+            let more = round.more_to_delete();
+            let progressed = round.successful > 0;
+            failures.extend(round.failures);
+            if !more {
+                break;
+            }
+            if !progressed {
+                // Objects still match but none went: we cannot say which
+                // remain, so none of these deletes may be reported done.
+                return Err(Error::Transient {
+                    message: format!(
+                        "batch delete: {} objects still match but the server deleted none",
+                        round.matches
+                    ),
+                    retry_after: None,
+                });
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|id| match failures.remove(id) {
+                None => OpOutcome::Ok,
+                Some(message) => OpOutcome::Failed {
+                    retryable: classify::is_retryable_message(&message),
+                    message,
+                },
+            })
+            .collect())
+    }
+
+    async fn apply_async(&self, ops: &[Op]) -> Result<Vec<OpOutcome>, Error> {
+        let reduced = wire::reduce(ops);
+        let (up, del) = tokio::join!(
+            async {
+                if reduced.upserts.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    self.upsert(&reduced.upserts).await
+                }
+            },
+            async {
+                if reduced.deletes.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    self.delete(&reduced.deletes).await
+                }
+            }
+        );
+        let up_ids = reduced.upserts.iter().map(|d| d.id);
+        let (up, del) = match (up, del) {
+            (Ok(u), Ok(d)) => (u, d),
+            // A failure that may pass (or that stops the run) retries the
+            // whole batch: redoing the other half is harmless.
+            (Err(a), Err(b)) => return Err(worse(a, b)),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) if e.is_retryable() || e.is_fatal() => return Err(e),
+            // The whole batch was one request: its refusal is the batch's.
+            (Err(e), Ok(_)) if reduced.deletes.is_empty() => return Err(e),
+            (Ok(_), Err(e)) if reduced.upserts.is_empty() => return Err(e),
+            (Err(e), Ok(d)) => (vec![rejected(&e); reduced.upserts.len()], d),
+            (Ok(u), Err(e)) => (u, vec![rejected(&e); reduced.deletes.len()]),
+        };
+        let by_id: HashMap<Uuid, OpOutcome> = up_ids
+            .zip(up)
+            .chain(reduced.deletes.iter().copied().zip(del))
+            .collect();
+        Ok(ops
+            .iter()
+            .map(|op| {
+                by_id.get(&op.id()).cloned().unwrap_or(OpOutcome::Failed {
+                    retryable: true,
+                    message: "no outcome for this op".to_string(),
+                })
+            })
+            .collect())
+    }
+
+    async fn list_repo_async(&self, repo: &str) -> Result<Vec<String>, Error> {
+        let mut paths = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/objects?class={}&limit={LIST_PAGE}", self.class);
+            if let Some(a) = &after {
+                path.push_str("&after=");
+                path.push_str(a);
+            }
+            let page = self.list_page(&path).await?;
+            let objects = page
+                .get("objects")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for o in &objects {
+                let props = o.get("properties");
+                let field = |k: &str| props.and_then(|p| p.get(k)).and_then(Value::as_str);
+                if field("repo") == Some(repo) {
+                    if let Some(p) = field("path") {
+                        paths.push(p.to_string());
+                    }
+                }
+            }
+            let last = objects
+                .last()
+                .and_then(|o| o.get("id"))
+                .and_then(Value::as_str);
+            match last {
+                Some(id) if objects.len() >= LIST_PAGE => after = Some(id.to_string()),
+                _ => break,
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        Ok(paths)
+    }
+
+    /// One page of the object listing. A listing is long and cheap to resume
+    /// per page, so transient failures get a few quick local retries.
+    async fn list_page(&self, path: &str) -> Result<Value, Error> {
+        let what = "GET /v1/objects";
+        let mut attempt = 0u32;
+        loop {
+            let ex = self.client.send(Method::GET, path, None).await;
+            let err = match &ex {
+                Exchange::Http { status, body, .. } if status.is_success() => {
+                    match serde_json::from_slice::<Value>(body) {
+                        Ok(v) => return Ok(v),
+                        Err(_) => Error::Transient {
+                            message: format!("{what}: the reply is not JSON"),
+                            retry_after: None,
+                        },
+                    }
+                }
+                _ => self.reply_error(what, ex.reply()),
+            };
+            attempt += 1;
+            if !matches!(err, Error::Transient { .. }) || attempt >= 4 {
+                return Err(err);
+            }
+            let wait = err
+                .retry_after()
+                .unwrap_or(Duration::from_millis(100 << attempt))
+                .min(Duration::from_secs(5));
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn rejected(e: &Error) -> OpOutcome {
+    OpOutcome::Failed {
+        retryable: false,
+        message: e.to_string(),
+    }
+}
+
+/// The more serious of two batch errors (Fatal > Unreachable > Transient > Rejected).
+fn worse(a: Error, b: Error) -> Error {
+    let rank = |e: &Error| match e {
+        Error::Fatal { .. } => 3,
+        Error::Unreachable { .. } => 2,
+        Error::Transient { .. } => 1,
+        _ => 0,
+    };
+    if rank(&b) > rank(&a) {
+        b
+    } else {
+        a
+    }
+}
+
+impl Target for WeaviateTarget {
+    fn describe(&self) -> String {
+        format!("{} (collection {})", self.target_name(), self.class)
+    }
+
+    fn prepare(&self) -> Result<(), Error> {
+        self.rt.handle().block_on(self.prepare_async())
+    }
+
+    fn apply(&self, ops: &[Op]) -> Result<Vec<OpOutcome>, Error> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.rt.handle().block_on(self.apply_async(ops))
+    }
+
+    fn list_repo(&self, repo: &str) -> Result<Vec<String>, Error> {
+        self.rt.handle().block_on(self.list_repo_async(repo))
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.concurrency
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_keys_map_to_headers_and_debug_hides_them() {
+        let env: HashMap<&str, &str> = [
+            ("WEAVIATE_API_KEY", "wk-SECRET1"),
+            ("OPENAI_APIKEY", "sk-SECRET2"),
+            ("COHERE_APIKEY", ""),
+        ]
+        .into_iter()
+        .collect();
+        let cfg = WeaviateConfig::from_lookup(
+            "http://u:pw-SECRET3@127.0.0.1:1".into(),
+            DEFAULT_COLLECTION.into(),
+            Some("none".into()),
+            DEFAULT_TIMEOUT,
+            0,
+            |k| env.get(k).map(|v| v.to_string()),
+        );
+        assert_eq!(cfg.api_key.as_deref(), Some("wk-SECRET1"));
+        assert_eq!(
+            cfg.headers,
+            vec![("X-OpenAI-Api-Key".to_string(), "sk-SECRET2".to_string())]
+        );
+        assert_eq!(cfg.vectorizer, None);
+        assert_eq!(cfg.concurrency, 1);
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("SECRET"), "{dbg}");
+        assert!(dbg.contains("X-OpenAI-Api-Key"));
+        let t = WeaviateTarget::new(cfg).unwrap();
+        assert!(!format!("{t:?} {}", t.describe()).contains("SECRET"));
+    }
+
+    #[test]
+    fn bad_urls_and_names_are_refused_up_front() {
+        let mk = |url: &str, coll: &str| {
+            WeaviateTarget::new(WeaviateConfig::from_lookup(
+                url.into(),
+                coll.into(),
+                None,
+                DEFAULT_TIMEOUT,
+                1,
+                |_| None,
+            ))
+        };
+        assert!(mk("127.0.0.1:8080", "C").is_err());
+        assert!(mk("http://h:8080/v1", "C").is_err());
+        assert!(mk("http://h:8080", "bad-name").is_err());
+        assert_eq!(
+            mk("http://h:8080/", "codeChunk").unwrap().class(),
+            "CodeChunk"
+        );
+    }
+}
