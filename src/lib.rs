@@ -4,4 +4,5 @@
 //! [`target`] (the index) and [`wal`] (the log of what is done). [`source`]
 //! decides what a manifest line means for the files on disk.
 
+pub mod changes;
 pub mod target;
