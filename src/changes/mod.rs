@@ -484,11 +484,15 @@ fn head_commit(git: &Git) -> Result<Option<String>, GitError> {
     // (a dangling detached HEAD, a broken ref) is corruption.
     let target = git.output(&["symbolic-ref", "-q", "HEAD"])?;
     let target = String::from_utf8_lossy(&target).trim().to_owned();
-    let (exists, _, _) = git.output_status(&["show-ref", "--verify", "-q", &target])?;
+    // rev-parse on the ref name reads the ref without needing its object.
+    let (exists, value, _) = git.output_status(&["rev-parse", "-q", "--verify", &target])?;
     if exists.success() {
         Err(GitError::Parse {
             command: "rev-parse HEAD".into(),
-            detail: format!("{target} exists but does not resolve to a commit"),
+            detail: format!(
+                "{target} points at {} which is not a readable commit (corrupt repository?)",
+                String::from_utf8_lossy(&value).trim()
+            ),
         })
     } else {
         Ok(None)
