@@ -20,6 +20,7 @@
 //! reported and do not stop the others; the caller exits non-zero at the end.
 //! docs/changes.md is the user-facing description of all this.
 
+mod args;
 mod git;
 pub mod mgit;
 pub mod output;
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use args::{exit_code, ChangesArgs};
 use git::{parse_ls_tree_entry, Git, Kind, RawDecoder};
 pub use git::{redact_url_credentials, GitError};
 
