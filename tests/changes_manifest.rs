@@ -396,11 +396,20 @@ fn vanished_repository_is_pruned_and_its_base_forgotten() {
         r.lines,
         vec![
             json!({"op":"prune","repo":"B"}),
-            json!({"repo":"B","new_changeset":{"commit":null,"parent":base_b,"branch":null}}),
+            json!({"repo":"B","new_changeset":{"commit":"","parent":base_b,"branch":null}}),
         ]
     );
-    assert!(!sync.bases.contains_key("B"));
+    assert_eq!(sync.bases.get("B").map(String::as_str), Some(changes::GONE));
     assert!(cycle(root.path(), &mut sync).lines.is_empty());
+
+    // It comes back (re-cloned): listed in full again, not diffed from the
+    // old base, since the index no longer holds anything of it.
+    let b = Repo::init(root.path(), "B");
+    b.write("f.txt", "B again");
+    b.commit("c");
+    let r = cycle(root.path(), &mut sync);
+    assert_eq!(r.report.full_snapshots, 1);
+    assert_eq!(r.changeset("B").expect("changeset")["parent"], Value::Null);
 }
 
 #[test]
@@ -455,6 +464,7 @@ fn corrupt_and_empty_repositories_are_reported_and_the_others_processed() {
     assert!(r.changeset("bad").is_none());
     // An empty repository the index knew: its objects go.
     assert!(r.lines.contains(&json!({"op":"prune","repo":"empty"})));
+    assert_eq!(r.changeset("empty").expect("changeset")["commit"], "");
 }
 
 #[test]

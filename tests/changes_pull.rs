@@ -121,5 +121,8 @@ fn credentials_in_a_remote_url_are_never_logged() {
     let (_, log, report) = run(&opts);
     assert!(report.any_failed(), "{log}");
     let reasons: String = report.failures.iter().map(|f| f.reason.clone()).collect();
-    assert!(!log.contains("s3cr3t") && !reasons.contains("s3cr3t"), "{log}");
+    assert!(
+        !log.contains("s3cr3t") && !reasons.contains("s3cr3t"),
+        "{log}"
+    );
 }

@@ -179,11 +179,11 @@ struct ChangesetLine<'a> {
     new_changeset: &'a Changeset,
 }
 
-/// The `new_changeset` of a repository. `commit: null` means the repository
-/// is gone and its base should be forgotten.
+/// The `new_changeset` of a repository. An empty `commit` means the
+/// repository is gone: nothing of it is applied any more (see [`GONE`]).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 struct Changeset {
-    commit: Option<String>,
+    commit: String,
     parent: Option<String>,
     branch: Option<String>,
 }
@@ -207,6 +207,11 @@ impl Lines<'_> {
         Ok(())
     }
 }
+
+/// The base recorded for a repository that vanished and was pruned: no
+/// commit is applied. `changes` treats it like no base at all (a repository
+/// that comes back is listed in full) and does not prune it again.
+pub const GONE: &str = "";
 
 /// A repository directory found under a root.
 #[derive(Debug, Clone)]
@@ -232,6 +237,13 @@ pub fn run(
     if opts.roots.is_empty() {
         return Err(Error::NoRoot);
     }
+    // An empty base (GONE) means nothing applied: same as no base.
+    let bases: BTreeMap<&str, &str> = opts
+        .bases
+        .iter()
+        .filter(|(_, c)| c.as_str() != GONE)
+        .map(|(r, c)| (r.as_str(), c.as_str()))
+        .collect();
     let mut report = ChangesReport::default();
     let repos = discover(&opts.roots, &mut report, log)?;
     report.repos_scanned = repos.len();
@@ -250,12 +262,12 @@ pub fn run(
     let mut changesets: Vec<(String, Changeset)> = Vec::new();
     let mut processed: Vec<&RepoDir> = Vec::new();
     for repo in &repos {
-        let base = opts.bases.get(&repo.name).map(String::as_str);
+        let base = bases.get(repo.name.as_str()).copied();
         let before = lines.file_lines;
         match scan_repo(opts, repo, base, &mut lines, &mut report, log) {
             Ok(Some(cs)) => {
                 let had_lines = lines.file_lines > before;
-                if had_lines || cs.commit.as_deref() != base {
+                if had_lines || Some(cs.commit.as_str()) != base {
                     report.repos_changed += 1;
                     changesets.push((repo.name.clone(), cs));
                 }
@@ -277,15 +289,15 @@ pub fn run(
     // Repositories the index knows that are no longer under any root.
     let present: BTreeSet<&str> = repos.iter().map(|r| r.name.as_str()).collect();
     let failed: BTreeSet<String> = report.failures.iter().map(|f| f.repo.clone()).collect();
-    let missing: Vec<(&String, &String)> = opts
-        .bases
+    let missing: Vec<(&str, &str)> = bases
         .iter()
-        .filter(|(name, _)| !present.contains(name.as_str()) && !failed.contains(*name))
+        .filter(|(name, _)| !present.contains(*name) && !failed.contains(**name))
+        .map(|(n, c)| (*n, *c))
         .collect();
     if opts.prune_missing && !missing.is_empty() {
         if repos.is_empty() {
             return Err(Error::EverythingMissing {
-                known: opts.bases.len(),
+                known: bases.len(),
                 roots: opts
                     .roots
                     .iter()
@@ -308,10 +320,10 @@ pub fn run(
             )?;
             report.repos_missing += 1;
             changesets.push((
-                (*name).clone(),
+                (*name).to_owned(),
                 Changeset {
-                    commit: None,
-                    parent: Some((*base).clone()),
+                    commit: GONE.to_owned(),
+                    parent: Some((*base).to_owned()),
                     branch: None,
                 },
             ));
@@ -346,7 +358,9 @@ pub fn run(
             if lines.file_lines > before && !changesets.iter().any(|(n, _)| n == &repo.name) {
                 // Its commit did not move, but it now has lines: the sync may
                 // record the (unchanged) commit once they are applied.
-                if let Ok(cs) = head_changeset(opts, repo, opts.bases.get(&repo.name)) {
+                if let Ok(Some(cs)) =
+                    head_changeset(opts, repo, bases.get(repo.name.as_str()).copied())
+                {
                     changesets.push((repo.name.clone(), cs));
                 }
             }
@@ -512,14 +526,17 @@ fn current_branch(git: &Git) -> Result<Option<String>, GitError> {
 fn head_changeset(
     opts: &ChangesOptions,
     repo: &RepoDir,
-    base: Option<&String>,
-) -> Result<Changeset, GitError> {
+    base: Option<&str>,
+) -> Result<Option<Changeset>, GitError> {
     let git = repo.git(&opts.git);
-    Ok(Changeset {
-        commit: head_commit(&git)?,
-        parent: base.cloned(),
+    let Some(commit) = head_commit(&git)? else {
+        return Ok(None);
+    };
+    Ok(Some(Changeset {
+        commit,
+        parent: base.map(str::to_owned),
         branch: current_branch(&git)?,
-    })
+    }))
 }
 
 /// Make sure git sees `repo.dir` itself as the top of a work tree (not an
@@ -572,11 +589,17 @@ fn scan_repo(
                 },
                 true,
             )?;
+            // Recorded once the prune is applied: not pruned again next run.
+            return Ok(Some(Changeset {
+                commit: GONE.to_owned(),
+                parent: base.map(str::to_owned),
+                branch,
+            }));
         }
         return Ok(None);
     };
     let changeset = Changeset {
-        commit: Some(head.clone()),
+        commit: head.clone(),
         parent: base.map(str::to_owned),
         branch,
     };
