@@ -6,3 +6,8 @@
 
 pub mod changes;
 pub mod target;
+pub mod wal;
+pub mod manifest;
+pub mod source;
+pub mod sync;
+pub mod cli;

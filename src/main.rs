@@ -1,1 +1,319 @@
-fn main() {}
+//! The `elysiactl` binary: parse the command line, build a validated
+//! configuration, call the library, map the outcome to an exit code.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use elysiactl::sync::{self, Input, OnError};
+use elysiactl::target::{local::LocalIndex, Target};
+
+#[derive(Parser)]
+#[command(
+    name = "elysiactl",
+    version,
+    about = "Apply a change manifest to a search index, crash-safely and resumably",
+    long_about = "elysiactl applies a JSON Lines change manifest (add / update / delete / rename per file) \
+to a search index in batches. Every batch outcome goes to a CRC-checked write-ahead log in the state dir, \
+so a run killed at any instant resumes exactly where it was on the next start.\n\n\
+Exit codes: 0 all applied, 1 finished with failed items, 2 usage or input error, 3 fatal (state saved).",
+    after_help = "Example:\n  elysiactl index sync --input changes.jsonl --root /opt/pdi/Enterprise\n  elysiactl index sync --status"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The index: sync a manifest into it, export it.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
+    /// The write-ahead log.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+    /// Search the local index: best matches with repo/path and a snippet.
+    #[command(after_help = "Example:\n  elysiactl search 'parse_config' --limit 5")]
+    Search {
+        /// Query (words are ANDed; "quoted phrases", field:term work).
+        query: String,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[arg(long, env = "ELYSIACTL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// One JSON object per hit.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Apply a change manifest (or show sync health with --status).
+    #[command(after_help = "Examples:\n  elysiactl index sync --input /tmp/changes.jsonl --root /opt/pdi/Enterprise\n  git-producer | elysiactl index sync --input - --root .\n  elysiactl index sync --status")]
+    Sync(SyncArgs),
+    /// Print every indexed object as JSON Lines: id, repo, path, contentSha256.
+    #[command(after_help = "Example:\n  elysiactl index export --state-dir /var/lib/elysiactl > objects.jsonl")]
+    Export {
+        #[arg(long, env = "ELYSIACTL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalCommand {
+    /// Dump every WAL record; --verify checks the log and exits 3 on corruption.
+    #[command(after_help = "Examples:\n  elysiactl wal inspect --state-dir /var/lib/elysiactl\n  elysiactl wal inspect /var/lib/elysiactl/wal/00000000000000000001.wal --json\n  elysiactl wal inspect --verify")]
+    Inspect {
+        /// A segment file or WAL directory (instead of --state-dir).
+        file: Option<PathBuf>,
+        #[arg(long, env = "ELYSIACTL_STATE_DIR", conflicts_with = "file")]
+        state_dir: Option<PathBuf>,
+        /// One JSON object per record.
+        #[arg(long)]
+        json: bool,
+        /// Only check; exit 3 if any record before the tail is damaged.
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnErrorArg {
+    Continue,
+    Stop,
+    Retry,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum TargetArg {
+    Local,
+    Weaviate,
+}
+
+#[derive(clap::Args)]
+struct SyncArgs {
+    /// The manifest (JSON Lines); '-' reads stdin (spooled into the state dir first).
+    #[arg(long, required_unless_present = "status")]
+    input: Option<String>,
+    /// Print the JSON health document and exit 0.
+    #[arg(long)]
+    status: bool,
+    /// Where the WAL, lock and local index live.
+    #[arg(long, env = "ELYSIACTL_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// What to do with an item that still fails after retries.
+    #[arg(long, value_enum, default_value = "continue")]
+    on_error: OnErrorArg,
+    /// Transient-failure retries per item.
+    #[arg(long, default_value_t = 3)]
+    max_retries: u32,
+    /// Manual recovery: start at line N (1-based); earlier lines count as done.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    from_line: Option<u64>,
+    /// Source root (repeatable); files outside every root are never read. Default: the current directory.
+    #[arg(long)]
+    root: Vec<PathBuf>,
+    /// Where to write (default: weaviate when a Weaviate URL is set, else local).
+    #[arg(long, value_enum)]
+    target: Option<TargetArg>,
+    #[arg(long, env = "ELYSIACTL_WEAVIATE_URL")]
+    weaviate_url: Option<String>,
+    #[arg(long, default_value = "SRC_ENTERPRISE__")]
+    collection: String,
+    /// Vectorizer module for a collection this run creates (e.g. text2vec-openai).
+    #[arg(long)]
+    vectorizer: Option<String>,
+    /// Parse and plan; write nothing (neither index nor WAL).
+    #[arg(long)]
+    dry_run: bool,
+    /// Larger files are not indexed.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_file_size: u64,
+    /// Batches in flight to the target (Weaviate).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    concurrency: u64,
+    /// Per-request timeout to the target, seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Prometheus textfile to write at the end of the run.
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
+    /// Drop the unapplied lines of an earlier manifest that is gone or changed (recorded in the WAL).
+    #[arg(long)]
+    abandon_pending: bool,
+    /// No per-batch progress lines.
+    #[arg(long, short)]
+    quiet: bool,
+    /// First retry backoff in milliseconds (doubles per attempt, full jitter).
+    #[arg(long, default_value_t = 200, hide = true)]
+    retry_base_ms: u64,
+}
+
+fn state_dir(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".elysiactl")
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    ExitCode::from(run(cli))
+}
+
+fn run(cli: Cli) -> u8 {
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Index {
+            command: IndexCommand::Sync(args),
+        } => sync_cmd(args),
+        Command::Index {
+            command: IndexCommand::Export { state_dir: sd },
+        } => match elysiactl::target::local::export(&state_dir(sd)) {
+            Ok(objs) => {
+                for o in objs {
+                    if let Ok(line) = serde_json::to_string(&o) {
+                        if writeln!(stdout, "{line}").is_err() {
+                            return 3;
+                        }
+                    }
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("elysiactl: {e}");
+                3
+            }
+        },
+        Command::Wal {
+            command:
+                WalCommand::Inspect {
+                    file,
+                    state_dir: sd,
+                    json,
+                    verify,
+                },
+        } => {
+            let path = file.unwrap_or_else(|| state_dir(sd));
+            elysiactl::cli::inspect::inspect(&path, json, verify, &mut stdout).unwrap_or(3)
+        }
+        Command::Search {
+            query,
+            limit,
+            state_dir: sd,
+            json,
+        } => match elysiactl::target::local::search(&state_dir(sd), &query, limit) {
+            Ok(hits) => {
+                for h in hits {
+                    let line = if json {
+                        serde_json::to_string(&h).unwrap_or_default()
+                    } else {
+                        format!("{}/{}  ({:.2})\n    {}", h.repo, h.path, h.score, h.snippet)
+                    };
+                    if writeln!(stdout, "{line}").is_err() {
+                        return 3;
+                    }
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("elysiactl: {e}");
+                3
+            }
+        },
+    }
+}
+
+fn sync_cmd(a: SyncArgs) -> u8 {
+    let sd = state_dir(a.state_dir);
+    if a.status {
+        let doc = sync::status::status(&sd);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into())
+        );
+        return 0;
+    }
+    let input = match a.input.as_deref() {
+        Some("-") => Input::Stdin,
+        Some(p) => Input::File(PathBuf::from(p)),
+        None => {
+            eprintln!("elysiactl: --input FILE|- is required");
+            return 2;
+        }
+    };
+    let target = match a.target {
+        Some(t) => t,
+        None if a.weaviate_url.is_some() => TargetArg::Weaviate,
+        None => TargetArg::Local,
+    };
+    let roots = if a.root.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        a.root
+    };
+    let opts = sync::Options {
+        input,
+        state_dir: sd.clone(),
+        batch_size: a.batch_size,
+        on_error: match a.on_error {
+            OnErrorArg::Continue => OnError::Continue,
+            OnErrorArg::Stop => OnError::Stop,
+            OnErrorArg::Retry => OnError::Retry,
+        },
+        max_retries: a.max_retries,
+        from_line: a.from_line,
+        roots,
+        dry_run: a.dry_run,
+        max_file_size: a.max_file_size,
+        abandon_pending: a.abandon_pending,
+        backoff: sync::Backoff {
+            base: Duration::from_millis(a.retry_base_ms),
+            cap: Duration::from_secs(30),
+        },
+        progress: !a.quiet,
+        target_name: match target {
+            TargetArg::Local => "local".into(),
+            TargetArg::Weaviate => "weaviate".into(),
+        },
+    };
+    let _ = (&a.collection, &a.vectorizer, a.concurrency, a.timeout, &a.metrics_file);
+    let open = |sd: PathBuf| {
+        move || -> Result<Box<dyn Target>, elysiactl::target::Error> {
+            match target {
+                TargetArg::Local => Ok(Box::new(LocalIndex::open(&sd)?)),
+                TargetArg::Weaviate => Err(elysiactl::target::Error::Fatal {
+                    message: "the Weaviate target is not available in this build".into(),
+                }),
+            }
+        }
+    };
+    let opener = open(sd);
+    let mut stderr = std::io::stderr().lock();
+    match sync::run(&opts, &opener, &mut stderr) {
+        Ok(report) => report.exit_code,
+        Err(e) => {
+            let code = e.exit_code();
+            let _ = writeln!(stderr, "elysiactl: {e}");
+            code
+        }
+    }
+}

@@ -8,6 +8,8 @@
 //! Every op is idempotent (upsert by deterministic id, delete of an absent
 //! object succeeds), which is what makes a redone batch harmless.
 
+pub mod local;
+
 use std::time::Duration;
 
 use uuid::Uuid;

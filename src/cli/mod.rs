@@ -1,0 +1,3 @@
+//! Command implementations behind the thin binary.
+
+pub mod inspect;

@@ -1,0 +1,416 @@
+//! One manifest line → one [`Change`], or a [`LineError`] saying why not.
+//!
+//! The parser works on a byte slice (no I/O): the sync feeds it lines of the
+//! memory-mapped manifest, the fuzz target arbitrary bytes. simd-json parses
+//! in place, so each line is first copied into a reused scratch buffer (the
+//! mapping itself is never written).
+
+use base64::Engine;
+use simd_json::{Buffers, Node, StaticNode, Tape};
+
+/// The operation a line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    /// `update` or its synonym `modify`.
+    Update,
+    Delete,
+    /// Needs `from`.
+    Rename,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Add => "add",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Rename => "rename",
+        }
+    }
+}
+
+/// A file change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    pub op: Op,
+    pub repo: Option<String>,
+    pub path: String,
+    /// For `rename`: the old path (same rules as `path`).
+    pub from: Option<String>,
+    /// `content` / `content_base64` given inline: replaces reading the file.
+    pub content: Option<Vec<u8>>,
+}
+
+/// A `new_changeset` metadata line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changeset {
+    pub repo: String,
+    pub commit: String,
+    pub branch: Option<String>,
+    pub parent: Option<String>,
+}
+
+/// What a non-blank line says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    File(FileChange),
+    Changeset(Changeset),
+    /// `{"op":"prune","repo":R}`: remove every object of repo R whose file is
+    /// no longer eligible on disk.
+    Prune { repo: String },
+}
+
+/// Why a line is malformed. Positions are added by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LineError {
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("line is not a JSON object")]
+    NotAnObject,
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{field}` must be {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("unknown op `{0}` (expected add, update, modify, delete, rename)")]
+    UnknownOp(String),
+    #[error("field `{0}` is empty")]
+    Empty(&'static str),
+    #[error("field `{0}` contains a NUL byte")]
+    Nul(&'static str),
+    #[error("field `content_base64` is not valid base64: {0}")]
+    Base64(String),
+    #[error("line is {0} bytes, over the {MAX_LINE_LEN}-byte limit")]
+    TooLong(usize),
+}
+
+/// Longest line accepted (inline content included).
+pub const MAX_LINE_LEN: usize = 64 << 20;
+
+/// Reusable parser state: scratch buffer and simd-json buffers.
+pub struct LineParser {
+    scratch: Vec<u8>,
+    buffers: Buffers,
+    spare: Vec<Node<'static>>,
+}
+
+impl Default for LineParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Reuse a vector's allocation for a vector of another lifetime.
+fn recycle<'a, 'b>(mut v: Vec<Node<'a>>) -> Vec<Node<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable_node()).collect()
+}
+
+/// Nodes a value spans on the tape, itself included.
+fn node_count(node: &Node<'_>) -> usize {
+    match node {
+        Node::Object { count, .. } | Node::Array { count, .. } => *count + 1,
+        _ => 1,
+    }
+}
+
+fn unreachable_node<'a>() -> Node<'a> {
+    Node::Static(StaticNode::Null)
+}
+
+impl LineParser {
+    pub fn new() -> Self {
+        LineParser {
+            scratch: Vec::with_capacity(4096),
+            buffers: Buffers::new(4096),
+            spare: Vec::with_capacity(64),
+        }
+    }
+
+    /// Parse one line (without its line terminator). `Ok(None)` for a blank
+    /// or whitespace-only line.
+    pub fn parse(&mut self, line: &[u8]) -> Result<Option<Change>, LineError> {
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(None);
+        }
+        if line.len() > MAX_LINE_LEN {
+            return Err(LineError::TooLong(line.len()));
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(line);
+        let mut tape = Tape(recycle(std::mem::take(&mut self.spare)));
+        let res = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape)
+            .map_err(|e| LineError::Json(json_error_text(&e)))
+            .and_then(|()| interpret(&tape.0));
+        self.spare = recycle(tape.0);
+        res.map(Some)
+    }
+}
+
+fn json_error_text(e: &simd_json::Error) -> String {
+    let s = e.to_string();
+    // simd-json reports positions relative to its own buffer; the caller
+    // names the line and byte offset, so keep the message short.
+    s.chars().take(200).collect()
+}
+
+/// Fields of interest, borrowed from the tape.
+#[derive(Default)]
+struct Fields<'a> {
+    op: Option<&'a str>,
+    repo: Option<&'a str>,
+    path: Option<&'a str>,
+    from: Option<&'a str>,
+    content: Option<&'a str>,
+    content_b64: Option<&'a str>,
+    changeset: Option<usize>,
+}
+
+fn string_field<'a>(
+    node: &Node<'a>,
+    field: &'static str,
+    nullable: bool,
+) -> Result<Option<&'a str>, LineError> {
+    match node {
+        Node::String(s) => Ok(Some(s)),
+        Node::Static(StaticNode::Null) if nullable => Ok(None),
+        _ => Err(LineError::WrongType {
+            field,
+            expected: if nullable {
+                "a string or null"
+            } else {
+                "a string"
+            },
+        }),
+    }
+}
+
+fn interpret(tape: &[Node<'_>]) -> Result<Change, LineError> {
+    let Some(Node::Object { len, .. }) = tape.first() else {
+        return Err(LineError::NotAnObject);
+    };
+    let mut f = Fields::default();
+    let mut i = 1;
+    for _ in 0..*len {
+        let Some(Node::String(key)) = tape.get(i) else {
+            return Err(LineError::NotAnObject);
+        };
+        let vi = i + 1;
+        let Some(value) = tape.get(vi) else {
+            return Err(LineError::NotAnObject);
+        };
+        match *key {
+            "op" => f.op = string_field(value, "op", false)?,
+            "repo" => f.repo = string_field(value, "repo", true)?,
+            "path" => f.path = string_field(value, "path", false)?,
+            "from" => f.from = string_field(value, "from", true)?,
+            "content" => f.content = string_field(value, "content", true)?,
+            "content_base64" => f.content_b64 = string_field(value, "content_base64", true)?,
+            "new_changeset" => match value {
+                Node::Object { .. } => f.changeset = Some(vi),
+                Node::Static(StaticNode::Null) => {}
+                _ => {
+                    return Err(LineError::WrongType {
+                        field: "new_changeset",
+                        expected: "an object",
+                    })
+                }
+            },
+            _ => {}
+        }
+        i = vi + node_count(value);
+    }
+
+    if let Some(ci) = f.changeset {
+        return changeset(tape, ci, f.repo);
+    }
+
+    let op = match f.op {
+        None => return Err(LineError::Missing("op")),
+        Some("add") => Op::Add,
+        Some("update") | Some("modify") => Op::Update,
+        Some("delete") => Op::Delete,
+        Some("rename") => Op::Rename,
+        Some("prune") => {
+            let repo = non_empty("repo", f.repo.ok_or(LineError::Missing("repo"))?)?;
+            return Ok(Change::Prune {
+                repo: repo.to_owned(),
+            });
+        }
+        Some(other) => {
+            return Err(LineError::UnknownOp(
+                other.chars().take(64).collect::<String>(),
+            ))
+        }
+    };
+    let path = non_empty("path", f.path.ok_or(LineError::Missing("path"))?)?;
+    let repo = match f.repo {
+        Some(r) => Some(non_empty("repo", r)?.to_owned()),
+        None => None,
+    };
+    let from = match (op, f.from) {
+        (Op::Rename, None) => return Err(LineError::Missing("from")),
+        (_, Some(p)) => Some(non_empty("from", p)?.to_owned()),
+        (_, None) => None,
+    };
+    let content = match (f.content, f.content_b64) {
+        (Some(c), _) => Some(c.as_bytes().to_vec()),
+        (None, Some(b)) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .map_err(|e| LineError::Base64(e.to_string()))?,
+        ),
+        (None, None) => None,
+    };
+    Ok(Change::File(FileChange {
+        op,
+        repo,
+        path: path.to_owned(),
+        from,
+        content,
+    }))
+}
+
+fn non_empty<'a>(field: &'static str, s: &'a str) -> Result<&'a str, LineError> {
+    if s.is_empty() {
+        Err(LineError::Empty(field))
+    } else if s.contains('\0') {
+        Err(LineError::Nul(field))
+    } else {
+        Ok(s)
+    }
+}
+
+fn changeset(tape: &[Node<'_>], at: usize, repo: Option<&str>) -> Result<Change, LineError> {
+    let repo = non_empty("repo", repo.ok_or(LineError::Missing("repo"))?)?;
+    let Some(Node::Object { len, .. }) = tape.get(at) else {
+        return Err(LineError::WrongType {
+            field: "new_changeset",
+            expected: "an object",
+        });
+    };
+    let (mut commit, mut branch, mut parent) = (None, None, None);
+    let mut i = at + 1;
+    for _ in 0..*len {
+        let (Some(Node::String(key)), Some(value)) = (tape.get(i), tape.get(i + 1)) else {
+            return Err(LineError::NotAnObject);
+        };
+        match *key {
+            "commit" => commit = string_field(value, "new_changeset.commit", false)?,
+            "branch" => branch = string_field(value, "new_changeset.branch", true)?,
+            "parent" => parent = string_field(value, "new_changeset.parent", true)?,
+            _ => {}
+        }
+        i += 1 + node_count(value);
+    }
+    let commit = commit.ok_or(LineError::Missing("new_changeset.commit"))?;
+    Ok(Change::Changeset(Changeset {
+        repo: repo.to_owned(),
+        commit: commit.to_owned(),
+        branch: branch.map(str::to_owned),
+        parent: parent.map(str::to_owned),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Option<Change>, LineError> {
+        LineParser::new().parse(s.as_bytes())
+    }
+
+    fn file(s: &str) -> FileChange {
+        match parse(s) {
+            Ok(Some(Change::File(f))) => f,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_op_form_of_the_spec_parses() {
+        let f = file(r#"{"op":"add","repo":"ServiceA","path":"/opt/pdi/Enterprise/ServiceA/src/main.py","size":2453}"#);
+        assert_eq!(f.op, Op::Add);
+        assert_eq!(f.repo.as_deref(), Some("ServiceA"));
+        assert_eq!(file(r#"{"op":"modify","path":"a/b"}"#).op, Op::Update);
+        assert_eq!(file(r#"{"op":"update","repo":"A","path":"src/u.py"}"#).op, Op::Update);
+        assert_eq!(file(r#"{"op":"delete","repo":"B","path":"x","size":0}"#).op, Op::Delete);
+        let r = file(r#"{"op":"rename","repo":"C","from":"a/old.py","path":"a/new.py"}"#);
+        assert_eq!((r.op, r.from.as_deref()), (Op::Rename, Some("a/old.py")));
+        let c = file(r#"{"op":"add","path":"r/x","content":"hi\n"}"#);
+        assert_eq!(c.content.as_deref(), Some(&b"hi\n"[..]));
+        let b = file(r#"{"op":"add","path":"r/x","content_base64":"aGk="}"#);
+        assert_eq!(b.content.as_deref(), Some(&b"hi"[..]));
+        let u = file(r#"{"op":"add","path":"r/\u00e9\n x","mime":"text/plain","extra":{"a":[1,2,{"b":null}]},"z":1}"#);
+        assert_eq!(u.path, "r/é\n x");
+    }
+
+    #[test]
+    fn changeset_and_prune_lines_are_recognised() {
+        let c = parse(r#"{"repo":"ServiceA","new_changeset":{"commit":"9f1c","branch":"main","x":[1]}}"#);
+        assert_eq!(
+            c,
+            Ok(Some(Change::Changeset(Changeset {
+                repo: "ServiceA".into(),
+                commit: "9f1c".into(),
+                branch: Some("main".into()),
+                parent: None
+            })))
+        );
+        assert_eq!(
+            parse(r#"{"op":"prune","repo":"R"}"#),
+            Ok(Some(Change::Prune { repo: "R".into() }))
+        );
+    }
+
+    #[test]
+    fn blank_lines_are_skipped() {
+        assert_eq!(parse(""), Ok(None));
+        assert_eq!(parse("  \t "), Ok(None));
+    }
+
+    #[test]
+    fn malformed_lines_say_why() {
+        let cases = [
+            (r#"{"op":"add","path":"#, "invalid JSON"),
+            (r#"["op","add"]"#, "not a JSON object"),
+            (r#""add""#, "not a JSON object"),
+            (r#"{"path":"a/b"}"#, "missing field `op`"),
+            (r#"{"op":"add"}"#, "missing field `path`"),
+            (r#"{"op":"copy","path":"a"}"#, "unknown op `copy`"),
+            (r#"{"op":"add","path":""}"#, "field `path` is empty"),
+            (r#"{"op":"add","path":7}"#, "field `path` must be a string"),
+            (r#"{"op":1,"path":"a"}"#, "field `op` must be a string"),
+            (r#"{"op":"rename","path":"a/b"}"#, "missing field `from`"),
+            (r#"{"op":"add","path":"a\u0000b"}"#, "NUL"),
+            (r#"{"op":"add","path":"a","content_base64":"!!"}"#, "base64"),
+            (r#"{"repo":"A","new_changeset":{"branch":"m"}}"#, "new_changeset.commit"),
+            (r#"{"op":"add","path":"a"} trailing"#, "invalid JSON"),
+        ];
+        for (line, want) in cases {
+            let got = parse(line).expect_err(line).to_string();
+            assert!(got.contains(want), "{line}: {got}");
+        }
+        let bad_utf8 = b"{\"op\":\"add\",\"path\":\"a\xff\"}";
+        assert!(matches!(
+            LineParser::new().parse(bad_utf8),
+            Err(LineError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn parser_buffers_are_reused_across_lines() {
+        let mut p = LineParser::new();
+        for i in 0..1000 {
+            let line = format!(r#"{{"op":"add","repo":"r","path":"p/{i}.rs"}}"#);
+            match p.parse(line.as_bytes()) {
+                Ok(Some(Change::File(f))) => assert_eq!(f.path, format!("p/{i}.rs")),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

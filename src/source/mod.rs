@@ -1,0 +1,402 @@
+//! What a manifest line means for the files on disk.
+//!
+//! [`Roots::resolve`] turns a line's `repo` and `path` into a repo-relative
+//! location under one `--root` (or says why the line is malformed);
+//! [`Roots::read`] decides whether that file is eligible for the index and
+//! reads it. Files outside every root are never opened: the canonical path
+//! (all symlinks resolved) must lie under the root's canonical path before
+//! `open` is called, and it is opened with `O_NOFOLLOW | O_NONBLOCK`.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::target::{object_id, Document};
+
+/// Bytes checked for a NUL to call a file binary.
+pub const BINARY_SNIFF_LEN: usize = 8 << 10;
+/// Default `--max-file-size`.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// Why a line's path is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    #[error("path {0:?} is outside every --root")]
+    OutsideRoots(String),
+    #[error("absolute path {path:?} is not under <root>/{repo}")]
+    NotUnderRepo { path: String, repo: String },
+    #[error("path {0:?} escapes its root")]
+    EscapesRoot(String),
+    #[error("path {0:?} escapes its repository")]
+    EscapesRepo(String),
+    #[error("path {0:?} names a repository, not a file")]
+    NoFile(String),
+    #[error("invalid repo name {0:?}")]
+    BadRepo(String),
+}
+
+/// A file's place: repo name and repo-relative path under root `root`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub root: usize,
+    pub repo: String,
+    /// `/`-separated, no `.`, `..` or empty parts.
+    pub path: String,
+}
+
+/// Why a file is not (or no longer) in the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absent {
+    /// No such file (or a path component is not a directory).
+    Missing,
+    /// A directory, FIFO, socket, device, or a symlink loop.
+    NotRegular,
+    /// A symlink whose target leaves the root.
+    OutsideRoot,
+    TooLarge,
+    Binary,
+}
+
+impl Absent {
+    /// Missing files are the normal case of a delete; the others are files
+    /// that exist but are not indexed.
+    pub fn is_skip(self) -> bool {
+        !matches!(self, Absent::Missing)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Absent::Missing => "missing",
+            Absent::NotRegular => "not a regular file",
+            Absent::OutsideRoot => "symlink leaves its root",
+            Absent::TooLarge => "over --max-file-size",
+            Absent::Binary => "binary (NUL byte in the first 8 KiB)",
+        }
+    }
+}
+
+/// The disk's verdict on one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileState {
+    Eligible(Document),
+    Absent(Absent),
+}
+
+#[derive(Debug, Clone)]
+struct Root {
+    /// Absolute, lexically normalised, as given.
+    given: PathBuf,
+    /// All symlinks resolved.
+    canonical: PathBuf,
+}
+
+/// The `--root` directories.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    roots: Vec<Root>,
+    max_file_size: u64,
+}
+
+/// Lexically normalise an absolute path: drop `.`, apply `..`.
+fn normalize_abs(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::Normal(n) => out.push(n),
+        }
+    }
+    Some(out)
+}
+
+/// Split a relative `/`-path into normal parts, applying `.` and `..`.
+/// `None` if `..` climbs above the start.
+fn normalize_rel(p: &str) -> Option<Vec<&str>> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts)
+}
+
+fn valid_repo(repo: &str) -> bool {
+    !repo.is_empty() && repo != "." && repo != ".." && !repo.contains('/') && !repo.contains('\0')
+}
+
+impl Roots {
+    /// Validate and canonicalise the roots (each must be a directory).
+    pub fn new(dirs: &[PathBuf], max_file_size: u64) -> io::Result<Roots> {
+        let mut roots = Vec::new();
+        for d in dirs {
+            let abs = std::path::absolute(d)?;
+            let given = normalize_abs(&abs).unwrap_or(abs);
+            let canonical = std::fs::canonicalize(&given).map_err(|e| {
+                io::Error::new(e.kind(), format!("--root {}: {e}", d.display()))
+            })?;
+            if !canonical.is_dir() {
+                return Err(io::Error::other(format!(
+                    "--root {} is not a directory",
+                    d.display()
+                )));
+            }
+            roots.push(Root { given, canonical });
+        }
+        Ok(Roots {
+            roots,
+            max_file_size,
+        })
+    }
+
+    pub fn max_file_size(&self) -> u64 {
+        self.max_file_size
+    }
+
+    /// Where a line's `repo`/`path` points (see SPEC.md, path rules).
+    pub fn resolve(&self, repo: Option<&str>, path: &str) -> Result<Location, PathError> {
+        if let Some(r) = repo {
+            if !valid_repo(r) {
+                return Err(PathError::BadRepo(r.to_owned()));
+            }
+        }
+        if path.starts_with('/') {
+            return self.resolve_abs(repo, path);
+        }
+        let parts = normalize_rel(path).ok_or_else(|| match repo {
+            Some(_) => PathError::EscapesRepo(path.to_owned()),
+            None => PathError::EscapesRoot(path.to_owned()),
+        })?;
+        let (repo, rel) = match repo {
+            Some(r) => (r.to_owned(), parts),
+            None => {
+                let (first, rest) = parts
+                    .split_first()
+                    .ok_or_else(|| PathError::NoFile(path.to_owned()))?;
+                ((*first).to_owned(), rest.to_vec())
+            }
+        };
+        if rel.is_empty() {
+            return Err(PathError::NoFile(path.to_owned()));
+        }
+        let root = self
+            .roots
+            .iter()
+            .position(|r| r.given.join(&repo).is_dir())
+            .unwrap_or(0);
+        Ok(Location {
+            root,
+            repo,
+            path: rel.join("/"),
+        })
+    }
+
+    fn resolve_abs(&self, repo: Option<&str>, path: &str) -> Result<Location, PathError> {
+        let norm =
+            normalize_abs(Path::new(path)).ok_or_else(|| PathError::EscapesRoot(path.to_owned()))?;
+        for (i, root) in self.roots.iter().enumerate() {
+            let rest = norm
+                .strip_prefix(&root.given)
+                .or_else(|_| norm.strip_prefix(&root.canonical));
+            let Ok(rest) = rest else { continue };
+            let parts: Vec<&str> = rest
+                .components()
+                .filter_map(|c| match c {
+                    Component::Normal(n) => n.to_str(),
+                    _ => None,
+                })
+                .collect();
+            let Some((first, rel)) = parts.split_first() else {
+                return Err(PathError::NoFile(path.to_owned()));
+            };
+            if let Some(r) = repo {
+                if *first != r {
+                    return Err(PathError::NotUnderRepo {
+                        path: path.to_owned(),
+                        repo: r.to_owned(),
+                    });
+                }
+            }
+            if rel.is_empty() {
+                return Err(PathError::NoFile(path.to_owned()));
+            }
+            return Ok(Location {
+                root: i,
+                repo: (*first).to_owned(),
+                path: rel.join("/"),
+            });
+        }
+        Err(PathError::OutsideRoots(path.to_owned()))
+    }
+
+    /// The file's state on disk. `Err` only for failures that may pass
+    /// (permission denied, I/O errors): the line fails and is retried later.
+    pub fn read(&self, loc: &Location) -> io::Result<FileState> {
+        let root = &self.roots[loc.root.min(self.roots.len() - 1)];
+        let full = root.canonical.join(&loc.repo).join(&loc.path);
+        let canonical = match std::fs::canonicalize(&full) {
+            Ok(c) => c,
+            Err(e) => return absent_or_err(e),
+        };
+        if !canonical.starts_with(&root.canonical) {
+            return Ok(FileState::Absent(Absent::OutsideRoot));
+        }
+        // Never open a device or FIFO (opening can have side effects).
+        match std::fs::symlink_metadata(&canonical) {
+            Ok(m) if !m.is_file() => return Ok(FileState::Absent(Absent::NotRegular)),
+            Ok(_) => {}
+            Err(e) => return absent_or_err(e),
+        }
+        let file = match File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&canonical)
+        {
+            Ok(f) => f,
+            Err(e) => return absent_or_err(e),
+        };
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Ok(FileState::Absent(Absent::NotRegular));
+        }
+        if meta.len() > self.max_file_size {
+            return Ok(FileState::Absent(Absent::TooLarge));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(self.max_file_size + 1).read_to_end(&mut bytes)?;
+        Ok(self.eligible(loc, bytes))
+    }
+
+    /// The state of inline content given in the manifest.
+    pub fn inline(&self, loc: &Location, bytes: Vec<u8>) -> FileState {
+        self.eligible(loc, bytes)
+    }
+
+    fn eligible(&self, loc: &Location, bytes: Vec<u8>) -> FileState {
+        if bytes.len() as u64 > self.max_file_size {
+            return FileState::Absent(Absent::TooLarge);
+        }
+        let sniff = &bytes[..bytes.len().min(BINARY_SNIFF_LEN)];
+        if memchr::memchr(0, sniff).is_some() {
+            return FileState::Absent(Absent::Binary);
+        }
+        FileState::Eligible(document(&loc.repo, &loc.path, &bytes))
+    }
+}
+
+/// Build the indexed form of a file's bytes.
+pub fn document(repo: &str, path: &str, bytes: &[u8]) -> Document {
+    Document {
+        id: object_id(repo, path),
+        repo: repo.to_owned(),
+        path: path.to_owned(),
+        content: String::from_utf8_lossy(bytes).into_owned(),
+        content_sha256: crate::wal::record::hex(&Sha256::digest(bytes)),
+        size: bytes.len() as u64,
+    }
+}
+
+fn absent_or_err(e: io::Error) -> io::Result<FileState> {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG) => {
+            Ok(FileState::Absent(Absent::Missing))
+        }
+        Some(libc::ELOOP) => Ok(FileState::Absent(Absent::NotRegular)),
+        _ => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roots(dir: &Path) -> Roots {
+        Roots::new(&[dir.to_owned()], DEFAULT_MAX_FILE_SIZE).unwrap()
+    }
+
+    #[test]
+    fn paths_resolve_per_the_spec_rules() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("ServiceA/src")).unwrap();
+        let r = roots(t.path());
+        let root = t.path().canonicalize().unwrap();
+        let abs = format!("{}/ServiceA/src/main.py", root.display());
+        let want = Location {
+            root: 0,
+            repo: "ServiceA".into(),
+            path: "src/main.py".into(),
+        };
+        assert_eq!(r.resolve(Some("ServiceA"), &abs), Ok(want.clone()));
+        assert_eq!(r.resolve(None, &abs), Ok(want.clone()));
+        assert_eq!(r.resolve(Some("ServiceA"), "src/main.py"), Ok(want.clone()));
+        assert_eq!(r.resolve(Some("ServiceA"), "./src/x/../main.py"), Ok(want.clone()));
+        assert_eq!(r.resolve(None, "ServiceA/src/main.py"), Ok(want));
+        assert!(matches!(
+            r.resolve(Some("ServiceB"), &abs),
+            Err(PathError::NotUnderRepo { .. })
+        ));
+        assert!(matches!(r.resolve(None, "/etc/passwd"), Err(PathError::OutsideRoots(_))));
+        assert!(matches!(
+            r.resolve(Some("A"), "../B/x"),
+            Err(PathError::EscapesRepo(_))
+        ));
+        assert!(matches!(r.resolve(None, "../x"), Err(PathError::EscapesRoot(_))));
+        assert!(matches!(r.resolve(None, "ServiceA"), Err(PathError::NoFile(_))));
+        assert!(matches!(r.resolve(Some(".."), "x"), Err(PathError::BadRepo(_))));
+        let escape = format!("{}/../etc/passwd", root.display());
+        assert!(r.resolve(None, &escape).is_err());
+    }
+
+    #[test]
+    fn disk_decides_eligibility() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("R");
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::write(repo.join("ok.txt"), "hello\n").unwrap();
+        std::fs::write(repo.join("bin"), b"a\0b").unwrap();
+        std::fs::write(repo.join("big"), vec![b'x'; 2000]).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), repo.join("leak")).unwrap();
+        std::os::unix::fs::symlink("ok.txt", repo.join("inside")).unwrap();
+        std::os::unix::fs::symlink("loop", repo.join("loop")).unwrap();
+        std::fs::create_dir(repo.join("dir")).unwrap();
+        let r = Roots::new(&[t.path().to_owned()], 1000).unwrap();
+        let at = |p: &str| r.read(&r.resolve(Some("R"), p).unwrap()).unwrap();
+        match at("ok.txt") {
+            FileState::Eligible(d) => {
+                assert_eq!(d.content, "hello\n");
+                assert_eq!(d.path, "ok.txt");
+                assert_eq!(
+                    d.content_sha256,
+                    "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match at("inside") {
+            FileState::Eligible(d) => assert_eq!((d.path.as_str(), d.content.as_str()), ("inside", "hello\n")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(at("bin"), FileState::Absent(Absent::Binary));
+        assert_eq!(at("big"), FileState::Absent(Absent::TooLarge));
+        assert_eq!(at("leak"), FileState::Absent(Absent::OutsideRoot));
+        assert_eq!(at("loop"), FileState::Absent(Absent::NotRegular));
+        assert_eq!(at("dir"), FileState::Absent(Absent::NotRegular));
+        assert_eq!(at("gone"), FileState::Absent(Absent::Missing));
+        assert_eq!(at("ok.txt/sub"), FileState::Absent(Absent::Missing));
+    }
+}

@@ -1,0 +1,833 @@
+//! The sync loop: manifest → batches → target, every batch outcome appended
+//! to the WAL before the next is acknowledged.
+//!
+//! Resume: the WAL's replay gives, per manifest, the applied byte ranges and
+//! the failed lines. A run first retries the failed lines, then reads on
+//! from the end of the contiguous applied prefix, skipping ranges already
+//! applied out of order (with several batches in flight). Every line is
+//! idempotent (its effect is "make the index match the disk"), so a batch
+//! redone after a crash changes nothing.
+
+mod lock;
+pub mod plan;
+pub mod retry;
+pub mod status;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::manifest::{self, LineParser, Manifest};
+use crate::source::Roots;
+use crate::target::{self, Op, OpOutcome, Target};
+use crate::wal::{self, *};
+
+pub use lock::{holder as lock_holder, LockError};
+pub use plan::Planned;
+pub use retry::Backoff;
+pub use wal::AppliedChangeset;
+
+/// Compact the log at the end of a run once it is larger than this.
+pub const COMPACT_THRESHOLD: u64 = 256 << 10;
+
+/// `--on-error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Continue,
+    Stop,
+    Retry,
+}
+
+impl OnError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Continue => "continue",
+            OnError::Stop => "stop",
+            OnError::Retry => "retry",
+        }
+    }
+}
+
+/// Where the manifest comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    File(PathBuf),
+    Stdin,
+}
+
+/// A validated `index sync` configuration.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub input: Input,
+    pub state_dir: PathBuf,
+    pub batch_size: usize,
+    pub on_error: OnError,
+    pub max_retries: u32,
+    pub from_line: Option<u64>,
+    pub roots: Vec<PathBuf>,
+    pub dry_run: bool,
+    pub max_file_size: u64,
+    pub abandon_pending: bool,
+    pub backoff: Backoff,
+    /// Print a line per batch.
+    pub progress: bool,
+    /// Name of the target, for the WAL and status ("local", "weaviate").
+    pub target_name: String,
+}
+
+/// Why a run could not go on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{0}")]
+    Locked(#[from] LockError),
+    #[error("{0}")]
+    Wal(#[from] wal::Error),
+    #[error("{0}")]
+    Manifest(#[from] manifest::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Target(#[from] target::Error),
+}
+
+impl Error {
+    /// The process exit code for this error (SPEC.md).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Manifest(manifest::Error::Open { .. }) => 2,
+            Error::Manifest(manifest::Error::Changed { .. }) => 2,
+            _ => 3,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub exit_code: u8,
+    pub status: Option<RunStatus>,
+    pub counts: Counts,
+    /// The WAL could not be written; state was kept in memory.
+    pub degraded: bool,
+    pub message: Option<String>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The commits whose changes a sync has fully applied, per repo.
+pub fn applied_changesets(state_dir: &Path) -> Result<BTreeMap<String, AppliedChangeset>, Error> {
+    Ok(wal::replay(state_dir)?.state.repos)
+}
+
+/// Open the target once the state dir is locked.
+pub type OpenTarget<'a> = &'a dyn Fn() -> Result<Box<dyn Target>, target::Error>;
+
+/// Run `index sync`.
+pub fn run(opts: &Options, open_target: OpenTarget<'_>, log: &mut dyn Write) -> Result<Report, Error> {
+    if opts.batch_size == 0 {
+        return Err(Error::Usage("--batch-size must be at least 1".into()));
+    }
+    if opts.dry_run {
+        return dry_run(opts, log);
+    }
+    wal::create_private_dir(&opts.state_dir).map_err(|e| {
+        Error::Usage(format!(
+            "cannot create state dir {}: {e}",
+            opts.state_dir.display()
+        ))
+    })?;
+    let _lock = lock::acquire(&opts.state_dir)?;
+    let (wal, replay) = Wal::open(&opts.state_dir)?;
+    if let Some(t) = &replay.torn {
+        let _ = writeln!(
+            log,
+            "[RECOVERED] dropped a torn WAL record at {} byte {} ({} bytes: {}); the batch it described will be redone",
+            t.segment.display(),
+            t.offset,
+            t.dropped_bytes,
+            t.reason
+        );
+    }
+    manifest::clean_spool_temps(&opts.state_dir);
+    let path = match &opts.input {
+        Input::File(p) => p.clone(),
+        Input::Stdin => manifest::spool(std::io::stdin().lock(), &opts.state_dir)?,
+    };
+    let current = Manifest::open(&path, opts.input == Input::Stdin)?;
+    let roots = Roots::new(&opts.roots, opts.max_file_size).map_err(|e| Error::Usage(e.to_string()))?;
+
+    // Earlier manifests with lines never applied come first.
+    let mut queue: Vec<Manifest> = Vec::new();
+    let mut abandon: Vec<ManifestProgress> = Vec::new();
+    for m in replay.state.unfinished() {
+        if m.id.same_content(&current.id) {
+            continue;
+        }
+        match Manifest::open(Path::new(&m.id.path), m.id.spooled) {
+            Ok(old) if old.id.same_content(&m.id) => queue.push(old),
+            _ if opts.abandon_pending => abandon.push(m.clone()),
+            _ => {
+                let (off, line) = m.resume_point();
+                return Err(Error::Usage(format!(
+                    "an earlier manifest is unfinished and is no longer readable as it was: {} (applied up to line {}, byte {} of {}); restore it, or rerun with --abandon-pending to drop its remaining lines (recorded in the WAL)",
+                    m.id.path, line.saturating_sub(1), off, m.id.size
+                )));
+            }
+        }
+    }
+    if opts.from_line.is_some() && !queue.is_empty() {
+        return Err(Error::Usage(
+            "--from-line applies to one manifest, but an earlier manifest is unfinished; finish it first (run without --from-line)".into(),
+        ));
+    }
+    queue.push(current);
+
+    let target = open_target()?;
+    target.prepare()?;
+
+    let mut s = Syncer {
+        opts,
+        wal,
+        state: replay.state,
+        degraded: None,
+        log,
+        run_id: 0,
+        counts: Counts::default(),
+        failed_this_run: 0,
+        stopped: false,
+        fatal: None,
+        target: target.as_ref(),
+        roots: &roots,
+        parser: LineParser::new(),
+        seq: 0,
+    };
+    s.run_id = s.state.next_run_id.max(1);
+    s.record(vec![Record::RunStarted(RunStarted {
+        run_id: s.run_id,
+        started_ms: now_ms(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        target: opts.target_name.clone(),
+        batch_size: opts.batch_size as u32,
+        on_error: opts.on_error.as_str().into(),
+        max_retries: opts.max_retries,
+    })]);
+    for m in abandon {
+        let remaining = m.total_lines.saturating_sub(m.lines_done());
+        let _ = writeln!(
+            s.log,
+            "[ABANDONED] {}: {} lines never applied are dropped (--abandon-pending)",
+            m.id.path, remaining
+        );
+        s.record(vec![Record::ManifestAbandoned(ManifestAbandoned {
+            run_id: s.run_id,
+            fingerprint: m.id.fingerprint,
+            path: m.id.path.clone(),
+            remaining_lines: remaining,
+        })]);
+    }
+    let last = queue.len() - 1;
+    for (i, m) in queue.iter().enumerate() {
+        let from = if i == last { opts.from_line } else { None };
+        s.process(m, from)?;
+        if s.stopped || s.fatal.is_some() {
+            break;
+        }
+    }
+    Ok(s.finish())
+}
+
+/// One batch on its way to the target.
+struct Batch {
+    seq: u64,
+    fingerprint: [u8; 32],
+    spans: Vec<Span>,
+    items: Vec<Item>,
+    retry_pass: bool,
+}
+
+struct Item {
+    line: u64,
+    offset: u64,
+    end: u64,
+    planned: Planned,
+    /// Index range of this item's ops in the batch's op list.
+    ops: std::ops::Range<usize>,
+}
+
+struct Syncer<'a> {
+    opts: &'a Options,
+    wal: Wal,
+    state: State,
+    degraded: Option<String>,
+    log: &'a mut dyn Write,
+    run_id: u64,
+    counts: Counts,
+    failed_this_run: u64,
+    stopped: bool,
+    fatal: Option<String>,
+    target: &'a dyn Target,
+    roots: &'a Roots,
+    parser: LineParser,
+    seq: u64,
+}
+
+impl<'a> Syncer<'a> {
+    /// Append records (durably) and apply them to the in-memory state. When
+    /// the WAL cannot be written the run goes on in memory, loudly.
+    fn record(&mut self, records: Vec<Record>) {
+        if self.degraded.is_none() {
+            if let Err(e) = self.wal.append(&records) {
+                let _ = writeln!(
+                    self.log,
+                    "[WARNING] STATE NOT SAVED: {e}. Continuing with in-memory state; this run will exit 3 and the next run redoes the unsaved batches (index writes are idempotent)"
+                );
+                self.degraded = Some(e.to_string());
+            }
+        }
+        for r in &records {
+            self.state.apply(r);
+        }
+    }
+
+    fn process(&mut self, m: &Manifest, from_line: Option<u64>) -> Result<(), Error> {
+        let known = self.state.manifest_for(&m.id).map(|p| p.total_lines);
+        let total_lines = known.unwrap_or_else(|| m.count_lines());
+        let from = match from_line {
+            None => None,
+            Some(n) => match m.offset_of_line(n) {
+                Some(off) => Some((off, n)),
+                None => {
+                    return Err(Error::Usage(format!(
+                        "--from-line {n}: {} has only {total_lines} lines",
+                        m.path().display()
+                    )))
+                }
+            },
+        };
+        self.record(vec![Record::ManifestStarted(ManifestStarted {
+            run_id: self.run_id,
+            manifest: m.id.clone(),
+            total_lines,
+            from,
+        })]);
+        let Some(progress) = self.state.manifest_for(&m.id).cloned() else {
+            return Ok(());
+        };
+        if progress.complete() {
+            let _ = writeln!(
+                self.log,
+                "[DONE] {} ({} lines) was already fully applied; nothing to do (use --from-line 1 to apply it again)",
+                m.path().display(),
+                total_lines
+            );
+            return Ok(());
+        }
+        let (resume_off, resume_line) = progress.resume_point();
+        if resume_off > 0 || !progress.failed.is_empty() {
+            let _ = writeln!(
+                self.log,
+                "[RESUME] {}: from line {} (byte {}), {} failed line(s) to retry",
+                m.path().display(),
+                resume_line,
+                resume_off,
+                progress.failed.len()
+            );
+        }
+
+        let in_flight = self.target.max_in_flight().max(1);
+        let target = self.target;
+        let max_retries = self.opts.max_retries;
+        let backoff = self.opts.backoff;
+        std::thread::scope(|scope| -> Result<(), Error> {
+            let (job_tx, job_rx) = mpsc::channel::<(u64, Vec<Op>)>();
+            let job_rx = Arc::new(Mutex::new(job_rx));
+            let (done_tx, done_rx) = mpsc::channel::<(u64, Vec<Op>, retry::Applied)>();
+            for _ in 0..in_flight {
+                let rx = Arc::clone(&job_rx);
+                let tx = done_tx.clone();
+                scope.spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(g) => g.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((seq, ops)) = job else { return };
+                    let res = retry::apply_with_retries(target, &ops, max_retries, backoff);
+                    if tx.send((seq, ops, res)).is_err() {
+                        return;
+                    }
+                });
+            }
+            drop(done_tx);
+            let mut pipe = Pipe {
+                job_tx: Some(job_tx),
+                done_rx,
+                waiting: HashMap::new(),
+                limit: in_flight,
+            };
+            let res = self.feed(m, &progress, &mut pipe);
+            pipe.job_tx = None;
+            while !pipe.waiting.is_empty() {
+                self.collect_one(&mut pipe);
+            }
+            res
+        })
+    }
+
+    /// Produce the manifest's batches: failed lines first, then the rest.
+    fn feed(&mut self, m: &Manifest, progress: &ManifestProgress, pipe: &mut Pipe) -> Result<(), Error> {
+        let bytes = m.bytes();
+        let fp = m.id.fingerprint;
+        // 1. Lines that failed in earlier runs.
+        let failed: Vec<FailedEntry> = progress.failed.values().cloned().collect();
+        for chunk in failed.chunks(self.opts.batch_size) {
+            if self.should_stop() {
+                return Ok(());
+            }
+            m.check_unchanged()?;
+            let mut items = Vec::new();
+            let mut spans = Vec::new();
+            for f in chunk {
+                let raw = bytes
+                    .get(f.offset as usize..f.end as usize)
+                    .unwrap_or_default();
+                let body = raw.strip_suffix(b"\n").unwrap_or(raw);
+                let body = body.strip_suffix(b"\r").unwrap_or(body);
+                items.push(self.plan_line(body, fp, f.line, f.offset, f.end));
+                spans.push(Span {
+                    start: f.offset,
+                    end: f.end,
+                    first_line: f.line,
+                    next_line: f.line + 1,
+                });
+            }
+            self.submit(pipe, fp, spans, items, true);
+        }
+        // 2. Everything not yet applied.
+        let (start, line) = progress.resume_point();
+        let mut lines = m.lines_from(start, line).peekable();
+        loop {
+            if self.should_stop() {
+                return Ok(());
+            }
+            m.check_unchanged()?;
+            let mut items = Vec::new();
+            let mut spans: Vec<Span> = Vec::new();
+            let mut nonblank = 0;
+            while nonblank < self.opts.batch_size {
+                let Some(raw) = lines.next() else { break };
+                if progress.is_done(raw.offset) {
+                    continue;
+                }
+                match spans.last_mut() {
+                    Some(s) if s.end == raw.offset => {
+                        s.end = raw.end;
+                        s.next_line = raw.line + 1;
+                    }
+                    _ => spans.push(Span {
+                        start: raw.offset,
+                        end: raw.end,
+                        first_line: raw.line,
+                        next_line: raw.line + 1,
+                    }),
+                }
+                if raw.bytes.iter().all(|b| b.is_ascii_whitespace()) {
+                    continue;
+                }
+                nonblank += 1;
+                items.push(self.plan_line(raw.bytes, fp, raw.line, raw.offset, raw.end));
+            }
+            if spans.is_empty() {
+                break;
+            }
+            // Trailing blank lines belong to this batch too.
+            while let Some(next) = lines.peek() {
+                if progress.is_done(next.offset)
+                    || !next.bytes.iter().all(|b| b.is_ascii_whitespace())
+                {
+                    break;
+                }
+                let raw = *next;
+                lines.next();
+                if let Some(s) = spans.last_mut().filter(|s| s.end == raw.offset) {
+                    s.end = raw.end;
+                    s.next_line = raw.line + 1;
+                }
+            }
+            let release_to = spans.first().map(|s| s.start).unwrap_or(0);
+            self.submit(pipe, fp, spans, items, false);
+            m.release_before(release_to);
+        }
+        Ok(())
+    }
+
+    fn should_stop(&self) -> bool {
+        self.stopped || self.fatal.is_some()
+    }
+
+    fn plan_line(&mut self, bytes: &[u8], fp: [u8; 32], line: u64, offset: u64, end: u64) -> Item {
+        let parsed = self.parser.parse(bytes).and_then(|c| {
+            c.ok_or(manifest::LineError::Json("blank line".into()))
+        });
+        let planned = plan::plan(parsed, self.roots, Some(self.target), fp, self.run_id, line);
+        Item {
+            line,
+            offset,
+            end,
+            planned,
+            ops: 0..0,
+        }
+    }
+
+    fn submit(&mut self, pipe: &mut Pipe, fp: [u8; 32], spans: Vec<Span>, mut items: Vec<Item>, retry_pass: bool) {
+        self.seq += 1;
+        let mut ops = Vec::new();
+        for it in &mut items {
+            if let Planned::Ops { ops: o, .. } = &mut it.planned {
+                let start = ops.len();
+                ops.append(o);
+                it.ops = start..ops.len();
+            }
+        }
+        let batch = Batch {
+            seq: self.seq,
+            fingerprint: fp,
+            spans,
+            items,
+            retry_pass,
+        };
+        while pipe.waiting.len() >= pipe.limit {
+            self.collect_one(pipe);
+        }
+        let sent = pipe
+            .job_tx
+            .as_ref()
+            .map(|tx| tx.send((batch.seq, ops)).is_ok())
+            .unwrap_or(false);
+        if sent {
+            pipe.waiting.insert(batch.seq, batch);
+        } else {
+            self.fatal = Some("worker threads ended unexpectedly".into());
+        }
+    }
+
+    /// Wait for one batch to come back and record it.
+    fn collect_one(&mut self, pipe: &mut Pipe) {
+        let Ok((seq, ops, applied)) = pipe.done_rx.recv() else {
+            pipe.waiting.clear();
+            return;
+        };
+        let Some(batch) = pipe.waiting.remove(&seq) else {
+            return;
+        };
+        let outcomes = match applied {
+            retry::Applied::Done(o) => o,
+            retry::Applied::Fatal(e) => {
+                let _ = writeln!(
+                    self.log,
+                    "[FATAL] {}: {e}; lines {}-{} not applied, the next run resumes there",
+                    self.target.describe(),
+                    batch.spans.first().map(|s| s.first_line).unwrap_or(0),
+                    batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0),
+                );
+                self.fatal = Some(e.to_string());
+                return;
+            }
+        };
+        if self.opts.on_error == OnError::Retry && self.retry_batch(&batch, &ops, &outcomes) {
+            // retry_batch re-applied the batch until it succeeded.
+            return self.finish_batch(batch, &vec![OpOutcome::Ok; ops.len()]);
+        }
+        self.finish_batch(batch, &outcomes);
+    }
+
+    /// `--on-error retry`: re-apply a batch whose index writes failed until
+    /// they succeed (or the process is stopped). Malformed lines and files
+    /// that cannot be read do not get better by retrying the write: they are
+    /// recorded as failed, as with `continue`, and retried by the next run.
+    fn retry_batch(&mut self, batch: &Batch, ops: &[Op], outcomes: &[OpOutcome]) -> bool {
+        let failing = |outcomes: &[OpOutcome]| {
+            batch
+                .items
+                .iter()
+                .any(|it| outcomes[it.ops.clone()].iter().any(|o| !o.is_ok()))
+        };
+        if !failing(outcomes) {
+            return false;
+        }
+        let cap = Backoff {
+            base: self.opts.backoff.base,
+            cap: self.opts.backoff.cap.max(Duration::from_secs(1)),
+        };
+        let mut jitter = retry::Jitter::new();
+        let mut attempt = 0u32;
+        loop {
+            let _ = writeln!(
+                self.log,
+                "[RETRY] lines {}-{}: failed items, retrying the batch (--on-error retry)",
+                batch.spans.first().map(|s| s.first_line).unwrap_or(0),
+                batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0)
+            );
+            std::thread::sleep(cap.delay(attempt, None, &mut jitter));
+            attempt = attempt.saturating_add(1);
+            match retry::apply_with_retries(self.target, ops, self.opts.max_retries, self.opts.backoff) {
+                retry::Applied::Done(o) if !failing(&o) => return true,
+                _ => continue,
+            }
+        }
+    }
+
+    fn finish_batch(&mut self, batch: Batch, outcomes: &[OpOutcome]) {
+        let mut records = Vec::new();
+        let mut counts = Counts::default();
+        let mut failed_lines = Vec::new();
+        for it in &batch.items {
+            let op_failure = outcomes
+                .get(it.ops.clone())
+                .unwrap_or_default()
+                .iter()
+                .find_map(|o| match o {
+                    OpOutcome::Failed { message, .. } => Some(message.clone()),
+                    OpOutcome::Ok => None,
+                });
+            let (repo, path, kind, reason, c) = match (&it.planned, op_failure) {
+                (Planned::Ops { repo, path, counts, .. }, Some(msg)) => {
+                    let mut c = *counts;
+                    c.failed += 1;
+                    (repo.clone(), path.clone(), Some(FailureKind::Target), msg, c)
+                }
+                (Planned::Ops { counts, .. }, None) => (String::new(), String::new(), None, String::new(), *counts),
+                (Planned::Changeset(cs), _) => {
+                    records.push(Record::ChangesetSeen(cs.clone()));
+                    let c = Counts {
+                        lines: 1,
+                        changeset: 1,
+                        ..Counts::default()
+                    };
+                    (String::new(), String::new(), None, String::new(), c)
+                }
+                (Planned::Failed { repo, path, kind, reason, counts }, _) => {
+                    (repo.clone(), path.clone(), Some(*kind), reason.clone(), *counts)
+                }
+            };
+            counts.add_all(&c);
+            if let Some(kind) = kind {
+                let attempts = self
+                    .state
+                    .manifest(&batch.fingerprint)
+                    .and_then(|m| m.failed.get(&it.offset))
+                    .map(|f| f.attempts)
+                    .unwrap_or(0)
+                    + 1;
+                failed_lines.push(format!(
+                    "[FAILED] line {} (byte {}){}: {}",
+                    it.line,
+                    it.offset,
+                    if path.is_empty() { String::new() } else { format!(" {repo}/{path}") },
+                    reason
+                ));
+                records.push(Record::ItemFailed(ItemFailed {
+                    run_id: self.run_id,
+                    fingerprint: batch.fingerprint,
+                    line: it.line,
+                    offset: it.offset,
+                    end: it.end,
+                    repo,
+                    path,
+                    kind,
+                    reason,
+                    attempts,
+                }));
+            }
+        }
+        records.push(Record::BatchDone(BatchDone {
+            run_id: self.run_id,
+            fingerprint: batch.fingerprint,
+            seq: batch.seq,
+            spans: batch.spans.clone(),
+            counts,
+        }));
+        self.record(records);
+        self.counts.add_all(&counts);
+        self.failed_this_run += counts.failed;
+        if self.opts.progress {
+            let first = batch.spans.first().map(|s| s.first_line).unwrap_or(0);
+            let last = batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0);
+            let ok = batch.items.len() as u64 - counts.failed;
+            let tag = if batch.retry_pass { "RETRIED" } else { "PROCESSED" };
+            let tail = if counts.failed == 0 {
+                String::new()
+            } else {
+                match self.opts.on_error {
+                    OnError::Stop => format!(", {} failed (stopping)", counts.failed),
+                    _ => format!(", {} failed (will retry)", counts.failed),
+                }
+            };
+            let _ = writeln!(self.log, "[{tag}] Line {first}-{last}: {ok} success{tail}");
+        }
+        for l in failed_lines {
+            let _ = writeln!(self.log, "{l}");
+        }
+        if counts.failed > 0 && self.opts.on_error == OnError::Stop {
+            self.stopped = true;
+        }
+    }
+
+    fn finish(mut self) -> Report {
+        let status = if self.fatal.is_some() {
+            RunStatus::Fatal
+        } else if self.stopped {
+            RunStatus::Stopped
+        } else if self.failed_this_run > 0 {
+            RunStatus::Failures
+        } else {
+            RunStatus::Complete
+        };
+        let message = self.fatal.clone().or_else(|| self.degraded.clone());
+        self.record(vec![Record::RunFinished(RunFinished {
+            run_id: self.run_id,
+            finished_ms: now_ms(),
+            status,
+            counts: self.counts,
+            message: message.clone(),
+        })]);
+        if self.degraded.is_none() && self.wal.total_len() > COMPACT_THRESHOLD {
+            if let Err(e) = self.wal.compact(&self.state) {
+                let _ = writeln!(self.log, "[WARNING] WAL compaction failed ({e}); the log is intact and will be compacted next time");
+            }
+        }
+        self.clean_spool();
+        let c = &self.counts;
+        let _ = writeln!(
+            self.log,
+            "[SUMMARY] {}: {} lines, {} indexed, {} removed, {} reconciled, {} skipped, {} failed",
+            status.as_str(),
+            c.lines,
+            c.upserted,
+            c.deleted,
+            c.reconciled,
+            c.skipped,
+            c.failed
+        );
+        let degraded = self.degraded.is_some();
+        if degraded {
+            let _ = writeln!(self.log, "[WARNING] the WAL could not be written during this run: progress since then is lost and will be redone next run; exiting 3");
+        }
+        let exit_code = match status {
+            _ if degraded => 3,
+            RunStatus::Fatal => 3,
+            RunStatus::Complete => 0,
+            RunStatus::Failures | RunStatus::Stopped => 1,
+        };
+        Report {
+            exit_code,
+            status: Some(status),
+            counts: self.counts,
+            degraded,
+            message,
+        }
+    }
+
+    /// Spooled stdin manifests are deleted once nothing refers to them.
+    fn clean_spool(&self) {
+        if self.degraded.is_some() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.opts.state_dir.join("spool")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let p = path.to_string_lossy();
+            let needed = self.state.manifests.iter().any(|m| {
+                m.id.spooled && m.id.path == p && !m.complete() && !m.abandoned
+            });
+            if !needed {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+struct Pipe {
+    job_tx: Option<mpsc::Sender<(u64, Vec<Op>)>>,
+    done_rx: mpsc::Receiver<(u64, Vec<Op>, retry::Applied)>,
+    waiting: HashMap<u64, Batch>,
+    limit: usize,
+}
+
+/// `--dry-run`: parse every line and check its path rules; touch neither the
+/// index, the WAL nor the files.
+fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Error> {
+    let path = match &opts.input {
+        Input::File(p) => p.clone(),
+        Input::Stdin => {
+            return Err(Error::Usage(
+                "--dry-run reads a file; it does not spool stdin (write the manifest to a file first)".into(),
+            ))
+        }
+    };
+    let m = Manifest::open(&path, false)?;
+    let roots = Roots::new(&opts.roots, opts.max_file_size).map_err(|e| Error::Usage(e.to_string()))?;
+    let state = wal::replay(&opts.state_dir).map(|r| r.state).unwrap_or_default();
+    let (start, line) = match opts.from_line {
+        Some(n) => (
+            m.offset_of_line(n).ok_or_else(|| {
+                Error::Usage(format!("--from-line {n}: past the end of {}", path.display()))
+            })?,
+            n,
+        ),
+        None => state
+            .manifest_for(&m.id)
+            .map(|p| p.resume_point())
+            .unwrap_or((0, 1)),
+    };
+    let mut parser = LineParser::new();
+    let mut counts = Counts::default();
+    let mut since_release = 0u64;
+    for raw in m.lines_from(start, line) {
+        let parsed = match parser.parse(raw.bytes) {
+            Ok(None) => continue,
+            Ok(Some(c)) => Ok(c),
+            Err(e) => Err(e),
+        };
+        match plan::plan(parsed, &roots, None, m.id.fingerprint, 0, raw.line) {
+            Planned::Ops { counts: c, .. } => counts.add_all(&c),
+            Planned::Changeset(_) => {
+                counts.lines += 1;
+                counts.changeset += 1;
+            }
+            Planned::Failed { counts: c, reason, .. } => {
+                counts.add_all(&c);
+                let _ = writeln!(log, "[INVALID] line {} (byte {}): {reason}", raw.line, raw.offset);
+            }
+        }
+        since_release += raw.end - raw.offset;
+        if since_release > 64 << 20 {
+            m.release_before(raw.offset);
+            since_release = 0;
+        }
+    }
+    let _ = writeln!(
+        log,
+        "[DRY-RUN] from line {line} (byte {start}): {} lines: {} add, {} update, {} delete, {} rename, {} changeset, {} prune, {} invalid; nothing written",
+        counts.lines, counts.add, counts.update, counts.delete, counts.rename, counts.changeset, counts.prune, counts.failed
+    );
+    Ok(Report {
+        exit_code: if counts.failed > 0 { 1 } else { 0 },
+        status: None,
+        counts,
+        degraded: false,
+        message: None,
+    })
+}

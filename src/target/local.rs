@@ -1,0 +1,344 @@
+//! The embedded local index: a tantivy full-text index in
+//! `<state-dir>/index/`.
+//!
+//! Objects are keyed by their id (a raw `id` term): an upsert deletes the id
+//! then adds the document, a delete deletes the id. A batch is one tantivy
+//! commit; `commit` returns after the segment files and `meta.json` are
+//! written and fsynced (tantivy writes meta.json atomically), so `apply`
+//! returning `Ok` means the batch survives a crash.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tantivy::collector::{DocSetCollector, TopDocs};
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{QueryParser, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, INDEXED, STORED,
+    STRING,
+};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use super::{Document, Error, Op, OpOutcome, Target};
+
+/// Memory the index writer may buffer before flushing a segment.
+const WRITER_HEAP: usize = 64 << 20;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    repo: Field,
+    path: Field,
+    path_text: Field,
+    content: Field,
+    sha256: Field,
+    size: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("default")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+        .set_stored();
+    let f = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        repo: b.add_text_field("repo", STRING | STORED),
+        path: b.add_text_field("path", STRING | STORED),
+        path_text: b.add_text_field(
+            "path_text",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("default")
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            ),
+        ),
+        content: b.add_text_field("content", text),
+        sha256: b.add_text_field("contentSha256", STRING | STORED),
+        size: b.add_u64_field("size", INDEXED | STORED),
+    };
+    (b.build(), f)
+}
+
+fn fatal(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Fatal {
+        message: format!("local index: {what}: {e}"),
+    }
+}
+
+/// Where the index of a state dir lives.
+pub fn index_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("index")
+}
+
+/// Open (or create) the index of a state dir.
+fn open_index(state_dir: &Path) -> Result<(Index, Fields), Error> {
+    let dir = index_dir(state_dir);
+    crate::wal::create_private_dir(&dir).map_err(|e| fatal("create directory", e))?;
+    let (schema, fields) = schema();
+    let mmap = MmapDirectory::open(&dir).map_err(|e| fatal("open directory", e))?;
+    let index = Index::open_or_create(mmap, schema).map_err(|e| fatal("open", e))?;
+    Ok((index, fields))
+}
+
+/// The local index as a sync target.
+pub struct LocalIndex {
+    state_dir: PathBuf,
+    index: Index,
+    fields: Fields,
+    writer: Mutex<Option<IndexWriter>>,
+}
+
+impl LocalIndex {
+    pub fn open(state_dir: &Path) -> Result<LocalIndex, Error> {
+        let (index, fields) = open_index(state_dir)?;
+        Ok(LocalIndex {
+            state_dir: state_dir.to_owned(),
+            index,
+            fields,
+            writer: Mutex::new(None),
+        })
+    }
+
+    fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut IndexWriter) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut guard = self
+            .writer
+            .lock()
+            .map_err(|_| fatal("writer", "poisoned by an earlier panic"))?;
+        if guard.is_none() {
+            let w = self
+                .index
+                .writer_with_num_threads(1, WRITER_HEAP)
+                .map_err(|e| fatal("open writer", e))?;
+            *guard = Some(w);
+        }
+        match guard.as_mut() {
+            Some(w) => {
+                let r = f(w);
+                if r.is_err() {
+                    // A writer that failed a commit may hold half a batch:
+                    // drop it; the next attempt starts from the last commit.
+                    *guard = None;
+                }
+                r
+            }
+            None => Err(fatal("writer", "unavailable")),
+        }
+    }
+
+    fn to_doc(&self, d: &Document) -> TantivyDocument {
+        let f = &self.fields;
+        let mut doc = TantivyDocument::default();
+        doc.add_text(f.id, d.id.to_string());
+        doc.add_text(f.repo, &d.repo);
+        doc.add_text(f.path, &d.path);
+        doc.add_text(f.path_text, &d.path);
+        doc.add_text(f.content, &d.content);
+        doc.add_text(f.sha256, &d.content_sha256);
+        doc.add_u64(f.size, d.size);
+        doc
+    }
+
+    /// Wait for background merges (call before exiting).
+    pub fn close(&self) {
+        if let Ok(mut g) = self.writer.lock() {
+            if let Some(w) = g.take() {
+                let _ = w.wait_merging_threads();
+            }
+        }
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+}
+
+impl Target for LocalIndex {
+    fn describe(&self) -> String {
+        format!("local index at {}", index_dir(&self.state_dir).display())
+    }
+
+    fn prepare(&self) -> Result<(), Error> {
+        self.with_writer(|_| Ok(()))
+    }
+
+    fn apply(&self, ops: &[Op]) -> Result<Vec<OpOutcome>, Error> {
+        self.with_writer(|w| {
+            for op in ops {
+                let term = Term::from_field_text(self.fields.id, &op.id().to_string());
+                w.delete_term(term);
+                if let Op::Upsert(d) = op {
+                    w.add_document(self.to_doc(d))
+                        .map_err(|e| fatal("add document", e))?;
+                }
+            }
+            w.commit().map_err(|e| fatal("commit", e))?;
+            Ok(vec![OpOutcome::Ok; ops.len()])
+        })
+    }
+
+    fn list_repo(&self, repo: &str) -> Result<Vec<String>, Error> {
+        let reader = reader(&self.index)?;
+        let searcher = reader.searcher();
+        let q = TermQuery::new(
+            Term::from_field_text(self.fields.repo, repo),
+            IndexRecordOption::Basic,
+        );
+        let hits = searcher
+            .search(&q, &DocSetCollector)
+            .map_err(|e| fatal("search", e))?;
+        let mut out = Vec::with_capacity(hits.len());
+        for addr in hits {
+            let doc: TantivyDocument = searcher.doc(addr).map_err(|e| fatal("read", e))?;
+            if let Some(p) = doc.get_first(self.fields.path).and_then(|v| v.as_str()) {
+                out.push(p.to_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn reader(index: &Index) -> Result<IndexReader, Error> {
+    index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()
+        .map_err(|e| fatal("open reader", e))
+}
+
+/// One object as `index export` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Exported {
+    pub id: String,
+    pub repo: String,
+    pub path: String,
+    #[serde(rename = "contentSha256")]
+    pub content_sha256: String,
+}
+
+/// Every object of the index of `state_dir`, sorted by repo and path.
+pub fn export(state_dir: &Path) -> Result<Vec<Exported>, Error> {
+    if !index_dir(state_dir).join("meta.json").exists() {
+        return Ok(Vec::new());
+    }
+    let (index, f) = open_index(state_dir)?;
+    let searcher = reader(&index)?.searcher();
+    let mut out = Vec::new();
+    for seg in searcher.segment_readers() {
+        let store = seg.get_store_reader(64).map_err(|e| fatal("read store", e))?;
+        for doc_id in seg.doc_ids_alive() {
+            let doc: TantivyDocument = store.get(doc_id).map_err(|e| fatal("read", e))?;
+            let s = |field| {
+                doc.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            out.push(Exported {
+                id: s(f.id),
+                repo: s(f.repo),
+                path: s(f.path),
+                content_sha256: s(f.sha256),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.repo, &a.path, &a.id).cmp(&(&b.repo, &b.path, &b.id)));
+    Ok(out)
+}
+
+/// A search hit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Hit {
+    pub score: f32,
+    pub repo: String,
+    pub path: String,
+    pub snippet: String,
+}
+
+/// BM25 search over content and path.
+pub fn search(state_dir: &Path, query: &str, limit: usize) -> Result<Vec<Hit>, Error> {
+    if !index_dir(state_dir).join("meta.json").exists() {
+        return Ok(Vec::new());
+    }
+    let (index, f) = open_index(state_dir)?;
+    let searcher = reader(&index)?.searcher();
+    let mut parser = QueryParser::for_index(&index, vec![f.content, f.path_text]);
+    parser.set_conjunction_by_default();
+    let (q, _errors) = parser.parse_query_lenient(query);
+    let top = searcher
+        .search(&q, &TopDocs::with_limit(limit.max(1)).order_by_score())
+        .map_err(|e| fatal("search", e))?;
+    let mut gen = SnippetGenerator::create(&searcher, &*q, f.content)
+        .map_err(|e| fatal("snippet", e))?;
+    gen.set_max_num_chars(160);
+    let mut hits = Vec::new();
+    for (score, addr) in top {
+        let doc: TantivyDocument = searcher.doc(addr).map_err(|e| fatal("read", e))?;
+        let s = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let mut snip = gen.snippet_from_doc(&doc);
+        snip.set_snippet_prefix_postfix("[", "]");
+        let text = if snip.is_empty() {
+            s(f.content).chars().take(120).collect()
+        } else {
+            snip.to_html()
+        };
+        hits.push(Hit {
+            score,
+            repo: s(f.repo),
+            path: s(f.path),
+            snippet: text.split_whitespace().collect::<Vec<_>>().join(" "),
+        });
+    }
+    Ok(hits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::document;
+
+    #[test]
+    fn upsert_replaces_and_delete_removes_by_id() {
+        let t = tempfile::tempdir().unwrap();
+        let idx = LocalIndex::open(t.path()).unwrap();
+        let a = document("R", "a.rs", b"fn alpha() {}");
+        let b = document("R", "b.rs", b"fn beta() {}");
+        idx.apply(&[Op::Upsert(a.clone()), Op::Upsert(b.clone())]).unwrap();
+        let a2 = document("R", "a.rs", b"fn gamma() {}");
+        idx.apply(&[
+            Op::Upsert(a2.clone()),
+            Op::Delete {
+                id: b.id,
+                repo: "R".into(),
+                path: "b.rs".into(),
+            },
+            Op::Upsert(a2.clone()),
+        ])
+        .unwrap();
+        idx.close();
+        let all = export(t.path()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].content_sha256, a2.content_sha256);
+        assert_eq!(all[0].id, a2.id.to_string());
+        let hits = search(t.path(), "gamma", 5).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].path, "a.rs");
+        assert!(search(t.path(), "alpha", 5).unwrap().is_empty());
+        let idx = LocalIndex::open(t.path()).unwrap();
+        assert_eq!(idx.list_repo("R").unwrap(), vec!["a.rs".to_string()]);
+        assert!(idx.list_repo("Other").unwrap().is_empty());
+    }
+}

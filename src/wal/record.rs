@@ -1,0 +1,305 @@
+//! What the WAL records, and how each record's payload is encoded.
+//!
+//! Payloads are bincode 1.3.3 (fixed-width little-endian integers, u64 length
+//! prefixes) of the structs below; the record type byte says which struct.
+//! Adding a field changes the encoding, so any change here bumps
+//! `format::VERSION` and `docs/wal-format.md`.
+
+use bincode::Options;
+use serde::{Deserialize, Serialize};
+
+use super::state::State;
+
+/// Which manifest a record is about: its path when first seen, its size and a
+/// SHA-256 fingerprint of its size, first MiB and last MiB. Progress is keyed
+/// by `(size, fingerprint)`, so a manifest moved to another path is still
+/// recognised, and a different file at the same path never is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestId {
+    pub path: String,
+    pub size: u64,
+    pub fingerprint: [u8; 32],
+    /// The manifest was read from stdin and spooled into the state dir.
+    pub spooled: bool,
+}
+
+impl ManifestId {
+    pub fn same_content(&self, other: &ManifestId) -> bool {
+        self.size == other.size && self.fingerprint == other.fingerprint
+    }
+
+    /// First 12 hex digits of the fingerprint, for people.
+    pub fn short(&self) -> String {
+        hex(&self.fingerprint[..6])
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// A byte range of the manifest, with the line numbers (1-based) of its first
+/// line and of the line that starts right after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    pub start: u64,
+    pub end: u64,
+    pub first_line: u64,
+    pub next_line: u64,
+}
+
+/// Per-op and per-result counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub lines: u64,
+    pub add: u64,
+    pub update: u64,
+    pub delete: u64,
+    pub rename: u64,
+    pub changeset: u64,
+    pub prune: u64,
+    /// Objects written (created or replaced).
+    pub upserted: u64,
+    /// Objects removed (or confirmed absent).
+    pub deleted: u64,
+    /// Lines whose op disagreed with the disk; the disk won.
+    pub reconciled: u64,
+    /// Files not indexed: binary, over the size limit, not a regular file,
+    /// or a symlink leaving its root.
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+impl Counts {
+    pub fn add_all(&mut self, o: &Counts) {
+        self.lines += o.lines;
+        self.add += o.add;
+        self.update += o.update;
+        self.delete += o.delete;
+        self.rename += o.rename;
+        self.changeset += o.changeset;
+        self.prune += o.prune;
+        self.upserted += o.upserted;
+        self.deleted += o.deleted;
+        self.reconciled += o.reconciled;
+        self.skipped += o.skipped;
+        self.failed += o.failed;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStarted {
+    pub run_id: u64,
+    pub started_ms: u64,
+    pub pid: u32,
+    pub version: String,
+    pub target: String,
+    pub batch_size: u32,
+    pub on_error: String,
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestStarted {
+    pub run_id: u64,
+    pub manifest: ManifestId,
+    pub total_lines: u64,
+    /// `--from-line`: everything before this position counts as done and
+    /// everything from it on is applied again.
+    pub from: Option<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchDone {
+    pub run_id: u64,
+    pub fingerprint: [u8; 32],
+    pub seq: u64,
+    pub spans: Vec<Span>,
+    pub counts: Counts,
+}
+
+/// Why an item failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The line itself is bad (JSON, fields, path rules).
+    Malformed,
+    /// The file could not be read (permissions, I/O error).
+    Source,
+    /// The index refused or kept failing the write.
+    Target,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Malformed => "malformed_line",
+            FailureKind::Source => "file_unreadable",
+            FailureKind::Target => "index_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemFailed {
+    pub run_id: u64,
+    pub fingerprint: [u8; 32],
+    pub line: u64,
+    pub offset: u64,
+    pub end: u64,
+    pub repo: String,
+    pub path: String,
+    pub kind: FailureKind,
+    pub reason: String,
+    /// How many runs have tried this line, this one included.
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesetSeen {
+    pub run_id: u64,
+    pub fingerprint: [u8; 32],
+    pub line: u64,
+    pub repo: String,
+    pub commit: String,
+    pub branch: Option<String>,
+    pub parent: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    /// Every line applied.
+    Complete,
+    /// Finished; some items failed (exit 1).
+    Failures,
+    /// `--on-error stop` ended the run at a failed batch (exit 1).
+    Stopped,
+    /// The target or the state could not go on (exit 3).
+    Fatal,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Complete => "complete",
+            RunStatus::Failures => "partially_complete",
+            RunStatus::Stopped => "stopped",
+            RunStatus::Fatal => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFinished {
+    pub run_id: u64,
+    pub finished_ms: u64,
+    pub status: RunStatus,
+    pub counts: Counts,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestAbandoned {
+    pub run_id: u64,
+    pub fingerprint: [u8; 32],
+    pub path: String,
+    pub remaining_lines: u64,
+}
+
+/// Every record the WAL holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    RunStarted(RunStarted),
+    ManifestStarted(ManifestStarted),
+    BatchDone(BatchDone),
+    ItemFailed(ItemFailed),
+    ChangesetSeen(ChangesetSeen),
+    RunFinished(RunFinished),
+    ManifestAbandoned(ManifestAbandoned),
+    /// The whole recovered state, written first in a segment by compaction.
+    Snapshot(Box<State>),
+}
+
+/// A payload that passed its checksum but does not decode: a bug or a
+/// version mismatch, never a torn write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+fn codec() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .reject_trailing_bytes()
+}
+
+impl Record {
+    /// The record type byte.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Record::RunStarted(_) => 1,
+            Record::ManifestStarted(_) => 2,
+            Record::BatchDone(_) => 3,
+            Record::ItemFailed(_) => 4,
+            Record::ChangesetSeen(_) => 5,
+            Record::RunFinished(_) => 6,
+            Record::ManifestAbandoned(_) => 7,
+            Record::Snapshot(_) => 8,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Record::RunStarted(_) => "RunStarted",
+            Record::ManifestStarted(_) => "ManifestStarted",
+            Record::BatchDone(_) => "BatchDone",
+            Record::ItemFailed(_) => "ItemFailed",
+            Record::ChangesetSeen(_) => "ChangesetSeen",
+            Record::RunFinished(_) => "RunFinished",
+            Record::ManifestAbandoned(_) => "ManifestAbandoned",
+            Record::Snapshot(_) => "Snapshot",
+        }
+    }
+
+    /// Frame this record onto `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let c = codec();
+        let payload = match self {
+            Record::RunStarted(r) => c.serialize(r),
+            Record::ManifestStarted(r) => c.serialize(r),
+            Record::BatchDone(r) => c.serialize(r),
+            Record::ItemFailed(r) => c.serialize(r),
+            Record::ChangesetSeen(r) => c.serialize(r),
+            Record::RunFinished(r) => c.serialize(r),
+            Record::ManifestAbandoned(r) => c.serialize(r),
+            Record::Snapshot(r) => c.serialize(r.as_ref()),
+        };
+        // Serializing plain structs into a Vec cannot fail.
+        let payload = payload.unwrap_or_default();
+        super::format::encode_record(out, self.kind(), &payload);
+    }
+
+    /// Decode a payload of type `kind`. Allocation is bounded by the payload's
+    /// length, whatever its length prefixes claim.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
+        let c = codec().with_limit(payload.len() as u64);
+        let r = match kind {
+            1 => c.deserialize(payload).map(Record::RunStarted),
+            2 => c.deserialize(payload).map(Record::ManifestStarted),
+            3 => c.deserialize(payload).map(Record::BatchDone),
+            4 => c.deserialize(payload).map(Record::ItemFailed),
+            5 => c.deserialize(payload).map(Record::ChangesetSeen),
+            6 => c.deserialize(payload).map(Record::RunFinished),
+            7 => c.deserialize(payload).map(Record::ManifestAbandoned),
+            8 => c
+                .deserialize::<State>(payload)
+                .map(|s| Record::Snapshot(Box::new(s))),
+            other => return Err(DecodeError(format!("unknown record type {other}"))),
+        };
+        r.map_err(|e| DecodeError(format!("record type {kind} does not decode: {e}")))
+    }
+}

@@ -1,0 +1,495 @@
+//! The state the WAL describes: replaying records into a [`State`] is how
+//! recovery finds the resume point, and a compacted log starts from a
+//! snapshot of it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::record::*;
+
+/// How many fully applied manifests (without failures) are remembered, so
+/// running one of them again is a no-op. Older ones are forgotten by
+/// compaction; running such an old manifest again re-applies it, which is
+/// harmless (every line is idempotent).
+pub const REMEMBERED_COMPLETE_MANIFESTS: usize = 32;
+
+/// A line that failed and is not yet applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedEntry {
+    pub line: u64,
+    pub offset: u64,
+    pub end: u64,
+    pub repo: String,
+    pub path: String,
+    pub kind: FailureKind,
+    pub reason: String,
+    pub attempts: u32,
+    pub run_id: u64,
+}
+
+/// The commit whose changes a sync has fully applied, per repo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedChangeset {
+    pub commit: String,
+    pub branch: Option<String>,
+    pub parent: Option<String>,
+}
+
+/// Progress through one manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestProgress {
+    pub id: ManifestId,
+    pub total_lines: u64,
+    /// Byte ranges applied, sorted and merged.
+    pub done: Vec<Span>,
+    /// Failed lines by byte offset.
+    pub failed: BTreeMap<u64, FailedEntry>,
+    /// `new_changeset` lines seen, waiting for their repo to be fully applied.
+    pub changesets: Vec<ChangesetSeen>,
+    pub counts: Counts,
+    pub abandoned: bool,
+    pub last_run_id: u64,
+}
+
+impl ManifestProgress {
+    fn new(id: ManifestId, total_lines: u64, run_id: u64) -> Self {
+        ManifestProgress {
+            id,
+            total_lines,
+            done: Vec::new(),
+            failed: BTreeMap::new(),
+            changesets: Vec::new(),
+            counts: Counts::default(),
+            abandoned: false,
+            last_run_id: run_id,
+        }
+    }
+
+    /// Where a plain resume starts: the end of the contiguous applied prefix.
+    pub fn resume_point(&self) -> (u64, u64) {
+        match self.done.first() {
+            Some(s) if s.start == 0 => (s.end, s.next_line),
+            _ => (0, 1),
+        }
+    }
+
+    /// Every byte has been through a batch (failed lines included).
+    pub fn all_lines_seen(&self) -> bool {
+        self.resume_point().0 >= self.id.size
+    }
+
+    /// Every line applied: nothing left to do.
+    pub fn complete(&self) -> bool {
+        self.all_lines_seen() && self.failed.is_empty()
+    }
+
+    /// Lines applied or given up on so far.
+    pub fn lines_done(&self) -> u64 {
+        self.done.iter().map(|s| s.next_line - s.first_line).sum()
+    }
+
+    /// Whether the byte at `offset` lies in an applied range.
+    pub fn is_done(&self, offset: u64) -> bool {
+        let i = self.done.partition_point(|s| s.end <= offset);
+        self.done.get(i).is_some_and(|s| s.start <= offset)
+    }
+
+    /// The first applied range starting at or after `offset`.
+    pub fn next_done_after(&self, offset: u64) -> Option<Span> {
+        let i = self.done.partition_point(|s| s.end <= offset);
+        self.done.get(i).copied()
+    }
+
+    fn mark_done(&mut self, span: Span) {
+        if span.end <= span.start {
+            return;
+        }
+        self.done.push(span);
+        self.done.sort_by_key(|s| s.start);
+        let mut merged: Vec<Span> = Vec::with_capacity(self.done.len());
+        for s in self.done.drain(..) {
+            match merged.last_mut() {
+                Some(last) if s.start <= last.end => {
+                    if s.end > last.end {
+                        last.end = s.end;
+                        last.next_line = s.next_line;
+                    }
+                }
+                _ => merged.push(s),
+            }
+        }
+        self.done = merged;
+    }
+
+    fn failed_repos(&self) -> impl Iterator<Item = &str> {
+        self.failed.values().map(|f| f.repo.as_str())
+    }
+}
+
+/// A run, as the status document shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: u64,
+    pub started_ms: u64,
+    pub pid: u32,
+    pub target: String,
+    pub finished_ms: Option<u64>,
+    pub status: Option<RunStatus>,
+    pub counts: Counts,
+    pub message: Option<String>,
+    /// Fingerprint of the manifest it last worked on.
+    pub manifest: Option<[u8; 32]>,
+}
+
+/// Everything recovery knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub next_run_id: u64,
+    pub last_run: Option<RunSummary>,
+    pub last_successful_run_ms: Option<u64>,
+    pub manifests: Vec<ManifestProgress>,
+    pub repos: BTreeMap<String, AppliedChangeset>,
+    /// Failures of the batch being replayed, until its `BatchDone`.
+    #[serde(skip)]
+    pending_failures: Vec<ItemFailed>,
+    #[serde(skip)]
+    pending_changesets: Vec<ChangesetSeen>,
+}
+
+impl State {
+    pub fn manifest(&self, fingerprint: &[u8; 32]) -> Option<&ManifestProgress> {
+        self.manifests
+            .iter()
+            .find(|m| &m.id.fingerprint == fingerprint)
+    }
+
+    pub fn manifest_for(&self, id: &ManifestId) -> Option<&ManifestProgress> {
+        self.manifests.iter().find(|m| m.id.same_content(id))
+    }
+
+    fn manifest_mut(&mut self, fingerprint: &[u8; 32]) -> Option<&mut ManifestProgress> {
+        self.manifests
+            .iter_mut()
+            .find(|m| &m.id.fingerprint == fingerprint)
+    }
+
+    /// Manifests with lines never applied, that were not abandoned.
+    pub fn unfinished(&self) -> impl Iterator<Item = &ManifestProgress> {
+        self.manifests
+            .iter()
+            .filter(|m| !m.abandoned && !m.all_lines_seen())
+    }
+
+    /// All failed items still outstanding, oldest manifest first.
+    pub fn outstanding_failures(&self) -> impl Iterator<Item = (&ManifestProgress, &FailedEntry)> {
+        self.manifests
+            .iter()
+            .filter(|m| !m.abandoned)
+            .flat_map(|m| m.failed.values().map(move |f| (m, f)))
+    }
+
+    /// Apply one record. Records that name an unknown manifest are ignored
+    /// (they can only follow a compaction that dropped it).
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::RunStarted(r) => {
+                self.pending_failures.clear();
+                self.pending_changesets.clear();
+                self.next_run_id = self.next_run_id.max(r.run_id + 1);
+                self.last_run = Some(RunSummary {
+                    run_id: r.run_id,
+                    started_ms: r.started_ms,
+                    pid: r.pid,
+                    target: r.target.clone(),
+                    finished_ms: None,
+                    status: None,
+                    counts: Counts::default(),
+                    message: None,
+                    manifest: None,
+                });
+            }
+            Record::ManifestStarted(r) => {
+                if let Some(run) = self.last_run.as_mut() {
+                    run.manifest = Some(r.manifest.fingerprint);
+                }
+                let m = match self
+                    .manifests
+                    .iter()
+                    .position(|m| m.id.same_content(&r.manifest))
+                {
+                    Some(i) => {
+                        let mut m = self.manifests.remove(i);
+                        m.id.path = r.manifest.path.clone();
+                        m.last_run_id = r.run_id;
+                        m.abandoned = false;
+                        m
+                    }
+                    None => ManifestProgress::new(r.manifest.clone(), r.total_lines, r.run_id),
+                };
+                // Most recently used last.
+                self.manifests.push(m);
+                if let Some((offset, line)) = r.from {
+                    if let Some(m) = self.manifests.last_mut() {
+                        m.done.clear();
+                        m.failed.retain(|&o, _| o < offset);
+                        m.mark_done(Span {
+                            start: 0,
+                            end: offset,
+                            first_line: 1,
+                            next_line: line,
+                        });
+                    }
+                }
+            }
+            Record::ItemFailed(r) => self.pending_failures.push(r.clone()),
+            Record::ChangesetSeen(r) => self.pending_changesets.push(r.clone()),
+            Record::BatchDone(r) => {
+                let failures = std::mem::take(&mut self.pending_failures);
+                let changesets = std::mem::take(&mut self.pending_changesets);
+                if let Some(run) = self.last_run.as_mut() {
+                    run.counts.add_all(&r.counts);
+                }
+                let Some(m) = self.manifest_mut(&r.fingerprint) else {
+                    return;
+                };
+                for span in &r.spans {
+                    let gone: Vec<u64> = m
+                        .failed
+                        .range(span.start..span.end)
+                        .map(|(&o, _)| o)
+                        .collect();
+                    for o in gone {
+                        m.failed.remove(&o);
+                    }
+                    m.mark_done(*span);
+                }
+                for f in failures {
+                    m.failed.insert(
+                        f.offset,
+                        FailedEntry {
+                            line: f.line,
+                            offset: f.offset,
+                            end: f.end,
+                            repo: f.repo,
+                            path: f.path,
+                            kind: f.kind,
+                            reason: f.reason,
+                            attempts: f.attempts,
+                            run_id: f.run_id,
+                        },
+                    );
+                }
+                for c in changesets {
+                    if !m.changesets.iter().any(|x| x.line == c.line) {
+                        m.changesets.push(c);
+                    }
+                }
+                m.counts.add_all(&r.counts);
+                self.promote_changesets(&r.fingerprint);
+            }
+            Record::RunFinished(r) => {
+                if let Some(run) = self.last_run.as_mut() {
+                    if run.run_id == r.run_id {
+                        run.finished_ms = Some(r.finished_ms);
+                        run.status = Some(r.status);
+                        run.counts = r.counts;
+                        run.message = r.message.clone();
+                    }
+                }
+                if r.status == RunStatus::Complete {
+                    self.last_successful_run_ms = Some(r.finished_ms);
+                }
+            }
+            Record::ManifestAbandoned(r) => {
+                if let Some(m) = self.manifest_mut(&r.fingerprint) {
+                    m.abandoned = true;
+                }
+            }
+            Record::Snapshot(s) => {
+                *self = (**s).clone();
+            }
+        }
+    }
+
+    /// A repo's `new_changeset` counts as applied once every line of its
+    /// manifest has been through a batch and none of that repo's lines is
+    /// still failed.
+    fn promote_changesets(&mut self, fingerprint: &[u8; 32]) {
+        let Some(m) = self.manifest(fingerprint) else {
+            return;
+        };
+        if !m.all_lines_seen() || m.changesets.is_empty() {
+            return;
+        }
+        let failed: Vec<String> = m.failed_repos().map(str::to_owned).collect();
+        let (ready, waiting): (Vec<_>, Vec<_>) = m
+            .changesets
+            .iter()
+            .cloned()
+            .partition(|c| !failed.contains(&c.repo));
+        for c in ready {
+            self.repos.insert(
+                c.repo.clone(),
+                AppliedChangeset {
+                    commit: c.commit,
+                    branch: c.branch,
+                    parent: c.parent,
+                },
+            );
+        }
+        if let Some(m) = self.manifest_mut(fingerprint) {
+            m.changesets = waiting;
+        }
+    }
+
+    /// The state to snapshot at compaction: completed manifests beyond the
+    /// most recent few are dropped, as are abandoned ones.
+    pub fn compacted(&self) -> State {
+        let mut s = self.clone();
+        s.pending_failures.clear();
+        s.pending_changesets.clear();
+        let mut complete_seen = 0;
+        let mut keep = vec![true; s.manifests.len()];
+        for (i, m) in s.manifests.iter().enumerate().rev() {
+            if m.abandoned && m.failed.is_empty() {
+                keep[i] = false;
+            } else if m.complete() {
+                complete_seen += 1;
+                keep[i] = complete_seen <= REMEMBERED_COMPLETE_MANIFESTS;
+            }
+        }
+        let mut it = keep.into_iter();
+        s.manifests.retain(|_| it.next().unwrap_or(true));
+        for m in &mut s.manifests {
+            if m.complete() {
+                m.counts = Counts::default();
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mid(size: u64) -> ManifestId {
+        ManifestId {
+            path: "/m.jsonl".into(),
+            size,
+            fingerprint: [7; 32],
+            spooled: false,
+        }
+    }
+
+    fn span(start: u64, end: u64, first: u64, next: u64) -> Span {
+        Span {
+            start,
+            end,
+            first_line: first,
+            next_line: next,
+        }
+    }
+
+    fn batch(seq: u64, spans: Vec<Span>) -> Record {
+        Record::BatchDone(BatchDone {
+            run_id: 1,
+            fingerprint: [7; 32],
+            seq,
+            spans,
+            counts: Counts::default(),
+        })
+    }
+
+    fn started() -> Vec<Record> {
+        vec![
+            Record::RunStarted(RunStarted {
+                run_id: 1,
+                started_ms: 0,
+                pid: 1,
+                version: "t".into(),
+                target: "local".into(),
+                batch_size: 10,
+                on_error: "continue".into(),
+                max_retries: 3,
+            }),
+            Record::ManifestStarted(ManifestStarted {
+                run_id: 1,
+                manifest: mid(300),
+                total_lines: 30,
+                from: None,
+            }),
+        ]
+    }
+
+    #[test]
+    fn resume_point_is_the_contiguous_prefix_only() {
+        let mut s = State::default();
+        for r in started() {
+            s.apply(&r);
+        }
+        s.apply(&batch(2, vec![span(100, 200, 11, 21)]));
+        let m = s.manifest(&[7; 32]).unwrap();
+        assert_eq!(m.resume_point(), (0, 1));
+        assert!(m.is_done(150) && !m.is_done(50) && !m.is_done(200));
+        s.apply(&batch(1, vec![span(0, 100, 1, 11)]));
+        let m = s.manifest(&[7; 32]).unwrap();
+        assert_eq!(m.resume_point(), (200, 21));
+        assert!(!m.complete());
+        s.apply(&batch(3, vec![span(200, 300, 21, 31)]));
+        assert!(s.manifest(&[7; 32]).unwrap().complete());
+    }
+
+    #[test]
+    fn failures_are_kept_until_a_later_batch_covers_them() {
+        let mut s = State::default();
+        for r in started() {
+            s.apply(&r);
+        }
+        s.apply(&Record::ItemFailed(ItemFailed {
+            run_id: 1,
+            fingerprint: [7; 32],
+            line: 3,
+            offset: 20,
+            end: 30,
+            repo: "r".into(),
+            path: "p".into(),
+            kind: FailureKind::Source,
+            reason: "x".into(),
+            attempts: 1,
+        }));
+        s.apply(&batch(1, vec![span(0, 300, 1, 31)]));
+        let m = s.manifest(&[7; 32]).unwrap();
+        assert_eq!(m.failed.len(), 1);
+        assert!(m.all_lines_seen() && !m.complete());
+        s.apply(&batch(2, vec![span(20, 30, 3, 4)]));
+        assert!(s.manifest(&[7; 32]).unwrap().complete());
+    }
+
+    #[test]
+    fn a_torn_batch_leaves_no_failures_behind() {
+        let mut s = State::default();
+        for r in started() {
+            s.apply(&r);
+        }
+        s.apply(&Record::ItemFailed(ItemFailed {
+            run_id: 1,
+            fingerprint: [7; 32],
+            line: 3,
+            offset: 20,
+            end: 30,
+            repo: "r".into(),
+            path: "p".into(),
+            kind: FailureKind::Source,
+            reason: "x".into(),
+            attempts: 1,
+        }));
+        // The BatchDone was torn away; the next run starts.
+        for r in started() {
+            s.apply(&r);
+        }
+        s.apply(&batch(1, vec![span(0, 300, 1, 31)]));
+        assert!(s.manifest(&[7; 32]).unwrap().complete());
+    }
+}
