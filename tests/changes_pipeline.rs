@@ -253,3 +253,54 @@ fn changes_then_sync_mirrors_every_head_tree_through_a_real_history() {
     p.cycle();
     assert!(p.export().iter().all(|(r, _, _)| r != "B"));
 }
+
+#[test]
+fn cli_exit_codes_and_a_failed_repo_still_publishes_the_manifest() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    let state = tmp.path().join("state");
+    let out = tmp.path().join("m.jsonl");
+    let s = |p: &Path| p.to_str().expect("utf-8").to_owned();
+
+    let missing = elysiactl(&[
+        "changes",
+        "--root",
+        &s(&tmp.path().join("nope")),
+        "--output",
+        &s(&out),
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(!out.exists(), "no manifest is published on a usage error");
+
+    let good = Repo::init(&root, "good");
+    good.write("g.txt", "g");
+    good.commit("g");
+    std::fs::create_dir_all(root.join("broken/.git")).expect("mkdir");
+    let r = elysiactl(&[
+        "changes",
+        "--root",
+        &s(&root),
+        "--state-dir",
+        &s(&state),
+        "--output",
+        &s(&out),
+    ]);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(String::from_utf8_lossy(&r.stderr).contains("[FAILED] broken"));
+    let manifest = std::fs::read_to_string(&out).expect("published");
+    assert!(manifest.contains(r#"{"op":"add","repo":"good","path":"g.txt"}"#));
+    assert!(!manifest.contains("broken"));
+    // Producing a manifest writes no state; no temporary file is left behind.
+    assert!(!state.exists());
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("ls")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
