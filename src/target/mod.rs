@@ -44,11 +44,7 @@ pub enum Op {
     /// Create or fully replace the object `doc.id`.
     Upsert(Document),
     /// Remove the object `id` if present.
-    Delete {
-        id: Uuid,
-        repo: String,
-        path: String,
-    },
+    Delete { id: Uuid, repo: String, path: String },
 }
 
 impl Op {
