@@ -4,6 +4,7 @@
 //! [`target`] (the index) and [`wal`] (the log of what is done). [`source`]
 //! decides what a manifest line means for the files on disk.
 
+pub mod changes;
 pub mod cli;
 pub mod manifest;
 pub mod source;

@@ -40,6 +40,11 @@ enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+    /// Write the change manifest: every repository's changes since its last applied commit.
+    #[command(
+        after_help = "Examples:\n  elysiactl changes --root /opt/pdi/Enterprise --pull --output /tmp/changes.jsonl\n  elysiactl changes --root /opt/pdi/Enterprise --output /tmp/c.jsonl && elysiactl index sync --input /tmp/c.jsonl --root /opt/pdi/Enterprise\n\nExit codes: 0 every repository processed, 1 some failed (manifest still written), 2 usage, 3 fatal.\nSee docs/changes.md."
+    )]
+    Changes(elysiactl::changes::ChangesArgs),
     /// Search the local index: best matches with repo/path and a snippet.
     #[command(after_help = "Example:\n  elysiactl search 'parse_config' --limit 5")]
     Search {
@@ -192,6 +197,7 @@ fn run(cli: Cli) -> u8 {
         Command::Index {
             command: IndexCommand::Sync(args),
         } => sync_cmd(args),
+        Command::Changes(args) => changes_cmd(args),
         Command::Index {
             command: IndexCommand::Export { state_dir: sd },
         } => match elysiactl::target::local::export(&state_dir(sd)) {
@@ -247,6 +253,30 @@ fn run(cli: Cli) -> u8 {
             }
         },
     }
+}
+
+fn changes_cmd(a: elysiactl::changes::ChangesArgs) -> u8 {
+    let mut stderr = std::io::stderr().lock();
+    let sd = state_dir(a.state_dir.clone());
+    let bases = match sync::applied_changesets(&sd) {
+        Ok(applied) => applied
+            .into_iter()
+            .map(|(repo, c)| (repo, c.commit))
+            .collect(),
+        Err(e) => {
+            let _ = writeln!(
+                stderr,
+                "elysiactl: reading applied commits from {}: {e}",
+                sd.display()
+            );
+            return 3;
+        }
+    };
+    let result = a.execute(bases, &mut stderr);
+    if let Err(e) = &result {
+        let _ = writeln!(stderr, "elysiactl: {e}");
+    }
+    elysiactl::changes::exit_code(&result) as u8
 }
 
 fn sync_cmd(a: Box<SyncArgs>) -> u8 {

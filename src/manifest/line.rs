@@ -49,6 +49,10 @@ pub struct Changeset {
     pub commit: String,
     pub branch: Option<String>,
     pub parent: Option<String>,
+    /// The line has a `parent` key (as `elysiactl changes` writes): its
+    /// commit may become the repo's applied base. mgit's changesets have
+    /// none and are only recorded (docs/changes.md).
+    pub base: bool,
 }
 
 /// What a non-blank line says.
@@ -60,6 +64,12 @@ pub enum Change {
     /// no longer eligible on disk.
     Prune {
         repo: String,
+    },
+    /// mgit's untracked directory (`"path":"dir/"`): every file under it
+    /// on disk is an `add`.
+    UntrackedDir {
+        repo: Option<String>,
+        dir: String,
     },
 }
 
@@ -88,6 +98,12 @@ pub enum LineError {
     Base64(String),
     #[error("line is {0} bytes, over the {MAX_LINE_LEN}-byte limit")]
     TooLong(usize),
+    #[error("mgit line: {0}")]
+    Mgit(String),
+    /// Internal: the path carries mgit's porcelain quirks.
+    #[doc(hidden)]
+    #[error("mgit form")]
+    NeedsMgit,
 }
 
 /// Longest line accepted (inline content included).
@@ -149,7 +165,35 @@ impl LineParser {
             .map_err(|e| LineError::Json(json_error_text(&e)))
             .and_then(|()| interpret(&tape.0));
         self.spare = recycle(tape.0);
-        res.map(Some)
+        match res {
+            Err(LineError::NeedsMgit) => self.parse_mgit(line).map(Some),
+            other => other.map(Some),
+        }
+    }
+
+    /// mgit's porcelain forms (`"old -> new"`, C-quoted paths, `dir/`):
+    /// normalised by [`super::mgit::normalize`], then parsed as usual.
+    fn parse_mgit(&mut self, line: &[u8]) -> Result<Change, LineError> {
+        match super::mgit::normalize_bytes(line) {
+            Ok(super::mgit::Normalized::Line(v)) => {
+                let bytes = serde_json::to_vec(&v).map_err(|e| LineError::Mgit(e.to_string()))?;
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&bytes);
+                let mut tape = Tape(recycle(std::mem::take(&mut self.spare)));
+                let res = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape)
+                    .map_err(|e| LineError::Json(json_error_text(&e)))
+                    .and_then(|()| interpret_plain(&tape.0));
+                self.spare = recycle(tape.0);
+                res
+            }
+            Ok(super::mgit::Normalized::UntrackedDir { repo, dir }) => {
+                Ok(Change::UntrackedDir { repo, dir })
+            }
+            Ok(super::mgit::Normalized::Changeset { .. }) => {
+                Err(LineError::Mgit("unexpected changeset form".into()))
+            }
+            Err(e) => Err(LineError::Mgit(e.to_string())),
+        }
     }
 }
 
@@ -192,6 +236,19 @@ fn string_field<'a>(
 }
 
 fn interpret(tape: &[Node<'_>]) -> Result<Change, LineError> {
+    interpret_with(tape, true)
+}
+
+fn interpret_plain(tape: &[Node<'_>]) -> Result<Change, LineError> {
+    interpret_with(tape, false)
+}
+
+/// Whether a path is in mgit's porcelain form rather than SPEC form.
+fn mgit_form(path: &str) -> bool {
+    path.starts_with('"') || path.ends_with('/') || path.contains(" -> ")
+}
+
+fn interpret_with(tape: &[Node<'_>], allow_mgit: bool) -> Result<Change, LineError> {
     let Some(Node::Object { len, .. }) = tape.first() else {
         return Err(LineError::NotAnObject);
     };
@@ -250,6 +307,9 @@ fn interpret(tape: &[Node<'_>]) -> Result<Change, LineError> {
         }
     };
     let path = non_empty("path", f.path.ok_or(LineError::Missing("path"))?)?;
+    if allow_mgit && mgit_form(path) {
+        return Err(LineError::NeedsMgit);
+    }
     let repo = match f.repo {
         Some(r) => Some(non_empty("repo", r)?.to_owned()),
         None => None,
@@ -295,7 +355,7 @@ fn changeset(tape: &[Node<'_>], at: usize, repo: Option<&str>) -> Result<Change,
             expected: "an object",
         });
     };
-    let (mut commit, mut branch, mut parent) = (None, None, None);
+    let (mut commit, mut branch, mut parent, mut base) = (None, None, None, false);
     let mut i = at + 1;
     for _ in 0..*len {
         let (Some(Node::String(key)), Some(value)) = (tape.get(i), tape.get(i + 1)) else {
@@ -304,7 +364,10 @@ fn changeset(tape: &[Node<'_>], at: usize, repo: Option<&str>) -> Result<Change,
         match *key {
             "commit" => commit = string_field(value, "new_changeset.commit", false)?,
             "branch" => branch = string_field(value, "new_changeset.branch", true)?,
-            "parent" => parent = string_field(value, "new_changeset.parent", true)?,
+            "parent" => {
+                parent = string_field(value, "new_changeset.parent", true)?;
+                base = true;
+            }
             _ => {}
         }
         i += 1 + node_count(value);
@@ -315,6 +378,7 @@ fn changeset(tape: &[Node<'_>], at: usize, repo: Option<&str>) -> Result<Change,
         commit: commit.to_owned(),
         branch: branch.map(str::to_owned),
         parent: parent.map(str::to_owned),
+        base,
     }))
 }
 
@@ -372,13 +436,36 @@ mod tests {
                 repo: "ServiceA".into(),
                 commit: "9f1c".into(),
                 branch: Some("main".into()),
-                parent: None
+                parent: None,
+                base: false,
             })))
         );
         assert_eq!(
             parse(r#"{"op":"prune","repo":"R"}"#),
             Ok(Some(Change::Prune { repo: "R".into() }))
         );
+    }
+
+    #[test]
+    fn mgit_porcelain_forms_are_normalised() {
+        let r = file(r#"{"repo":"A","op":"modify","path":"old.py -> new.py"}"#);
+        assert_eq!(
+            (r.op, r.from.as_deref(), r.path.as_str()),
+            (Op::Rename, Some("old.py"), "new.py")
+        );
+        let q = file(r#"{"repo":"A","op":"add","path":"\"a b\\303\\251\""}"#);
+        assert_eq!(q.path, "a bé");
+        assert_eq!(
+            parse(r#"{"repo":"A","op":"add","path":"docs/"}"#),
+            Ok(Some(Change::UntrackedDir {
+                repo: Some("A".into()),
+                dir: "docs".into()
+            }))
+        );
+        match parse(r#"{"repo":"A","new_changeset":{"commit":"c","parent":null}}"#) {
+            Ok(Some(Change::Changeset(c))) => assert!(c.base),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! plus 1-based line numbers (what people read).
 
 pub mod line;
+pub mod mgit;
 
 use std::fs::File;
 use std::io::{self, Read, Write};

@@ -241,6 +241,14 @@ impl Roots {
         Err(PathError::OutsideRoots(path.to_owned()))
     }
 
+    /// The repo directory of a location (canonical root joined with the
+    /// repo), when it is a directory inside its root.
+    pub fn repo_dir(&self, loc: &Location) -> Option<PathBuf> {
+        let root = self.roots.get(loc.root)?;
+        let dir = std::fs::canonicalize(root.canonical.join(&loc.repo)).ok()?;
+        (dir.starts_with(&root.canonical) && dir.is_dir()).then_some(dir)
+    }
+
     /// The file's state on disk. `Err` only for failures that may pass
     /// (permission denied, I/O errors): the line fails and is retried later.
     pub fn read(&self, loc: &Location) -> io::Result<FileState> {

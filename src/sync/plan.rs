@@ -70,12 +70,17 @@ pub fn plan(
             commit: c.commit,
             branch: c.branch,
             parent: c.parent,
+            base: c.base,
         }),
         Change::Prune { repo } => {
             counts.prune += 1;
             plan_prune(repo, roots, target, counts)
         }
         Change::File(f) => plan_file(f, roots, target.is_some(), counts),
+        Change::UntrackedDir { repo, dir } => {
+            counts.add += 1;
+            plan_dir(repo, dir, roots, target.is_some(), counts)
+        }
     }
 }
 
@@ -182,6 +187,53 @@ fn source_failed(mut counts: Counts, loc: &Location, e: std::io::Error) -> Plann
         path: loc.path.clone(),
         kind: FailureKind::Source,
         reason: format!("cannot read file: {e}"),
+        counts,
+    }
+}
+
+/// mgit's untracked directory: every eligible file under it is upserted.
+fn plan_dir(
+    repo: Option<String>,
+    dir: String,
+    roots: &Roots,
+    read_disk: bool,
+    mut counts: Counts,
+) -> Planned {
+    let shown = repo.clone().unwrap_or_default();
+    let loc = match roots.resolve(repo.as_deref(), &dir) {
+        Ok(l) => l,
+        Err(e) => return malformed(counts, &shown, &dir, Why::Path(e)),
+    };
+    if !read_disk {
+        return Planned::Ops {
+            repo: loc.repo,
+            path: loc.path,
+            ops: Vec::new(),
+            counts,
+        };
+    }
+    let files = match roots
+        .repo_dir(&loc)
+        .map(|d| crate::manifest::mgit::expand_untracked_dir(&d, &loc.path))
+    {
+        Some(Ok(f)) => f,
+        Some(Err(e)) => return source_failed(counts, &loc, e),
+        None => Vec::new(),
+    };
+    let mut ops = Vec::new();
+    for f in files {
+        let Ok(file_loc) = roots.resolve(Some(&loc.repo), &f) else {
+            continue;
+        };
+        match roots.read(&file_loc) {
+            Ok(state) => push_state(&mut ops, &mut counts, &file_loc, state, true),
+            Err(e) => return source_failed(counts, &file_loc, e),
+        }
+    }
+    Planned::Ops {
+        repo: loc.repo,
+        path: loc.path,
+        ops,
         counts,
     }
 }

@@ -168,6 +168,9 @@ pub struct ChangesetSeen {
     pub commit: String,
     pub branch: Option<String>,
     pub parent: Option<String>,
+    /// Written by `elysiactl changes` (it has a `parent` key): may become the
+    /// repo's applied base. mgit's changesets are only recorded.
+    pub base: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -328,7 +328,7 @@ impl State {
             .iter()
             .cloned()
             .partition(|c| !failed.contains(&c.repo));
-        for c in ready {
+        for c in ready.into_iter().filter(|c| c.base) {
             self.repos.insert(
                 c.repo.clone(),
                 AppliedChangeset {

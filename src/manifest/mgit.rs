@@ -1,0 +1,407 @@
+//! Reading mgit's real output, so teams running mgit can switch to
+//! elysiactl without losing changes.
+//!
+//! mgit (`mgit diff` / `mgit status --format=jsonl`) writes one
+//! `{"repo","op","path"}` object per line of `git status --porcelain`, with
+//! the porcelain quirks left in, and a `{"repo","new_changeset":{"commit",
+//! "branch"}}` per repository:
+//! - `op` is `add`, `modify` or `delete` (renames were reported as `modify`,
+//!   copies and untracked files as `add`);
+//! - a rename or copy path is `"old -> new"`, either side possibly C-quoted;
+//! - a path with a space, a quote, a control or a non-ASCII byte is C-quoted
+//!   (`"\"a b\""`, `"\"caf\\303\\251\""`);
+//! - an untracked directory is its path with a trailing `/`.
+//!
+//! [`normalize`] turns one such object into SPEC.md form. It is pure: the
+//! directory expansion that an untracked `dir/` needs is [`expand_untracked_dir`],
+//! run by the caller against the disk. docs/changes.md has the full mapping.
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+/// One mgit line, in SPEC form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Normalized {
+    /// A SPEC manifest line (the object with `op`, `path` and `from` fixed).
+    /// Lines with no mgit quirk come back unchanged.
+    Line(Value),
+    /// An untracked directory (`dir/`): every file under `<repo>/<dir>` on
+    /// disk is an `add` (see [`expand_untracked_dir`]). `dir` has no
+    /// trailing `/`.
+    UntrackedDir { repo: Option<String>, dir: String },
+    /// mgit's per-repository `new_changeset`. Record it for information, but
+    /// never use its commit as a base for `elysiactl changes`: mgit only ever
+    /// listed uncommitted work-tree changes, so the index may lack any change
+    /// committed before that commit.
+    Changeset {
+        repo: String,
+        commit: Option<String>,
+        branch: Option<String>,
+    },
+}
+
+/// Why an mgit line cannot be normalised: the line is then a failed item,
+/// like any malformed manifest line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("missing or non-string field {0:?}")]
+    Field(&'static str),
+    #[error("bad C-quoted path {path:?}: {reason}")]
+    Quoting { path: String, reason: &'static str },
+    #[error("unquoted path is not valid UTF-8: {escaped}")]
+    NotUtf8 { escaped: String },
+    #[error("a directory path ({path:?}) is only meaningful for an untracked add")]
+    DirectoryOp { path: String },
+}
+
+/// Normalise one parsed mgit JSON object.
+pub fn normalize(value: &Value) -> Result<Normalized, Error> {
+    let obj = value.as_object().ok_or(Error::NotAnObject)?;
+    if let Some(cs) = obj.get("new_changeset") {
+        let repo = str_field(obj, "repo")?.to_owned();
+        let get = |k: &str| cs.get(k).and_then(Value::as_str).map(str::to_owned);
+        return Ok(Normalized::Changeset {
+            repo,
+            commit: get("commit"),
+            branch: get("branch"),
+        });
+    }
+    let op = str_field(obj, "op")?;
+    let raw_path = str_field(obj, "path")?;
+    let repo = obj.get("repo").and_then(Value::as_str).map(str::to_owned);
+
+    let (from, path) = split_rename(raw_path)?;
+    let op = match (op, from.is_some()) {
+        ("modify" | "update" | "rename", true) => "rename",
+        ("modify", false) => "update",
+        (other, _) => other,
+    };
+    if let Some(dir) = path.strip_suffix('/') {
+        return if op == "add" && !dir.is_empty() {
+            Ok(Normalized::UntrackedDir {
+                repo,
+                dir: dir.to_owned(),
+            })
+        } else {
+            Err(Error::DirectoryOp { path })
+        };
+    }
+
+    let mut out: Map<String, Value> = obj.clone();
+    out.insert("op".into(), Value::String(op.to_owned()));
+    out.insert("path".into(), Value::String(path));
+    // For a copy (`add` with an arrow) only the new path is a change.
+    if let ("rename", Some(f)) = (op, from) {
+        out.insert("from".into(), Value::String(f));
+    }
+    Ok(Normalized::Line(Value::Object(out)))
+}
+
+/// Normalise one raw manifest line.
+pub fn normalize_bytes(line: &[u8]) -> Result<Normalized, Error> {
+    let value: Value = serde_json::from_slice(line).map_err(|_| Error::NotAnObject)?;
+    normalize(&value)
+}
+
+fn str_field<'a>(obj: &'a Map<String, Value>, key: &'static str) -> Result<&'a str, Error> {
+    obj.get(key)
+        .and_then(Value::as_str)
+        .ok_or(Error::Field(key))
+}
+
+const ARROW: &str = " -> ";
+
+/// Split porcelain's `old -> new` and unquote both sides. A path that is
+/// neither quoted nor contains the arrow comes back as is.
+fn split_rename(raw: &str) -> Result<(Option<String>, String), Error> {
+    if raw.starts_with('"') {
+        let end = quoted_len(raw).ok_or_else(|| Error::Quoting {
+            path: raw.to_owned(),
+            reason: "no closing quote",
+        })?;
+        let first = unquote_c_style(&raw[..end])?;
+        let rest = &raw[end..];
+        if rest.is_empty() {
+            return Ok((None, first));
+        }
+        return match rest.strip_prefix(ARROW) {
+            Some(dst) => Ok((Some(first), unquote_if_quoted(dst)?)),
+            None => Err(Error::Quoting {
+                path: raw.to_owned(),
+                reason: "text after the closing quote",
+            }),
+        };
+    }
+    match raw.split_once(ARROW) {
+        Some((src, dst)) if !src.is_empty() && !dst.is_empty() => {
+            Ok((Some(src.to_owned()), unquote_if_quoted(dst)?))
+        }
+        _ => Ok((None, raw.to_owned())),
+    }
+}
+
+fn unquote_if_quoted(s: &str) -> Result<String, Error> {
+    if s.starts_with('"') {
+        if quoted_len(s) != Some(s.len()) {
+            return Err(Error::Quoting {
+                path: s.to_owned(),
+                reason: "text after the closing quote",
+            });
+        }
+        unquote_c_style(s)
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+/// Length of the leading `"…"` (closing quote included), skipping escaped
+/// characters.
+fn quoted_len(s: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut i = 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Undo git's C-style path quoting (`quote_c_style` in git's quote.c): the
+/// surrounding quotes, `\a \b \t \n \v \f \r \" \\`, and `\ooo` octal bytes,
+/// which together make UTF-8 (or not: then the path cannot be indexed).
+pub fn unquote_c_style(quoted: &str) -> Result<String, Error> {
+    let bad = |reason| Error::Quoting {
+        path: quoted.to_owned(),
+        reason,
+    };
+    let inner = quoted
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .ok_or_else(|| bad("not enclosed in double quotes"))?;
+    let bytes = inner.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'"' {
+            return Err(bad("unescaped quote inside"));
+        }
+        if b != b'\\' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let esc = *bytes.get(i + 1).ok_or_else(|| bad("trailing backslash"))?;
+        i += 2;
+        let decoded = match esc {
+            b'a' => 0x07,
+            b'b' => 0x08,
+            b't' => b'\t',
+            b'n' => b'\n',
+            b'v' => 0x0b,
+            b'f' => 0x0c,
+            b'r' => b'\r',
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'0'..=b'3' => {
+                let d2 = bytes.get(i).copied().filter(|c| (b'0'..=b'7').contains(c));
+                let d3 = bytes
+                    .get(i + 1)
+                    .copied()
+                    .filter(|c| (b'0'..=b'7').contains(c));
+                match (d2, d3) {
+                    (Some(d2), Some(d3)) => {
+                        i += 2;
+                        ((esc - b'0') << 6) | ((d2 - b'0') << 3) | (d3 - b'0')
+                    }
+                    _ => return Err(bad("octal escape needs three digits")),
+                }
+            }
+            _ => return Err(bad("unknown escape")),
+        };
+        out.push(decoded);
+    }
+    String::from_utf8(out).map_err(|e| Error::NotUtf8 {
+        escaped: e.as_bytes().escape_ascii().to_string(),
+    })
+}
+
+/// Every file (regular or symlink) under `<repo_dir>/<dir>` on disk, as
+/// repository-relative `/`-separated paths, sorted. Directories that are
+/// themselves repositories (a `.git` inside) and symlinked directories are
+/// not entered; names that are not UTF-8 are left out (they cannot be
+/// indexed). A directory that no longer exists yields nothing.
+pub fn expand_untracked_dir(repo_dir: &Path, dir: &str) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.trim_end_matches('/').to_owned()];
+    while let Some(rel) = stack.pop() {
+        let abs = repo_dir.join(&rel);
+        let entries = match std::fs::read_dir(&abs) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let child = format!("{rel}/{name}");
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                if name != ".git" && !entry.path().join(".git").exists() {
+                    stack.push(child);
+                }
+            } else if ft.is_file() || ft.is_symlink() {
+                out.push(child);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn line(v: Value) -> Value {
+        match normalize(&v).expect("normalises") {
+            Normalized::Line(l) => l,
+            other => panic!("expected a line, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn arrow_rename_becomes_a_spec_rename() {
+        let got = line(json!({"repo":"A","op":"modify","path":"src/old.py -> src/new.py"}));
+        assert_eq!(
+            got,
+            json!({"repo":"A","op":"rename","from":"src/old.py","path":"src/new.py"})
+        );
+    }
+
+    #[test]
+    fn quoted_sides_of_a_rename_are_unquoted_and_may_contain_the_arrow() {
+        let got = line(json!({"repo":"A","op":"modify","path":"\"a -> b.txt\" -> \"c d.txt\""}));
+        assert_eq!(got["from"], "a -> b.txt");
+        assert_eq!(got["path"], "c d.txt");
+        let got = line(json!({"repo":"A","op":"modify","path":"plain.txt -> \"with space.txt\""}));
+        assert_eq!(got["from"], "plain.txt");
+        assert_eq!(got["path"], "with space.txt");
+    }
+
+    #[test]
+    fn copy_is_an_add_of_the_new_path() {
+        let got = line(json!({"repo":"A","op":"add","path":"a.txt -> b.txt"}));
+        assert_eq!(got, json!({"repo":"A","op":"add","path":"b.txt"}));
+    }
+
+    #[test]
+    fn c_quoting_follows_git_including_octal_utf8() {
+        assert_eq!(
+            unquote_c_style(r#""caf\303\251 au lait""#).expect("ok"),
+            "café au lait"
+        );
+        assert_eq!(
+            unquote_c_style(r#""tab\there\nnl \"q\" back\\slash""#).expect("ok"),
+            "tab\there\nnl \"q\" back\\slash"
+        );
+        assert_eq!(
+            unquote_c_style(r#""\a\b\v\f\r""#).expect("ok"),
+            "\u{7}\u{8}\u{b}\u{c}\r"
+        );
+        let got = line(json!({"repo":"A","op":"modify","path":"\"sp ace/\\303\\244.txt\""}));
+        assert_eq!(got["op"], "update");
+        assert_eq!(got["path"], "sp ace/ä.txt");
+    }
+
+    #[test]
+    fn bad_quoting_and_non_utf8_are_errors_not_guesses() {
+        assert!(matches!(
+            unquote_c_style(r#""\377x""#),
+            Err(Error::NotUtf8 { .. })
+        ));
+        assert!(unquote_c_style(r#""\8""#).is_err());
+        assert!(unquote_c_style(r#""\30""#).is_err());
+        assert!(unquote_c_style(r#""x\""#).is_err());
+        assert!(normalize(&json!({"repo":"A","op":"add","path":"\"open"})).is_err());
+        assert!(normalize(&json!({"repo":"A","op":"add","path":"\"a\"b"})).is_err());
+    }
+
+    #[test]
+    fn untracked_directory_is_reported_for_expansion() {
+        assert_eq!(
+            normalize(&json!({"repo":"A","op":"add","path":"new dir/"})).expect("ok"),
+            Normalized::UntrackedDir {
+                repo: Some("A".into()),
+                dir: "new dir".into()
+            }
+        );
+        assert_eq!(
+            normalize(&json!({"repo":"A","op":"add","path":"\"d\\303\\251j\\303\\240/\""}))
+                .expect("ok"),
+            Normalized::UntrackedDir {
+                repo: Some("A".into()),
+                dir: "déjà".into()
+            }
+        );
+        assert!(normalize(&json!({"repo":"A","op":"delete","path":"gone/"})).is_err());
+    }
+
+    #[test]
+    fn spec_lines_and_unknown_fields_pass_through_unchanged() {
+        let v = json!({"op":"add","repo":"A","path":"src/x.py","size":3,"mime":"text/x"});
+        assert_eq!(line(v.clone()), v);
+        let v = json!({"op":"rename","repo":"A","from":"a","path":"b"});
+        assert_eq!(line(v.clone()), v);
+    }
+
+    #[test]
+    fn mgit_changeset_is_never_a_base() {
+        let got = normalize(&json!({"repo":"A","new_changeset":{"commit":"abc","branch":"main"}}))
+            .expect("ok");
+        assert_eq!(
+            got,
+            Normalized::Changeset {
+                repo: "A".into(),
+                commit: Some("abc".into()),
+                branch: Some("main".into())
+            }
+        );
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        assert_eq!(
+            normalize(&json!({"repo":"A","path":"x"})),
+            Err(Error::Field("op"))
+        );
+        assert_eq!(normalize(&json!([1])), Err(Error::NotAnObject));
+        assert_eq!(normalize_bytes(b"{nope"), Err(Error::NotAnObject));
+    }
+
+    #[test]
+    fn untracked_directory_expands_to_its_files_not_nested_repos() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path();
+        std::fs::create_dir_all(base.join("d/sub")).expect("mkdir");
+        std::fs::create_dir_all(base.join("d/nested/.git")).expect("mkdir");
+        std::fs::write(base.join("d/a.txt"), "a").expect("write");
+        std::fs::write(base.join("d/sub/b.txt"), "b").expect("write");
+        std::fs::write(base.join("d/nested/c.txt"), "c").expect("write");
+        assert_eq!(
+            expand_untracked_dir(base, "d/").expect("ok"),
+            vec!["d/a.txt".to_string(), "d/sub/b.txt".to_string()]
+        );
+        assert!(expand_untracked_dir(base, "absent").expect("ok").is_empty());
+    }
+}
