@@ -198,10 +198,17 @@ impl LineParser {
 }
 
 fn json_error_text(e: &simd_json::Error) -> String {
-    let s = e.to_string();
-    // simd-json reports positions relative to its own buffer; the caller
-    // names the line and byte offset, so keep the message short.
-    s.chars().take(200).collect()
+    // simd-json's own names ("InternalError", "ExpectedTrue") mean little to
+    // a reader of a cron log; say what is wrong and where on the line.
+    let kind = format!("{:?}", e.error());
+    let what = if kind.starts_with("InternalError") || kind.starts_with("Syntax") {
+        "unexpected character".to_owned()
+    } else if kind.starts_with("Eof") {
+        "line ends early".to_owned()
+    } else {
+        kind.chars().take(80).collect()
+    };
+    format!("{what} at column {}", e.index() + 1)
 }
 
 /// Fields of interest, borrowed from the tape.

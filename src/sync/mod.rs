@@ -570,6 +570,11 @@ impl<'a> Syncer<'a> {
         while pipe.waiting.len() >= pipe.limit {
             self.collect_one(pipe);
         }
+        if self.should_stop() {
+            // `--on-error stop` or a fatal error came back while this batch
+            // was being read: it is not applied, and the next run starts here.
+            return;
+        }
         let sent = pipe
             .job_tx
             .as_ref()

@@ -1,0 +1,593 @@
+//! `index sync`, `--status`, `wal inspect`, driven through the real binary.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use support::*;
+
+fn sd(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn small_tree(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    for (repo, path, body) in [
+        ("A", "src/main.py", "print('main')\n"),
+        ("A", "src/util.py", "def util(): pass\n"),
+        ("A", "README.md", "# A\nzebra crossing\n"),
+        ("B", "lib.rs", "pub fn b() {}\n"),
+        ("B", "bin.dat", "x\0y"),
+    ] {
+        let f = root.join(repo).join(path);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, body).unwrap();
+    }
+    root
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn status(state: &Path) -> serde_json::Value {
+    let out = run(&["index", "sync", "--status", "--state-dir", sd(state)]);
+    assert_eq!(out.status.code(), Some(0), "--status exits 0");
+    serde_json::from_slice(&out.stdout).expect("status is JSON")
+}
+
+#[test]
+fn sample_manifest_from_examples_syncs_and_search_finds_a_known_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let out = sync(
+        &ex.join("sample-changes.jsonl"),
+        &ex.join("sample-root"),
+        &state,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = run(&["search", "ledger", "--state-dir", sd(&state)]);
+    assert!(
+        text(&s.stdout).contains("ServiceB/lib/ledger.rs"),
+        "{}",
+        text(&s.stdout)
+    );
+    let objs = export(&state);
+    assert!(objs.values().any(|(p, _)| p == "ServiceA/src/main.py"));
+}
+
+#[test]
+fn malformed_lines_are_reported_with_line_and_offset_while_the_rest_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_tree(dir.path());
+    let state = dir.path().join("state");
+    let bad: Vec<&[u8]> = vec![
+        br#"{"op":"add","repo":"A","path":"#,      // truncated JSON
+        br#"not json at all"#,                     // garbage
+        br#"["op","add"]"#,                        // not an object
+        br#"{"repo":"A","path":"src/main.py"}"#,   // missing op
+        br#"{"op":"add","repo":"A"}"#,             // missing path
+        br#"{"op":"copy","repo":"A","path":"x"}"#, // unknown op
+        br#"{"op":"add","repo":"A","path":""}"#,   // empty path
+        br#"{"op":"add","repo":"A","path":42}"#,   // wrong type
+        br#"{"op":"rename","repo":"A","path":"src/x.py"}"#, // rename without from
+        br#"{"op":"add","repo":"A","path":"../../etc/passwd"}"#, // escapes repo
+        br#"{"op":"add","path":"/etc/passwd"}"#,   // outside every root
+        b"{\"op\":\"add\",\"repo\":\"A\",\"path\":\"a\xff\"}", // invalid UTF-8
+        br#"{"op":"add","repo":"A","path":"a","content_base64":"%%"}"#, // bad base64
+        br#"{"op":"add","repo":"..","path":"x"}"#, // bad repo name
+    ];
+    let good = [
+        r#"{"op":"add","repo":"A","path":"src/main.py"}"#,
+        r#"{"op":"update","repo":"A","path":"src/util.py"}"#,
+        r#"{"op":"add","path":"B/lib.rs"}"#,
+    ];
+    let mut body = Vec::new();
+    let mut bad_pos = Vec::new(); // (line, offset)
+    let mut line = 1u64;
+    for (i, b) in bad.iter().enumerate() {
+        if let Some(g) = good.get(i) {
+            body.extend_from_slice(g.as_bytes());
+            body.push(b'\n');
+            line += 1;
+        }
+        bad_pos.push((line, body.len()));
+        body.extend_from_slice(b);
+        body.extend_from_slice(if i % 2 == 0 { b"\n" } else { b"\r\n" });
+        line += 1;
+    }
+    let m = dir.path().join("m.jsonl");
+    std::fs::write(&m, &body).unwrap();
+    let out = sync(&m, &root, &state, &[]);
+    assert_eq!(out.status.code(), Some(1), "finished with failed items");
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"));
+    for (line, off) in &bad_pos {
+        let want = format!("[FAILED] line {line} (byte {off})");
+        assert!(err.contains(&want), "missing {want:?} in\n{err}");
+    }
+    // Each failure names its reason.
+    for reason in [
+        "invalid JSON",
+        "not a JSON object",
+        "missing field `op`",
+        "missing field `path`",
+        "unknown op `copy`",
+        "field `path` is empty",
+        "field `path` must be a string",
+        "missing field `from`",
+        "escapes its repository",
+        "outside every --root",
+        "base64",
+        "invalid repo name",
+    ] {
+        assert!(err.contains(reason), "no {reason:?} in\n{err}");
+    }
+    // The good lines applied.
+    let mut got: Vec<String> = export(&state).into_values().map(|(p, _)| p).collect();
+    got.sort();
+    assert_eq!(got, vec!["A/src/main.py", "A/src/util.py", "B/lib.rs"]);
+    let st = status(&state);
+    assert_eq!(st["errors"], bad.len());
+    assert_eq!(st["status"], "partially_complete");
+    let f = &st["failures"][0];
+    assert_eq!(
+        (f["line"].as_u64(), f["offset"].as_u64()),
+        (Some(bad_pos[0].0), Some(bad_pos[0].1 as u64))
+    );
+}
+
+fn seg_of(state: &Path) -> PathBuf {
+    let mut segs: Vec<_> = std::fs::read_dir(state.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    segs.pop().unwrap()
+}
+
+/// Offsets of each record in a segment, via `wal inspect --json`.
+fn record_offsets(state: &Path) -> Vec<(u64, u64, String)> {
+    let out = run(&["wal", "inspect", "--json", "--state-dir", sd(state)]);
+    assert_eq!(out.status.code(), Some(0));
+    text(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["offset"].as_u64().unwrap(),
+                v["len"].as_u64().unwrap(),
+                v["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let st = std::process::Command::new("cp")
+        .args(["-a", from.to_str().unwrap(), to.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn last_record_cut_at_every_byte_resumes_correctly() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = workload(dir.path(), 60, 40, 7);
+    let base = dir.path().join("base");
+    let out = sync(
+        &w.manifest,
+        &w.root,
+        &base,
+        &["--batch-size", "8", "--max-file-size", "2048"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let want = expected(&w.root, &w.refs, 2048);
+    let recs = record_offsets(&base);
+    let (bd_off, bd_len, _) = recs
+        .iter()
+        .rev()
+        .find(|r| r.2 == "BatchDone")
+        .cloned()
+        .unwrap();
+    let (rf_off, rf_len, kind) = recs.last().cloned().unwrap();
+    assert_eq!(kind, "RunFinished");
+    let seg_name = seg_of(&base).file_name().unwrap().to_owned();
+    // Cut inside the last BatchDone (the batch is redone) and inside the
+    // final RunFinished (nothing to redo).
+    let cuts: Vec<u64> = (bd_off..bd_off + bd_len)
+        .chain(rf_off..rf_off + rf_len)
+        .collect();
+    for (i, cut) in cuts.iter().enumerate() {
+        let state = dir.path().join(format!("s{i}"));
+        copy_dir(&base, &state);
+        let seg = state.join("wal").join(&seg_name);
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(*cut).unwrap();
+        drop(f);
+        let v = run(&["wal", "inspect", "--verify", "--state-dir", sd(&state)]);
+        assert_eq!(
+            v.status.code(),
+            Some(0),
+            "cut {cut}: a torn tail is not corruption"
+        );
+        if *cut > bd_off && *cut < bd_off + bd_len || *cut > rf_off {
+            assert!(
+                text(&v.stdout).contains("torn tail"),
+                "cut {cut}: {}",
+                text(&v.stdout)
+            );
+        }
+        let out = sync(
+            &w.manifest,
+            &w.root,
+            &state,
+            &["--batch-size", "8", "--max-file-size", "2048"],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "cut {cut}: {err}");
+        assert!(!err.contains("panicked"));
+        let redone = *cut < rf_off;
+        assert_eq!(
+            err.contains("[PROCESSED]"),
+            redone,
+            "cut {cut}: the last batch is redone exactly when its record was torn\n{err}"
+        );
+        assert_eq!(export(&state), want, "cut {cut}");
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+}
+
+#[test]
+fn flipped_byte_in_an_earlier_record_is_a_clear_error_naming_segment_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = workload(dir.path(), 30, 30, 11);
+    let state = dir.path().join("state");
+    let out = sync(&w.manifest, &w.root, &state, &["--batch-size", "5"]);
+    assert!(out.status.code() == Some(0), "{}", text(&out.stderr));
+    let recs = record_offsets(&state);
+    let (off, len, _) = recs.iter().find(|r| r.2 == "BatchDone").cloned().unwrap();
+    let seg = seg_of(&state);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[(off + len / 2) as usize] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let out = sync(&w.manifest, &w.root, &state, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    let seg_name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains("WAL corrupt"), "{err}");
+    assert!(err.contains(&seg_name), "{err}");
+    assert!(err.contains(&format!("at byte {off}")), "{err}");
+    assert!(!err.contains("panicked"));
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    let v = run(&["wal", "inspect", "--verify", "--state-dir", sd(&state)]);
+    assert_eq!(v.status.code(), Some(3));
+    assert!(text(&v.stdout).contains("CORRUPT"));
+    let st = status(&state);
+    assert_eq!(st["status"], "state_unreadable");
+    // The corrupt log is left as it was for inspection.
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes);
+}
+
+#[test]
+fn second_run_on_a_locked_state_dir_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_tree(dir.path());
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state.join("lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let m = write(
+        dir.path(),
+        "m.jsonl",
+        "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n",
+    );
+    let t = std::time::Instant::now();
+    let out = sync(&m, &root, &state, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("another elysiactl run holds the state dir"));
+    assert!(t.elapsed() < std::time::Duration::from_secs(20));
+    assert!(
+        !state.join("wal").exists(),
+        "the second run touched nothing"
+    );
+    drop(lock);
+    assert_eq!(sync(&m, &root, &state, &[]).status.code(), Some(0));
+}
+
+#[test]
+fn status_of_a_fresh_state_dir_is_never_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = status(&dir.path().join("nothing-here"));
+    assert_eq!(st["status"], "never_run");
+    assert_eq!(st["processed"], 0);
+    assert!(st["last_run"].is_null());
+}
+
+#[test]
+fn status_reports_progress_resume_position_and_pending_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_tree(dir.path());
+    let state = dir.path().join("state");
+    let m = write(
+        dir.path(),
+        "m.jsonl",
+        "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\nnot json\n{\"op\":\"add\",\"path\":\"A/README.md\"}\n{\"op\":\"add\",\"path\":\"B/lib.rs\"}\n",
+    );
+    let out = sync(
+        &m,
+        &root,
+        &state,
+        &["--batch-size", "2", "--on-error", "stop"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("failed (stopping)"));
+    let st = status(&state);
+    assert_eq!(st["status"], "stopped");
+    assert_eq!(st["processed"], 2);
+    assert_eq!(st["total"], 4);
+    assert_eq!(st["errors"], 1);
+    let second_line_end = "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\nnot json\n".len();
+    assert_eq!(st["next_resume_position"], second_line_end);
+    assert_eq!(st["next_resume_line"], 3);
+    assert_eq!(st["pending_manifests"].as_array().unwrap().len(), 1);
+    assert!(st["last_successful_run"].is_null());
+
+    // The next run resumes at line 3 and retries the failed line.
+    let out = sync(&m, &root, &state, &["--batch-size", "2"]);
+    assert_eq!(out.status.code(), Some(1), "the bad line still fails");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("[RESUME]") && err.contains("from line 3"),
+        "{err}"
+    );
+    assert!(err.contains("[RETRIED] Line 2-2"), "{err}");
+    let st = status(&state);
+    assert_eq!(st["status"], "partially_complete");
+    assert!(st["next_resume_position"].is_null());
+    assert_eq!(export(&state).len(), 3);
+}
+
+#[test]
+fn wal_inspect_dumps_every_record_readably_and_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_tree(dir.path());
+    let state = dir.path().join("state");
+    let m = write(
+        dir.path(),
+        "m.jsonl",
+        "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n{\"op\":\"bogus\",\"path\":\"x\"}\n{\"repo\":\"A\",\"new_changeset\":{\"commit\":\"abc\",\"parent\":null,\"branch\":\"main\"}}\n",
+    );
+    sync(&m, &root, &state, &[]);
+    let human = text(&run(&["wal", "inspect", "--state-dir", sd(&state)]).stdout);
+    for kind in [
+        "RunStarted",
+        "ManifestStarted",
+        "ItemFailed",
+        "ChangesetSeen",
+        "BatchDone",
+        "RunFinished",
+    ] {
+        assert!(human.contains(kind), "{kind} missing:\n{human}");
+    }
+    assert!(human.contains("unknown op `bogus`"));
+    let json = run(&["wal", "inspect", "--json", "--state-dir", sd(&state)]);
+    let recs: Vec<serde_json::Value> = text(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), human.lines().count());
+    assert_eq!(recs[0]["type"], "RunStarted");
+    let cs = recs.iter().find(|r| r["type"] == "ChangesetSeen").unwrap();
+    assert_eq!(cs["record"]["commit"], "abc");
+    // A segment file can be named directly.
+    let seg = seg_of(&state);
+    let one = run(&["wal", "inspect", seg.to_str().unwrap(), "--verify"]);
+    assert_eq!(one.status.code(), Some(0));
+    assert!(text(&one.stdout).contains(&format!("ok: {} records", recs.len())));
+    // The changeset became the repo's applied base only after its repo's
+    // lines all applied (line 1 is repo A; the bad line has no repo).
+    let st = status(&state);
+    assert_eq!(st["status"], "partially_complete");
+}
+
+#[test]
+fn stdin_manifest_is_spooled_and_resumable() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_tree(dir.path());
+    let state = dir.path().join("state");
+    let body =
+        "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n{\"op\":\"add\",\"path\":\"B/lib.rs\"}\n";
+    let pipe = |extra: &[&str]| {
+        let mut args = vec![
+            "index",
+            "sync",
+            "--input",
+            "-",
+            "--root",
+            root.to_str().unwrap(),
+            "--state-dir",
+            sd(&state),
+        ];
+        args.extend_from_slice(extra);
+        let mut c = cmd(&args)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let out = pipe(&["--batch-size", "1", "--on-error", "stop"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(export(&state).len(), 2);
+    let st = status(&state);
+    assert_eq!(st["manifest"]["spooled"], true);
+    // Completed spool files are cleaned up; the same input again is a no-op.
+    assert_eq!(std::fs::read_dir(state.join("spool")).unwrap().count(), 0);
+    let again = pipe(&[]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(text(&again.stderr).contains("already fully applied"));
+}
+
+#[test]
+fn dry_run_writes_neither_index_nor_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_tree(dir.path());
+    let state = dir.path().join("state");
+    let m = write(
+        dir.path(),
+        "m.jsonl",
+        "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n{\"op\":\"delete\",\"path\":\"A/x\"}\nnope\n",
+    );
+    let out = sync(&m, &root, &state, &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "an invalid line is reported");
+    let err = text(&out.stderr);
+    assert!(err.contains("[INVALID] line 3 (byte"), "{err}");
+    assert!(err.contains("1 add, 0 update, 1 delete"), "{err}");
+    assert!(!state.join("wal").exists() && !state.join("index").exists());
+    assert_eq!(status(&state)["status"], "never_run");
+}
+
+#[test]
+fn from_line_applies_again_from_that_line_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_tree(dir.path());
+    let state = dir.path().join("state");
+    let m = write(
+        dir.path(),
+        "m.jsonl",
+        "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n{\"op\":\"add\",\"path\":\"B/lib.rs\"}\n",
+    );
+    assert_eq!(sync(&m, &root, &state, &[]).status.code(), Some(0));
+    std::fs::write(root.join("B/lib.rs"), "pub fn changed() {}\n").unwrap();
+    std::fs::write(root.join("A/src/main.py"), "changed too\n").unwrap();
+    let out = sync(&m, &root, &state, &["--from-line", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("Line 2-2"));
+    let objs = export(&state);
+    let sha = |p: &str| objs.values().find(|(rp, _)| rp == p).unwrap().1.clone();
+    assert_eq!(sha("B/lib.rs"), sha256_hex(b"pub fn changed() {}\n"));
+    assert_eq!(
+        sha("A/src/main.py"),
+        sha256_hex(b"print('main')\n"),
+        "line 1 not re-applied"
+    );
+    let past = sync(&m, &root, &state, &["--from-line", "9"]);
+    assert_eq!(past.status.code(), Some(2));
+    assert!(text(&past.stderr).contains("--from-line 9"));
+}
+
+#[test]
+fn a_new_manifest_first_finishes_the_unfinished_one_or_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_tree(dir.path());
+    let state = dir.path().join("state");
+    let old = write(
+        dir.path(),
+        "old.jsonl",
+        "bad line\n{\"op\":\"add\",\"path\":\"A/README.md\"}\n",
+    );
+    let new = write(
+        dir.path(),
+        "new.jsonl",
+        "{\"op\":\"add\",\"path\":\"B/lib.rs\"}\n",
+    );
+    // Stopped at the bad first line: old.jsonl has an unapplied line.
+    assert_eq!(
+        sync(
+            &old,
+            &root,
+            &state,
+            &["--batch-size", "1", "--on-error", "stop"]
+        )
+        .status
+        .code(),
+        Some(1)
+    );
+    // A new manifest finishes the old one first.
+    let out = sync(&new, &root, &state, &[]);
+    let err = text(&out.stderr);
+    // The old manifest's bad line is retried first and still fails.
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("old.jsonl: from line 2"), "{err}");
+    assert!(err.contains("[FAILED] line 1 (byte 0)"), "{err}");
+    let mut paths: Vec<String> = export(&state).into_values().map(|(p, _)| p).collect();
+    paths.sort();
+    assert_eq!(paths, vec!["A/README.md", "B/lib.rs"]);
+
+    // If the unfinished manifest is gone, the sync refuses...
+    let state2 = dir.path().join("state2");
+    let old2 = write(
+        dir.path(),
+        "old2.jsonl",
+        "bad\n{\"op\":\"add\",\"path\":\"A/README.md\"}\n",
+    );
+    sync(
+        &old2,
+        &root,
+        &state2,
+        &["--batch-size", "1", "--on-error", "stop"],
+    );
+    std::fs::remove_file(&old2).unwrap();
+    let out = sync(&new, &root, &state2, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("unfinished")
+            && err.contains("old2.jsonl")
+            && err.contains("--abandon-pending"),
+        "{err}"
+    );
+    assert!(
+        export(&state2).is_empty(),
+        "nothing applied from the new manifest"
+    );
+    // ...unless told to drop it, which the WAL records.
+    let out = sync(&new, &root, &state2, &["--abandon-pending"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("[ABANDONED]"));
+    let dump = text(&run(&["wal", "inspect", "--state-dir", sd(&state2)]).stdout);
+    assert!(dump.contains("ManifestAbandoned"));
+}
+
+#[test]
+fn disk_wins_over_the_op_and_lines_reconcile() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_tree(dir.path());
+    let state = dir.path().join("state");
+    let m = write(
+        dir.path(),
+        "m.jsonl",
+        concat!(
+            "{\"op\":\"add\",\"repo\":\"A\",\"path\":\"vanished.py\"}\n",
+            "{\"op\":\"delete\",\"repo\":\"A\",\"path\":\"src/util.py\"}\n",
+            "{\"op\":\"add\",\"repo\":\"B\",\"path\":\"bin.dat\"}\n",
+            "{\"op\":\"rename\",\"repo\":\"A\",\"from\":\"src/main.py\",\"path\":\"README.md\"}\n",
+        ),
+    );
+    let out = sync(&m, &root, &state, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("3 reconciled"), "{err}");
+    assert!(err.contains("1 skipped"), "{err}");
+    let mut paths: Vec<String> = export(&state).into_values().map(|(p, _)| p).collect();
+    paths.sort();
+    // util.py and main.py still exist on disk, so they are indexed; the
+    // binary file and the vanished one are not.
+    assert_eq!(paths, vec!["A/README.md", "A/src/main.py", "A/src/util.py"]);
+}
