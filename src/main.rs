@@ -1,7 +1,7 @@
 //! The `elysiactl` binary: parse the command line, build a validated
 //! configuration, call the library, map the outcome to an exit code.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -45,6 +45,11 @@ enum Command {
         after_help = "Examples:\n  elysiactl changes --root /opt/pdi/Enterprise --pull --output /tmp/changes.jsonl\n  elysiactl changes --root /opt/pdi/Enterprise --output /tmp/c.jsonl && elysiactl index sync --input /tmp/c.jsonl --root /opt/pdi/Enterprise\n\nExit codes: 0 every repository processed, 1 some failed (manifest still written), 2 usage, 3 fatal.\nSee docs/changes.md."
     )]
     Changes(elysiactl::changes::ChangesArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Example:\n  elysiactl completions bash > /etc/bash_completion.d/elysiactl"
+    )]
+    Completions { shell: clap_complete::Shell },
     /// Search the local index: best matches with repo/path and a snippet.
     #[command(after_help = "Example:\n  elysiactl search 'parse_config' --limit 5")]
     Search {
@@ -67,6 +72,17 @@ enum IndexCommand {
         after_help = "Examples:\n  elysiactl index sync --input /tmp/changes.jsonl --root /opt/pdi/Enterprise\n  git-producer | elysiactl index sync --input - --root .\n  elysiactl index sync --status"
     )]
     Sync(Box<SyncArgs>),
+    /// List failed lines not yet applied: manifest, line, byte offset, path, reason, attempts.
+    #[command(
+        after_help = "Examples:\n  elysiactl index failures\n  elysiactl index failures --json | jq -r .path\n\nA line failed in 5 runs of its manifest is a dead letter: listed, no longer retried\nuntil `elysiactl index sync --retry-failed`."
+    )]
+    Failures {
+        #[arg(long, env = "ELYSIACTL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// One JSON object per failed line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print every indexed object as JSON Lines: id, repo, path, contentSha256.
     #[command(
         after_help = "Example:\n  elysiactl index export --state-dir /var/lib/elysiactl > objects.jsonl"
@@ -105,6 +121,12 @@ enum OnErrorArg {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum TargetArg {
     Local,
     Weaviate,
@@ -113,7 +135,7 @@ enum TargetArg {
 #[derive(clap::Args)]
 struct SyncArgs {
     /// The manifest (JSON Lines); '-' reads stdin (spooled into the state dir first).
-    #[arg(long, required_unless_present = "status")]
+    #[arg(long, required_unless_present_any = ["status", "retry_failed"])]
     input: Option<String>,
     /// Print the JSON health document and exit 0.
     #[arg(long)]
@@ -163,9 +185,16 @@ struct SyncArgs {
     /// Drop the unapplied lines of an earlier manifest that is gone or changed (recorded in the WAL).
     #[arg(long)]
     abandon_pending: bool,
-    /// No per-batch progress lines.
+    /// No per-batch progress lines (and no progress bar).
     #[arg(long, short)]
     quiet: bool,
+    /// Retry every outstanding failed line of every known manifest still present,
+    /// dead letters included (with or without --input).
+    #[arg(long)]
+    retry_failed: bool,
+    /// Progress and events as text lines, or one JSON object per line.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormatArg,
     /// First retry backoff in milliseconds (doubles per attempt, full jitter).
     #[arg(long, default_value_t = 200, hide = true)]
     retry_base_ms: u64,
@@ -198,6 +227,54 @@ fn run(cli: Cli) -> u8 {
             command: IndexCommand::Sync(args),
         } => sync_cmd(args),
         Command::Changes(args) => changes_cmd(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "elysiactl", &mut stdout);
+            0
+        }
+        Command::Index {
+            command:
+                IndexCommand::Failures {
+                    state_dir: sd,
+                    json,
+                },
+        } => match sync::status::failures(&state_dir(sd)) {
+            Ok(list) => {
+                for f in &list {
+                    let line = if json {
+                        f.to_string()
+                    } else {
+                        format!(
+                            "{}:{} (byte {}) {}/{} [{}; {} attempt(s){}] {}",
+                            f["manifest"].as_str().unwrap_or_default(),
+                            f["line"],
+                            f["offset"],
+                            f["repo"].as_str().unwrap_or_default(),
+                            f["path"].as_str().unwrap_or_default(),
+                            f["kind"].as_str().unwrap_or_default(),
+                            f["attempts"],
+                            if f["dead_letter"] == true {
+                                ", dead letter"
+                            } else {
+                                ""
+                            },
+                            f["reason"].as_str().unwrap_or_default(),
+                        )
+                    };
+                    if writeln!(stdout, "{line}").is_err() {
+                        return 3;
+                    }
+                }
+                if !json && list.is_empty() {
+                    let _ = writeln!(stdout, "no failed lines");
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("elysiactl: {e}");
+                3
+            }
+        },
         Command::Index {
             command: IndexCommand::Export { state_dir: sd },
         } => match elysiactl::target::local::export(&state_dir(sd)) {
@@ -291,13 +368,16 @@ fn sync_cmd(a: Box<SyncArgs>) -> u8 {
         return 0;
     }
     let input = match a.input.as_deref() {
-        Some("-") => Input::Stdin,
-        Some(p) => Input::File(PathBuf::from(p)),
-        None => {
-            eprintln!("elysiactl: --input FILE|- is required");
-            return 2;
-        }
+        Some("-") => Some(Input::Stdin),
+        Some(p) => Some(Input::File(PathBuf::from(p))),
+        None => None,
     };
+    let log_format = match a.log_format {
+        LogFormatArg::Text => sync::LogFormat::Text,
+        LogFormatArg::Json => sync::LogFormat::Json,
+    };
+    let progress_bar =
+        !a.quiet && log_format == sync::LogFormat::Text && std::io::stderr().is_terminal();
     let target = match a.target {
         Some(t) => t,
         None if a.weaviate_url.is_some() => TargetArg::Weaviate,
@@ -333,6 +413,9 @@ fn sync_cmd(a: Box<SyncArgs>) -> u8 {
             TargetArg::Weaviate => "weaviate".into(),
         },
         metrics_file: a.metrics_file,
+        retry_failed: a.retry_failed,
+        log_format,
+        progress_bar,
     };
     let weaviate = match (target, a.weaviate_url) {
         (TargetArg::Weaviate, None) => {

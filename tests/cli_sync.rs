@@ -267,7 +267,20 @@ fn flipped_byte_in_an_earlier_record_is_a_clear_error_naming_segment_and_offset(
     assert!(err.contains(&seg_name), "{err}");
     assert!(err.contains(&format!("at byte {off}")), "{err}");
     assert!(!err.contains("panicked"));
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let lines: Vec<&str> = err.trim().lines().collect();
+    assert_eq!(lines.len(), 2, "the error, then where the details are: {err}");
+    assert!(lines.iter().any(|l| l.contains("WAL corrupt")), "{err}");
+    assert!(lines.iter().any(|l| l.contains("failed-run-")), "{err}");
+    let failed_run: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("failed-run-"))
+        .collect();
+    assert_eq!(failed_run.len(), 1);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(failed_run[0].path()).unwrap()).unwrap();
+    assert!(doc["reason"].as_str().unwrap().contains("WAL corrupt"));
+    assert!(doc["hints"].as_array().unwrap().iter().any(|h| h.as_str().unwrap().contains("wal inspect")));
 
     let v = run(&["wal", "inspect", "--verify", "--state-dir", sd(&state)]);
     assert_eq!(v.status.code(), Some(3));

@@ -12,6 +12,8 @@ use crate::wal::{Counts, FailureKind, RunStatus};
 #[derive(Debug, Clone, Default)]
 pub struct RunMetrics {
     pub status: Option<RunStatus>,
+    /// A refresh during a long run (status label `running`).
+    pub running: bool,
     pub finished_unix: u64,
     pub duration_secs: f64,
     pub counts: Counts,
@@ -38,7 +40,11 @@ pub fn render(m: &RunMetrics) -> String {
     let _ = writeln!(
         s,
         "elysiactl_sync_last_run_timestamp{{status=\"{}\"}} {}",
-        status_label(m.status),
+        if m.running {
+            "running"
+        } else {
+            status_label(m.status)
+        },
         m.finished_unix
     );
     let _ = writeln!(s, "# HELP elysiactl_sync_files_processed_total Manifest lines processed by the last run, by operation.");

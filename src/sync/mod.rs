@@ -8,6 +8,7 @@
 //! idempotent (its effect is "make the index match the disk"), so a batch
 //! redone after a crash changes nothing.
 
+pub mod failed_run;
 mod lock;
 pub mod metrics;
 pub mod plan;
@@ -62,7 +63,8 @@ pub enum Input {
 /// A validated `index sync` configuration.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub input: Input,
+    /// The manifest; `None` with `retry_failed` retries earlier failures only.
+    pub input: Option<Input>,
     pub state_dir: PathBuf,
     pub batch_size: usize,
     pub on_error: OnError,
@@ -79,6 +81,50 @@ pub struct Options {
     pub target_name: String,
     /// Prometheus textfile written at the end of the run.
     pub metrics_file: Option<PathBuf>,
+    /// Retry every outstanding failed line of every known manifest that is
+    /// still present, dead letters included.
+    pub retry_failed: bool,
+    pub log_format: LogFormat,
+    /// Draw a progress bar (stderr is a terminal) instead of per-batch lines.
+    pub progress_bar: bool,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// A failed line is retried by this many runs of its manifest, then kept as
+/// a dead letter (listed, not retried) until `--retry-failed`.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Write one event: `[TAG] message` as text, or a JSON object.
+pub fn emit(
+    log: &mut dyn Write,
+    format: LogFormat,
+    tag: &str,
+    message: &str,
+    fields: serde_json::Value,
+) {
+    match format {
+        LogFormat::Text => {
+            let _ = writeln!(log, "[{tag}] {message}");
+        }
+        LogFormat::Json => {
+            let mut obj = serde_json::Map::new();
+            obj.insert("ts_ms".into(), now_ms().into());
+            obj.insert("event".into(), tag.to_ascii_lowercase().into());
+            obj.insert("message".into(), message.into());
+            if let serde_json::Value::Object(extra) = fields {
+                obj.extend(extra);
+            }
+            let _ = writeln!(log, "{}", serde_json::Value::Object(obj));
+        }
+    }
 }
 
 /// Why a run could not go on.
@@ -145,6 +191,34 @@ pub fn run(
 ) -> Result<Report, Error> {
     let started = std::time::Instant::now();
     let res = run_inner(opts, open_target, log);
+    if !opts.dry_run {
+        let fatal = match &res {
+            Ok(r) if r.status == Some(RunStatus::Fatal) || r.degraded => {
+                Some(r.message.clone().unwrap_or_else(|| "fatal".into()))
+            }
+            Err(Error::Locked(_)) | Err(Error::Usage(_)) => None,
+            Err(e) if e.exit_code() == 3 => Some(e.to_string()),
+            _ => None,
+        };
+        if let Some(reason) = fatal {
+            match failed_run::write(&opts.state_dir, &reason) {
+                Ok(p) => emit(
+                    log,
+                    opts.log_format,
+                    "FATAL",
+                    &format!("state saved; details and hints in {}", p.display()),
+                    serde_json::json!({"failed_run_file": p.display().to_string()}),
+                ),
+                Err(e) => emit(
+                    log,
+                    opts.log_format,
+                    "WARNING",
+                    &format!("cannot write the failed-run file: {e}"),
+                    serde_json::Value::Null,
+                ),
+            }
+        }
+    }
     if let (Some(path), false) = (&opts.metrics_file, opts.dry_run) {
         let m = match &res {
             Ok(r) => r.metrics.clone(),
@@ -190,29 +264,39 @@ fn run_inner(
     let _lock = lock::acquire(&opts.state_dir)?;
     let (wal, replay) = Wal::open(&opts.state_dir)?;
     if let Some(t) = &replay.torn {
-        let _ = writeln!(
+        emit(
             log,
-            "[RECOVERED] dropped a torn WAL record at {} byte {} ({} bytes: {}); the batch it described will be redone",
-            t.segment.display(),
-            t.offset,
-            t.dropped_bytes,
-            t.reason
+            opts.log_format,
+            "RECOVERED",
+            &format!(
+                "dropped a torn WAL record at {} byte {} ({} bytes: {}); the batch it described will be redone",
+                t.segment.display(),
+                t.offset,
+                t.dropped_bytes,
+                t.reason
+            ),
+            serde_json::json!({"segment": t.segment.display().to_string(), "offset": t.offset}),
         );
     }
     manifest::clean_spool_temps(&opts.state_dir);
-    let path = match &opts.input {
-        Input::File(p) => p.clone(),
-        Input::Stdin => manifest::spool(std::io::stdin().lock(), &opts.state_dir)?,
+    let current = match &opts.input {
+        Some(Input::File(p)) => Some(Manifest::open(p, false)?),
+        Some(Input::Stdin) => {
+            let p = manifest::spool(std::io::stdin().lock(), &opts.state_dir)?;
+            Some(Manifest::open(&p, true)?)
+        }
+        None if opts.retry_failed => None,
+        None => return Err(Error::Usage("--input FILE|- is required".into())),
     };
-    let current = Manifest::open(&path, opts.input == Input::Stdin)?;
     let roots =
         Roots::new(&opts.roots, opts.max_file_size).map_err(|e| Error::Usage(e.to_string()))?;
 
     // Earlier manifests with lines never applied come first.
     let mut queue: Vec<Manifest> = Vec::new();
     let mut abandon: Vec<ManifestProgress> = Vec::new();
+    let is_current = |id: &ManifestId| current.as_ref().is_some_and(|c| c.id.same_content(id));
     for m in replay.state.unfinished() {
-        if m.id.same_content(&current.id) {
+        if is_current(&m.id) {
             continue;
         }
         match Manifest::open(Path::new(&m.id.path), m.id.spooled) {
@@ -232,7 +316,41 @@ fn run_inner(
             "--from-line applies to one manifest, but an earlier manifest is unfinished; finish it first (run without --from-line)".into(),
         ));
     }
-    queue.push(current);
+    if opts.retry_failed {
+        // Every other manifest with failed lines that is still there as it was.
+        for m in &replay.state.manifests {
+            let queued = queue.iter().any(|q| q.id.same_content(&m.id)) || is_current(&m.id);
+            if queued || m.abandoned || m.failed.is_empty() {
+                continue;
+            }
+            match Manifest::open(Path::new(&m.id.path), m.id.spooled) {
+                Ok(old) if old.id.same_content(&m.id) => queue.push(old),
+                _ => emit(
+                    log,
+                    opts.log_format,
+                    "WARNING",
+                    &format!(
+                        "{} has {} failed line(s) but is gone or changed; they stay listed (--abandon-pending drops them)",
+                        m.id.path,
+                        m.failed.len()
+                    ),
+                    serde_json::Value::Null,
+                ),
+            }
+        }
+    }
+    if let Some(c) = current {
+        queue.push(c);
+    }
+    if queue.is_empty() {
+        emit(
+            log,
+            opts.log_format,
+            "DONE",
+            "no failed lines to retry",
+            serde_json::Value::Null,
+        );
+    }
 
     let target = open_target()?;
     target.prepare()?;
@@ -254,7 +372,8 @@ fn run_inner(
         seq: 0,
         started: std::time::Instant::now(),
         failure_kinds: BTreeMap::new(),
-        resume_offset: 0,
+        last_metrics: std::time::Instant::now(),
+        bar: None,
     };
     s.run_id = s.state.next_run_id.max(1);
     s.record(vec![Record::RunStarted(RunStarted {
@@ -269,10 +388,13 @@ fn run_inner(
     })]);
     for m in abandon {
         let remaining = m.total_lines.saturating_sub(m.lines_done());
-        let _ = writeln!(
-            s.log,
-            "[ABANDONED] {}: {} lines never applied are dropped (--abandon-pending)",
-            m.id.path, remaining
+        s.say(
+            "ABANDONED",
+            format!(
+                "{}: {} lines never applied are dropped (--abandon-pending)",
+                m.id.path, remaining
+            ),
+            serde_json::json!({"manifest": m.id.path, "remaining_lines": remaining}),
         );
         s.record(vec![Record::ManifestAbandoned(ManifestAbandoned {
             run_id: s.run_id,
@@ -281,7 +403,19 @@ fn run_inner(
             remaining_lines: remaining,
         })]);
     }
-    let last = queue.len() - 1;
+    let last = queue.len().saturating_sub(1);
+    if opts.progress_bar {
+        let total: u64 = queue
+            .iter()
+            .map(|m| {
+                s.state
+                    .manifest_for(&m.id)
+                    .map(|p| p.total_lines.saturating_sub(p.lines_done()))
+                    .unwrap_or_else(|| m.count_lines())
+            })
+            .sum();
+        s.bar = Some(progress_bar(total));
+    }
     for (i, m) in queue.iter().enumerate() {
         let from = if i == last { opts.from_line } else { None };
         s.process(m, from)?;
@@ -327,18 +461,40 @@ struct Syncer<'a> {
     seq: u64,
     started: std::time::Instant,
     failure_kinds: BTreeMap<&'static str, (FailureKind, u64)>,
-    resume_offset: u64,
+    last_metrics: std::time::Instant,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} lines ({per_sec}, ETA {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
 }
 
 impl<'a> Syncer<'a> {
+    /// One event on the log (above the progress bar when there is one).
+    fn say(&mut self, tag: &str, message: String, fields: serde_json::Value) {
+        let (log, format) = (&mut *self.log, self.opts.log_format);
+        match &self.bar {
+            Some(bar) => bar.suspend(|| emit(log, format, tag, &message, fields)),
+            None => emit(log, format, tag, &message, fields),
+        }
+    }
+
     /// Append records (durably) and apply them to the in-memory state. When
     /// the WAL cannot be written the run goes on in memory, loudly.
     fn record(&mut self, records: Vec<Record>) {
         if self.degraded.is_none() {
             if let Err(e) = self.wal.append(&records) {
-                let _ = writeln!(
-                    self.log,
-                    "[WARNING] STATE NOT SAVED: {e}. Continuing with in-memory state; this run will exit 3 and the next run redoes the unsaved batches (index writes are idempotent)"
+                self.say(
+                    "WARNING",
+                    format!("STATE NOT SAVED: {e}. Continuing with in-memory state; this run will exit 3 and the next run redoes the unsaved batches (index writes are idempotent)"),
+                    serde_json::json!({"degraded": true}),
                 );
                 self.degraded = Some(e.to_string());
             }
@@ -373,23 +529,45 @@ impl<'a> Syncer<'a> {
             return Ok(());
         };
         if progress.complete() {
-            let _ = writeln!(
-                self.log,
-                "[DONE] {} ({} lines) was already fully applied; nothing to do (use --from-line 1 to apply it again)",
-                m.path().display(),
-                total_lines
+            self.say(
+                "DONE",
+                format!(
+                    "{} ({} lines) was already fully applied; nothing to do (use --from-line 1 to apply it again)",
+                    m.path().display(),
+                    total_lines
+                ),
+                serde_json::json!({"manifest": m.path().display().to_string()}),
             );
             return Ok(());
         }
         let (resume_off, resume_line) = progress.resume_point();
+        let dead = progress
+            .failed
+            .values()
+            .filter(|f| f.attempts >= MAX_ATTEMPTS)
+            .count();
+        let retrying = if self.opts.retry_failed {
+            progress.failed.len()
+        } else {
+            progress.failed.len() - dead
+        };
         if resume_off > 0 || !progress.failed.is_empty() {
-            let _ = writeln!(
-                self.log,
-                "[RESUME] {}: from line {} (byte {}), {} failed line(s) to retry",
-                m.path().display(),
-                resume_line,
-                resume_off,
-                progress.failed.len()
+            let dead_note = if dead > 0 && !self.opts.retry_failed {
+                format!(", {dead} dead letter(s) after {MAX_ATTEMPTS} attempts kept (--retry-failed retries them)")
+            } else {
+                String::new()
+            };
+            self.say(
+                "RESUME",
+                format!(
+                    "{}: from line {} (byte {}), {} failed line(s) to retry{}",
+                    m.path().display(),
+                    resume_line,
+                    resume_off,
+                    retrying,
+                    dead_note
+                ),
+                serde_json::json!({"manifest": m.path().display().to_string(), "offset": resume_off, "line": resume_line, "retrying": retrying, "dead_letters": dead}),
             );
         }
 
@@ -442,7 +620,12 @@ impl<'a> Syncer<'a> {
         let bytes = m.bytes();
         let fp = m.id.fingerprint;
         // 1. Lines that failed in earlier runs.
-        let failed: Vec<FailedEntry> = progress.failed.values().cloned().collect();
+        let failed: Vec<FailedEntry> = progress
+            .failed
+            .values()
+            .filter(|f| self.opts.retry_failed || f.attempts < MAX_ATTEMPTS)
+            .cloned()
+            .collect();
         for chunk in failed.chunks(self.opts.batch_size) {
             if self.should_stop() {
                 return Ok(());
@@ -599,14 +782,17 @@ impl<'a> Syncer<'a> {
         let outcomes = match applied {
             retry::Applied::Done(o) => o,
             retry::Applied::Fatal(e) => {
-                let _ = writeln!(
-                    self.log,
-                    "[FATAL] {}: {e}; lines {}-{} not applied, the next run resumes there",
-                    self.target.describe(),
-                    batch.spans.first().map(|s| s.first_line).unwrap_or(0),
-                    batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0),
+                let first = batch.spans.first().map(|s| s.first_line).unwrap_or(0);
+                let last = batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0);
+                let what = self.target.describe();
+                self.say(
+                    "FATAL",
+                    format!(
+                        "{what}: {e}; lines {first}-{last} not applied, the next run resumes there"
+                    ),
+                    serde_json::json!({"first_line": first, "last_line": last}),
                 );
-                self.fatal = Some(e.to_string());
+                self.fatal = Some(format!("{what}: {e}"));
                 return;
             }
         };
@@ -638,11 +824,14 @@ impl<'a> Syncer<'a> {
         let mut jitter = retry::Jitter::new();
         let mut attempt = 0u32;
         loop {
-            let _ = writeln!(
-                self.log,
-                "[RETRY] lines {}-{}: failed items, retrying the batch (--on-error retry)",
-                batch.spans.first().map(|s| s.first_line).unwrap_or(0),
-                batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0)
+            let first = batch.spans.first().map(|s| s.first_line).unwrap_or(0);
+            let last = batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0);
+            self.say(
+                "RETRY",
+                format!(
+                    "lines {first}-{last}: failed items, retrying the batch (--on-error retry)"
+                ),
+                serde_json::json!({"first_line": first, "last_line": last, "attempt": attempt}),
             );
             std::thread::sleep(cap.delay(attempt, None, &mut jitter));
             attempt = attempt.saturating_add(1);
@@ -730,16 +919,19 @@ impl<'a> Syncer<'a> {
                     .map(|f| f.attempts)
                     .unwrap_or(0)
                     + 1;
-                failed_lines.push(format!(
-                    "[FAILED] line {} (byte {}){}: {}",
-                    it.line,
-                    it.offset,
-                    if path.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" {repo}/{path}")
-                    },
-                    reason
+                failed_lines.push((
+                    format!(
+                        "line {} (byte {}){}: {}",
+                        it.line,
+                        it.offset,
+                        if path.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" {repo}/{path}")
+                        },
+                        reason
+                    ),
+                    serde_json::json!({"line": it.line, "offset": it.offset, "repo": repo, "path": path, "reason": reason, "kind": kind.as_str()}),
                 ));
                 records.push(Record::ItemFailed(ItemFailed {
                     run_id: self.run_id,
@@ -765,9 +957,11 @@ impl<'a> Syncer<'a> {
         self.record(records);
         self.counts.add_all(&counts);
         self.failed_this_run += counts.failed;
-        if self.opts.progress {
-            let first = batch.spans.first().map(|s| s.first_line).unwrap_or(0);
-            let last = batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0);
+        let first = batch.spans.first().map(|s| s.first_line).unwrap_or(0);
+        let last = batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0);
+        if let Some(bar) = &self.bar {
+            bar.inc(batch.spans.iter().map(|s| s.next_line - s.first_line).sum());
+        } else if self.opts.progress {
             let ok = batch.items.len() as u64 - counts.failed;
             let tag = if batch.retry_pass {
                 "RETRIED"
@@ -782,14 +976,42 @@ impl<'a> Syncer<'a> {
                     _ => format!(", {} failed (will retry)", counts.failed),
                 }
             };
-            let _ = writeln!(self.log, "[{tag}] Line {first}-{last}: {ok} success{tail}");
+            self.say(
+                tag,
+                format!("Line {first}-{last}: {ok} success{tail}"),
+                serde_json::json!({"first_line": first, "last_line": last, "success": ok, "failed": counts.failed}),
+            );
         }
-        for l in failed_lines {
-            let _ = writeln!(self.log, "{l}");
+        for (msg, fields) in failed_lines {
+            self.say("FAILED", msg, fields);
         }
+        self.maybe_write_metrics();
         if counts.failed > 0 && self.opts.on_error == OnError::Stop {
             self.stopped = true;
         }
+    }
+
+    /// During long runs the metrics file is refreshed every 30 s (with the
+    /// status label `running`), so a stuck sync shows up before it ends.
+    fn maybe_write_metrics(&mut self) {
+        let Some(path) = &self.opts.metrics_file else {
+            return;
+        };
+        if self.last_metrics.elapsed() < Duration::from_secs(30) {
+            return;
+        }
+        self.last_metrics = std::time::Instant::now();
+        let m = metrics::RunMetrics {
+            status: None,
+            running: true,
+            finished_unix: now_ms() / 1000,
+            duration_secs: self.started.elapsed().as_secs_f64(),
+            counts: self.counts,
+            failures: self.failure_kinds.values().copied().collect(),
+            resume_offset: 0,
+            degraded: self.degraded.is_some(),
+        };
+        let _ = metrics::write(path, &m);
     }
 
     fn finish(mut self) -> Report {
@@ -812,25 +1034,31 @@ impl<'a> Syncer<'a> {
         })]);
         if self.degraded.is_none() && self.wal.total_len() > COMPACT_THRESHOLD {
             if let Err(e) = self.wal.compact(&self.state) {
-                let _ = writeln!(self.log, "[WARNING] WAL compaction failed ({e}); the log is intact and will be compacted next time");
+                self.say("WARNING", format!("WAL compaction failed ({e}); the log is intact and will be compacted next time"), serde_json::Value::Null);
             }
         }
         self.clean_spool();
-        let c = &self.counts;
-        let _ = writeln!(
-            self.log,
-            "[SUMMARY] {}: {} lines, {} indexed, {} removed, {} reconciled, {} skipped, {} failed",
-            status.as_str(),
-            c.lines,
-            c.upserted,
-            c.deleted,
-            c.reconciled,
-            c.skipped,
-            c.failed
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let c = self.counts;
+        self.say(
+            "SUMMARY",
+            format!(
+                "{}: {} lines, {} indexed, {} removed, {} reconciled, {} skipped, {} failed",
+                status.as_str(),
+                c.lines,
+                c.upserted,
+                c.deleted,
+                c.reconciled,
+                c.skipped,
+                c.failed
+            ),
+            serde_json::json!({"status": status.as_str(), "counts": status::counts_json(&c), "duration_secs": self.started.elapsed().as_secs_f64()}),
         );
         let degraded = self.degraded.is_some();
         if degraded {
-            let _ = writeln!(self.log, "[WARNING] the WAL could not be written during this run: progress since then is lost and will be redone next run; exiting 3");
+            self.say("WARNING", "the WAL could not be written during this run: progress since then is lost and will be redone next run; exiting 3".into(), serde_json::json!({"degraded": true}));
         }
         let exit_code = match status {
             _ if degraded => 3,
@@ -845,7 +1073,7 @@ impl<'a> Syncer<'a> {
             .and_then(|r| r.manifest.as_ref())
             .and_then(|fp| self.state.manifest(fp))
             .map(|m| m.resume_point().0)
-            .unwrap_or(self.resume_offset);
+            .unwrap_or(0);
         Report {
             exit_code,
             status: Some(status),
@@ -854,6 +1082,7 @@ impl<'a> Syncer<'a> {
             message,
             metrics: Some(metrics::RunMetrics {
                 status: Some(status),
+                running: false,
                 finished_unix: now_ms() / 1000,
                 duration_secs: self.started.elapsed().as_secs_f64(),
                 counts: self.counts,
@@ -898,11 +1127,12 @@ struct Pipe {
 /// index, the WAL nor the files.
 fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Error> {
     let path = match &opts.input {
-        Input::File(p) => p.clone(),
-        Input::Stdin => return Err(Error::Usage(
+        Some(Input::File(p)) => p.clone(),
+        Some(Input::Stdin) => return Err(Error::Usage(
             "--dry-run reads a file; it does not spool stdin (write the manifest to a file first)"
                 .into(),
         )),
+        None => return Err(Error::Usage("--dry-run needs --input FILE".into())),
     };
     let m = Manifest::open(&path, false)?;
     let roots =

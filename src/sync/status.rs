@@ -68,6 +68,10 @@ pub fn status(state_dir: &Path) -> Value {
         .and_then(|fp| st.manifest(fp))
         .or_else(|| st.manifests.last());
     let errors: usize = st.outstanding_failures().count();
+    let dead_letters = st
+        .outstanding_failures()
+        .filter(|(_, f)| f.attempts >= super::MAX_ATTEMPTS)
+        .count();
     let failures: Vec<Value> = st
         .outstanding_failures()
         .take(50)
@@ -81,6 +85,7 @@ pub fn status(state_dir: &Path) -> Value {
                 "reason": f.reason,
                 "kind": f.kind.as_str(),
                 "attempts": f.attempts,
+                "dead_letter": f.attempts >= super::MAX_ATTEMPTS,
             })
         })
         .collect();
@@ -123,6 +128,7 @@ pub fn status(state_dir: &Path) -> Value {
         "processed": processed,
         "total": total,
         "errors": errors,
+        "dead_letters": dead_letters,
         "next_resume_position": resume,
         "next_resume_line": resume_line,
         "manifest": manifest,
@@ -141,6 +147,28 @@ pub fn status(state_dir: &Path) -> Value {
         },
         "state_dir": state_dir.display().to_string(),
     })
+}
+
+/// Every outstanding failed line, oldest manifest first, as JSON objects.
+pub fn failures(state_dir: &Path) -> Result<Vec<Value>, wal::Error> {
+    let rep = wal::replay(state_dir)?;
+    Ok(rep
+        .state
+        .outstanding_failures()
+        .map(|(m, f)| {
+            json!({
+                "manifest": m.id.path,
+                "line": f.line,
+                "offset": f.offset,
+                "repo": f.repo,
+                "path": f.path,
+                "kind": f.kind.as_str(),
+                "reason": f.reason,
+                "attempts": f.attempts,
+                "dead_letter": f.attempts >= super::MAX_ATTEMPTS,
+            })
+        })
+        .collect())
 }
 
 pub fn counts_json(c: &wal::Counts) -> Value {

@@ -1,0 +1,106 @@
+//! `failed-run-<id>.json`: what a fatal run leaves in the state dir for the
+//! operator — why it stopped, where the next run resumes, and what to try.
+//! The newest few are kept.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+/// How many failed-run files are kept.
+pub const KEEP: usize = 10;
+
+fn hints(reason: &str) -> Vec<&'static str> {
+    let r = reason.to_ascii_lowercase();
+    let mut h = Vec::new();
+    if r.contains("unreachable") || r.contains("connect") || r.contains("weaviate") {
+        h.push(
+            "check that the index is up: curl -fsS $ELYSIACTL_WEAVIATE_URL/v1/.well-known/ready",
+        );
+        h.push("check --weaviate-url and WEAVIATE_API_KEY; the next run resumes where this one stopped");
+    }
+    if r.contains("wal corrupt") {
+        h.push("inspect the log: elysiactl wal inspect --verify --state-dir <dir>");
+        h.push("to start over, move the state dir aside; the next run re-applies its manifest (idempotent)");
+    }
+    if r.contains("no space")
+        || r.contains("enospc")
+        || r.contains("not saved")
+        || r.contains("wal")
+    {
+        h.push(
+            "free space on the state dir's filesystem (df -h); unsaved batches are redone next run",
+        );
+    }
+    if r.contains("local index") {
+        h.push("the embedded index under <state-dir>/index could not be written: check disk space and permissions");
+    }
+    h.push("elysiactl index sync --status shows the resume position and failed items");
+    h
+}
+
+/// Write the file (atomically) and prune old ones. Returns its path.
+pub fn write(state_dir: &Path, reason: &str) -> std::io::Result<PathBuf> {
+    let rep = crate::wal::replay(state_dir).ok();
+    let state = rep.as_ref().map(|r| &r.state);
+    let run = state.and_then(|s| s.last_run.clone());
+    let manifest = state.and_then(|s| {
+        run.as_ref()
+            .and_then(|r| r.manifest.as_ref())
+            .and_then(|fp| s.manifest(fp))
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let id = match &run {
+        Some(r) => format!("{}", r.run_id),
+        None => format!("t{now}"),
+    };
+    let doc = json!({
+        "run_id": run.as_ref().map(|r| r.run_id),
+        "failed_at_ms": now,
+        "reason": reason,
+        "manifest": manifest.map(|m| m.id.path.clone()),
+        "next_resume_position": manifest.map(|m| m.resume_point().0),
+        "next_resume_line": manifest.map(|m| m.resume_point().1),
+        "failed_items": manifest.map(|m| m.failed.len()),
+        "hints": hints(reason),
+    });
+    let path = state_dir.join(format!("failed-run-{id}.json"));
+    let tmp = state_dir.join(format!(".failed-run-{id}.json.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(
+            serde_json::to_string_pretty(&doc)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    prune(state_dir);
+    Ok(path)
+}
+
+/// Keep the newest `KEEP` files.
+fn prune(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("failed-run-") && n.ends_with(".json")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    files.sort();
+    let excess = files.len().saturating_sub(KEEP);
+    for (_, p) in files.into_iter().take(excess) {
+        let _ = std::fs::remove_file(p);
+    }
+}
