@@ -268,7 +268,11 @@ fn flipped_byte_in_an_earlier_record_is_a_clear_error_naming_segment_and_offset(
     assert!(err.contains(&format!("at byte {off}")), "{err}");
     assert!(!err.contains("panicked"));
     let lines: Vec<&str> = err.trim().lines().collect();
-    assert_eq!(lines.len(), 2, "the error, then where the details are: {err}");
+    assert_eq!(
+        lines.len(),
+        2,
+        "the error, then where the details are: {err}"
+    );
     assert!(lines.iter().any(|l| l.contains("WAL corrupt")), "{err}");
     assert!(lines.iter().any(|l| l.contains("failed-run-")), "{err}");
     let failed_run: Vec<_> = std::fs::read_dir(&state)
@@ -280,7 +284,11 @@ fn flipped_byte_in_an_earlier_record_is_a_clear_error_naming_segment_and_offset(
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(failed_run[0].path()).unwrap()).unwrap();
     assert!(doc["reason"].as_str().unwrap().contains("WAL corrupt"));
-    assert!(doc["hints"].as_array().unwrap().iter().any(|h| h.as_str().unwrap().contains("wal inspect")));
+    assert!(doc["hints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h.as_str().unwrap().contains("wal inspect")));
 
     let v = run(&["wal", "inspect", "--verify", "--state-dir", sd(&state)]);
     assert_eq!(v.status.code(), Some(3));

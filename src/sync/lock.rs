@@ -9,7 +9,16 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub struct Lock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Unlock explicitly: a child process forked meanwhile (the fd is
+        // close-on-exec, but only at exec) shares the open file description,
+        // and closing our descriptor alone would leave the lock held.
+        let _ = self.file.unlock();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +63,7 @@ pub fn acquire(state_dir: &Path) -> Result<Lock, LockError> {
     file.set_len(0).map_err(io_err)?;
     file.rewind().map_err(io_err)?;
     write!(file, "{}", std::process::id()).map_err(io_err)?;
-    Ok(Lock { _file: file })
+    Ok(Lock { file })
 }
 
 /// The pid of a live process holding the lock, if any (without taking it).

@@ -121,8 +121,17 @@ pub fn render(m: &RunMetrics) -> String {
     s
 }
 
-/// Write the textfile atomically.
+/// Write the textfile atomically. A path that exists and is not a regular
+/// file (a FIFO, `/dev/full`, …) is written in place: renaming over it would
+/// replace the device node.
 pub fn write(path: &Path, m: &RunMetrics) -> io::Result<()> {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() {
+            let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+            f.write_all(render(m).as_bytes())?;
+            return f.flush();
+        }
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => std::path::PathBuf::from("."),
