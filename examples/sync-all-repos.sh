@@ -14,6 +14,8 @@ STATE_DIR="${STATE_DIR:-/var/lib/elysiactl}"
 CHANGE_DIR="${CHANGE_DIR:-/var/lib/elysiactl/changes}"
 KEEP_DAYS="${KEEP_DAYS:-7}"
 JOBS="${JOBS:-8}"
+# node_exporter's textfile collector directory (metrics are skipped if absent).
+TEXTFILE_DIR="${TEXTFILE_DIR:-/var/lib/node_exporter/textfile_collector}"
 CHANGE_FILE="$CHANGE_DIR/repo-changes-$(date +%Y%m%d-%H%M%S).jsonl"
 
 mkdir -p "$LOG_DIR" "$STATE_DIR" "$CHANGE_DIR"
@@ -44,6 +46,10 @@ log "Found $CHANGE_COUNT changes to process"
 
 # Step 3: apply them. The state dir is shared with step 1: that is where the
 # applied commit of every repository is recorded.
+METRICS_ARGS=()
+if [ -d "$TEXTFILE_DIR" ]; then
+    METRICS_ARGS=(--metrics-file "$TEXTFILE_DIR/elysiactl.prom")
+fi
 log "Starting index sync..."
 if elysiactl index sync \
     --input "$CHANGE_FILE" \
@@ -51,6 +57,7 @@ if elysiactl index sync \
     --state-dir "$STATE_DIR" \
     --batch-size 100 \
     --on-error continue \
+    ${METRICS_ARGS[@]+"${METRICS_ARGS[@]}"} \
     >> "$LOG_DIR/sync.log" 2>&1; then
 
     log "Sync completed successfully"
