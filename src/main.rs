@@ -90,6 +90,8 @@ enum IndexCommand {
     Export {
         #[arg(long, env = "ELYSIACTL_STATE_DIR")]
         state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        target: TargetArgs,
     },
 }
 
@@ -132,6 +134,65 @@ enum TargetArg {
     Weaviate,
 }
 
+/// Which index, for `index sync` and `index export`.
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// Where the index is (default: weaviate when a Weaviate URL is set, else local).
+    #[arg(long, value_enum)]
+    target: Option<TargetArg>,
+    #[arg(long, env = "ELYSIACTL_WEAVIATE_URL")]
+    weaviate_url: Option<String>,
+    #[arg(long, default_value = "SRC_ENTERPRISE__")]
+    collection: String,
+    /// Vectorizer module for a collection this run creates (e.g. text2vec-openai).
+    #[arg(long)]
+    vectorizer: Option<String>,
+    /// Batches in flight to the target (Weaviate).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    concurrency: u64,
+    /// Per-request timeout to the target, seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+impl TargetArgs {
+    fn kind(&self) -> TargetArg {
+        match self.target {
+            Some(t) => t,
+            None if self.weaviate_url.is_some() => TargetArg::Weaviate,
+            None => TargetArg::Local,
+        }
+    }
+
+    /// A function that opens the target (called once the state dir is locked).
+    #[allow(clippy::type_complexity)]
+    fn opener(
+        &self,
+        state_dir: PathBuf,
+    ) -> Result<Box<dyn Fn() -> Result<Box<dyn Target>, elysiactl::target::Error>>, String> {
+        match (self.kind(), &self.weaviate_url) {
+            (TargetArg::Weaviate, None) => {
+                Err("--target weaviate needs --weaviate-url URL (or ELYSIACTL_WEAVIATE_URL)".into())
+            }
+            (TargetArg::Weaviate, Some(url)) => {
+                let cfg = WeaviateConfig::from_env(
+                    url.clone(),
+                    self.collection.clone(),
+                    self.vectorizer.clone(),
+                    Duration::from_secs(self.timeout.max(1)),
+                    self.concurrency as usize,
+                );
+                Ok(Box::new(move || -> Result<Box<dyn Target>, _> {
+                    Ok(Box::new(WeaviateTarget::new(cfg.clone())?))
+                }))
+            }
+            (TargetArg::Local, _) => Ok(Box::new(move || -> Result<Box<dyn Target>, _> {
+                Ok(Box::new(LocalIndex::open(&state_dir)?))
+            })),
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct SyncArgs {
     /// The manifest (JSON Lines); '-' reads stdin (spooled into the state dir first).
@@ -157,28 +218,14 @@ struct SyncArgs {
     /// Source root (repeatable); files outside every root are never read. Default: the current directory.
     #[arg(long)]
     root: Vec<PathBuf>,
-    /// Where to write (default: weaviate when a Weaviate URL is set, else local).
-    #[arg(long, value_enum)]
-    target: Option<TargetArg>,
-    #[arg(long, env = "ELYSIACTL_WEAVIATE_URL")]
-    weaviate_url: Option<String>,
-    #[arg(long, default_value = "SRC_ENTERPRISE__")]
-    collection: String,
-    /// Vectorizer module for a collection this run creates (e.g. text2vec-openai).
-    #[arg(long)]
-    vectorizer: Option<String>,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Parse and plan; write nothing (neither index nor WAL).
     #[arg(long)]
     dry_run: bool,
     /// Larger files are not indexed.
     #[arg(long, default_value_t = 1 << 20)]
     max_file_size: u64,
-    /// Batches in flight to the target (Weaviate).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
-    concurrency: u64,
-    /// Per-request timeout to the target, seconds.
-    #[arg(long, default_value_t = 30)]
-    timeout: u64,
     /// Prometheus textfile to write at the end of the run.
     #[arg(long)]
     metrics_file: Option<PathBuf>,
@@ -276,8 +323,12 @@ fn run(cli: Cli) -> u8 {
             }
         },
         Command::Index {
-            command: IndexCommand::Export { state_dir: sd },
-        } => match elysiactl::target::local::export(&state_dir(sd)) {
+            command:
+                IndexCommand::Export {
+                    state_dir: sd,
+                    target,
+                },
+        } => match export(&target, state_dir(sd)) {
             Ok(objs) => {
                 for o in objs {
                     if let Ok(line) = serde_json::to_string(&o) {
@@ -356,6 +407,17 @@ fn changes_cmd(a: elysiactl::changes::ChangesArgs) -> u8 {
     elysiactl::changes::exit_code(&result) as u8
 }
 
+/// Every object of the chosen index. The local index is read without
+/// opening a writer, so this works while a sync runs.
+fn export(t: &TargetArgs, sd: PathBuf) -> Result<Vec<elysiactl::target::local::Exported>, String> {
+    if t.kind() == TargetArg::Local {
+        return elysiactl::target::local::export(&sd).map_err(|e| e.to_string());
+    }
+    let open = t.opener(sd)?;
+    let target = open().map_err(|e| e.to_string())?;
+    target.export().map_err(|e| e.to_string())
+}
+
 fn sync_cmd(a: Box<SyncArgs>) -> u8 {
     let a = *a;
     let sd = state_dir(a.state_dir);
@@ -378,11 +440,7 @@ fn sync_cmd(a: Box<SyncArgs>) -> u8 {
     };
     let progress_bar =
         !a.quiet && log_format == sync::LogFormat::Text && std::io::stderr().is_terminal();
-    let target = match a.target {
-        Some(t) => t,
-        None if a.weaviate_url.is_some() => TargetArg::Weaviate,
-        None => TargetArg::Local,
-    };
+    let target = a.target.kind();
     let roots = if a.root.is_empty() {
         vec![PathBuf::from(".")]
     } else {
@@ -417,33 +475,15 @@ fn sync_cmd(a: Box<SyncArgs>) -> u8 {
         log_format,
         progress_bar,
     };
-    let weaviate = match (target, a.weaviate_url) {
-        (TargetArg::Weaviate, None) => {
-            eprintln!(
-                "elysiactl: --target weaviate needs --weaviate-url URL (or ELYSIACTL_WEAVIATE_URL)"
-            );
+    let opener = match a.target.opener(sd) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("elysiactl: {e}");
             return 2;
         }
-        (TargetArg::Weaviate, Some(url)) => Some(WeaviateConfig::from_env(
-            url,
-            a.collection.clone(),
-            a.vectorizer.clone(),
-            Duration::from_secs(a.timeout.max(1)),
-            a.concurrency as usize,
-        )),
-        (TargetArg::Local, _) => None,
     };
-    let open = |sd: PathBuf| {
-        move || -> Result<Box<dyn Target>, elysiactl::target::Error> {
-            match &weaviate {
-                None => Ok(Box::new(LocalIndex::open(&sd)?)),
-                Some(cfg) => Ok(Box::new(WeaviateTarget::new(cfg.clone())?)),
-            }
-        }
-    };
-    let opener = open(sd);
     let mut stderr = std::io::stderr().lock();
-    match sync::run(&opts, &opener, &mut stderr) {
+    match sync::run(&opts, opener.as_ref(), &mut stderr) {
         Ok(report) => report.exit_code,
         Err(e) => {
             let code = e.exit_code();

@@ -175,6 +175,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Present while the last run that wrote to this state dir could not write
+/// its WAL (cleared by the next run that could).
+pub fn degraded_marker(state_dir: &Path) -> PathBuf {
+    state_dir.join("degraded")
+}
+
 /// The commits whose changes a sync has fully applied, per repo.
 pub fn applied_changesets(state_dir: &Path) -> Result<BTreeMap<String, AppliedChangeset>, Error> {
     Ok(wal::replay(state_dir)?.state.repos)
@@ -497,6 +503,9 @@ impl<'a> Syncer<'a> {
                     serde_json::json!({"degraded": true}),
                 );
                 self.degraded = Some(e.to_string());
+                // An empty file needs no data block, so this usually works
+                // even on a full disk; `--status` reports it.
+                let _ = std::fs::File::create(degraded_marker(&self.opts.state_dir));
             }
         }
         for r in &records {
@@ -1038,6 +1047,9 @@ impl<'a> Syncer<'a> {
             }
         }
         self.clean_spool();
+        if self.degraded.is_none() {
+            let _ = std::fs::remove_file(degraded_marker(&self.opts.state_dir));
+        }
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }

@@ -179,6 +179,9 @@ mod tests {
         fn list_repo(&self, _: &str) -> Result<Vec<String>, Error> {
             Ok(Vec::new())
         }
+        fn export(&self) -> Result<Vec<crate::target::local::Exported>, Error> {
+            Ok(Vec::new())
+        }
         fn apply(&self, ops: &[Op]) -> Result<Vec<OpOutcome>, Error> {
             self.calls.lock().unwrap().push(ops.len());
             let mut f = self.fail_first.lock().unwrap();

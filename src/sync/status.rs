@@ -135,10 +135,9 @@ pub fn status(state_dir: &Path) -> Value {
         "pending_manifests": pending,
         "failures": failures,
         "last_run_counts": counts_json(&run.counts),
-        // The last run never recorded its end: killed, or its state could
-        // not be written (full disk). The next run resumes from what is
-        // durable.
-        "degraded": run.finished_ms.is_none() && !running,
+        // A run could not write its WAL (full disk): progress since then was
+        // kept in memory only and is redone by the next run.
+        "degraded": super::degraded_marker(state_dir).exists(),
         "message": run.message,
         "wal": {
             "segments": rep.segments.len(),

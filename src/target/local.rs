@@ -184,6 +184,10 @@ impl Target for LocalIndex {
         })
     }
 
+    fn export(&self) -> Result<Vec<Exported>, Error> {
+        export(&self.state_dir)
+    }
+
     fn list_repo(&self, repo: &str) -> Result<Vec<String>, Error> {
         let reader = reader(&self.index)?;
         let searcher = reader.searcher();

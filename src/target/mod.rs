@@ -157,6 +157,10 @@ pub trait Target: Send + Sync {
     /// a `prune` line can remove objects whose files are gone.
     fn list_repo(&self, repo: &str) -> Result<Vec<String>, Error>;
 
+    /// Every object the target holds (for `index export`), sorted by repo
+    /// and path.
+    fn export(&self) -> Result<Vec<local::Exported>, Error>;
+
     /// How many batches may be in flight at once.
     fn max_in_flight(&self) -> usize {
         1

@@ -424,8 +424,10 @@ impl WeaviateTarget {
             .collect())
     }
 
-    async fn list_repo_async(&self, repo: &str) -> Result<Vec<String>, Error> {
-        let mut paths = Vec::new();
+    /// Every object of the collection (id, repo, path, contentSha256),
+    /// paged with the `after` cursor.
+    async fn list_all_async(&self) -> Result<Vec<crate::target::local::Exported>, Error> {
+        let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let mut path = format!("/v1/objects?class={}&limit={LIST_PAGE}", self.class);
@@ -441,12 +443,23 @@ impl WeaviateTarget {
                 .unwrap_or_default();
             for o in &objects {
                 let props = o.get("properties");
-                let field = |k: &str| props.and_then(|p| p.get(k)).and_then(Value::as_str);
-                if field("repo") == Some(repo) {
-                    if let Some(p) = field("path") {
-                        paths.push(p.to_string());
-                    }
-                }
+                let field = |k: &str| {
+                    props
+                        .and_then(|p| p.get(k))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                out.push(crate::target::local::Exported {
+                    id: o
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    repo: field("repo"),
+                    path: field("path"),
+                    content_sha256: field("contentSha256"),
+                });
             }
             let last = objects
                 .last()
@@ -457,6 +470,18 @@ impl WeaviateTarget {
                 _ => break,
             }
         }
+        out.sort_by(|a, b| (&a.repo, &a.path, &a.id).cmp(&(&b.repo, &b.path, &b.id)));
+        Ok(out)
+    }
+
+    async fn list_repo_async(&self, repo: &str) -> Result<Vec<String>, Error> {
+        let mut paths: Vec<String> = self
+            .list_all_async()
+            .await?
+            .into_iter()
+            .filter(|o| o.repo == repo)
+            .map(|o| o.path)
+            .collect();
         paths.sort();
         paths.dedup();
         Ok(paths)
@@ -534,6 +559,10 @@ impl Target for WeaviateTarget {
 
     fn list_repo(&self, repo: &str) -> Result<Vec<String>, Error> {
         self.rt.handle().block_on(self.list_repo_async(repo))
+    }
+
+    fn export(&self) -> Result<Vec<crate::target::local::Exported>, Error> {
+        self.rt.handle().block_on(self.list_all_async())
     }
 
     fn max_in_flight(&self) -> usize {
