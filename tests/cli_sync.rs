@@ -612,3 +612,25 @@ fn disk_wins_over_the_op_and_lines_reconcile() {
     // binary file and the vanished one are not.
     assert_eq!(paths, vec!["A/README.md", "A/src/main.py", "A/src/util.py"]);
 }
+
+#[test]
+fn prune_removes_objects_whose_files_are_gone_from_the_local_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_tree(dir.path());
+    let state = dir.path().join("state");
+    let m = write(
+        dir.path(),
+        "m.jsonl",
+        "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n{\"op\":\"add\",\"path\":\"A/src/util.py\"}\n{\"op\":\"add\",\"path\":\"B/lib.rs\"}\n",
+    );
+    assert_eq!(sync(&m, &root, &state, &[]).status.code(), Some(0));
+    std::fs::remove_file(root.join("A/src/util.py")).unwrap();
+    std::fs::remove_file(root.join("B/lib.rs")).unwrap();
+    let p = write(dir.path(), "p.jsonl", "{\"op\":\"prune\",\"repo\":\"A\"}\n");
+    let out = sync(&p, &root, &state, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut paths: Vec<String> = export(&state).into_values().map(|(p, _)| p).collect();
+    paths.sort();
+    // Only repo A was pruned: B/lib.rs stays until a line or prune names it.
+    assert_eq!(paths, vec!["A/src/main.py", "B/lib.rs"]);
+}

@@ -247,6 +247,12 @@ impl<'a> Iterator for Lines<'a> {
             None => (rest, rest.len()),
         };
         let body = body.strip_suffix(b"\r").unwrap_or(body);
+        // A UTF-8 byte-order mark (Windows editors, PowerShell) is not data.
+        let body = if self.pos == 0 {
+            body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+        } else {
+            body
+        };
         let raw = RawLine {
             line: self.line,
             offset: self.pos as u64,
@@ -335,6 +341,22 @@ mod tests {
         assert_eq!(count_lines(data), 4);
         assert_eq!(count_lines(b"a\nb\n"), 2);
         assert_eq!(count_lines(b""), 0);
+    }
+
+    #[test]
+    fn a_byte_order_mark_on_the_first_line_is_not_data() {
+        let data = b"\xEF\xBB\xBF{}\n\xEF\xBB\xBF{}";
+        let lines: Vec<_> = Lines {
+            bytes: data,
+            pos: 0,
+            line: 1,
+        }
+        .collect();
+        assert_eq!(lines[0].bytes, b"{}");
+        assert_eq!(
+            lines[1].bytes, b"\xEF\xBB\xBF{}",
+            "only at the start of the file"
+        );
     }
 
     #[test]
