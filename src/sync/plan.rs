@@ -84,6 +84,23 @@ pub fn plan(
     }
 }
 
+fn no_ops(loc: Location, counts: Counts) -> Planned {
+    Planned::Ops {
+        repo: loc.repo,
+        path: loc.path,
+        ops: Vec::new(),
+        counts,
+    }
+}
+
+fn delete_op(loc: &Location) -> Op {
+    Op::Delete {
+        id: crate::target::object_id(&loc.repo, &loc.path),
+        repo: loc.repo.clone(),
+        path: loc.path.clone(),
+    }
+}
+
 fn malformed(counts: Counts, repo: &str, path: &str, why: Why) -> Planned {
     let mut counts = counts;
     counts.failed += 1;
@@ -112,12 +129,7 @@ fn plan_file(f: FileChange, roots: &Roots, read_disk: bool, mut counts: Counts) 
     };
     if !read_disk {
         // Dry run: the line is valid; the disk is not consulted.
-        return Planned::Ops {
-            repo: loc.repo,
-            path: loc.path,
-            ops: Vec::new(),
-            counts,
-        };
+        return no_ops(loc, counts);
     }
     let mut ops = Vec::with_capacity(2);
     if let Some(from) = &from {
@@ -171,11 +183,7 @@ fn push_state(
             } else if why.is_skip() {
                 counts.skipped += 1;
             }
-            ops.push(Op::Delete {
-                id: crate::target::object_id(&loc.repo, &loc.path),
-                repo: loc.repo.clone(),
-                path: loc.path.clone(),
-            });
+            ops.push(delete_op(loc));
         }
     }
 }
@@ -205,12 +213,7 @@ fn plan_dir(
         Err(e) => return malformed(counts, &shown, &dir, Why::Path(e)),
     };
     if !read_disk {
-        return Planned::Ops {
-            repo: loc.repo,
-            path: loc.path,
-            ops: Vec::new(),
-            counts,
-        };
+        return no_ops(loc, counts);
     }
     let files = match roots
         .repo_dir(&loc)
@@ -274,11 +277,7 @@ fn plan_prune(
             Ok(FileState::Eligible(_)) => {}
             Ok(FileState::Absent(_)) => {
                 counts.deleted += 1;
-                ops.push(Op::Delete {
-                    id: crate::target::object_id(&loc.repo, &loc.path),
-                    repo: loc.repo,
-                    path: loc.path,
-                });
+                ops.push(delete_op(&loc));
             }
             Err(e) => return source_failed(counts, &loc, e),
         }

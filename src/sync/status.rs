@@ -75,19 +75,7 @@ pub fn status(state_dir: &Path) -> Value {
     let failures: Vec<Value> = st
         .outstanding_failures()
         .take(50)
-        .map(|(m, f)| {
-            json!({
-                "manifest": m.id.path,
-                "line": f.line,
-                "offset": f.offset,
-                "repo": f.repo,
-                "path": f.path,
-                "reason": f.reason,
-                "kind": f.kind.as_str(),
-                "attempts": f.attempts,
-                "dead_letter": f.attempts >= super::MAX_ATTEMPTS,
-            })
-        })
+        .map(|(m, f)| failure_json(m, f))
         .collect();
     let pending: Vec<Value> = st
         .unfinished()
@@ -154,20 +142,22 @@ pub fn failures(state_dir: &Path) -> Result<Vec<Value>, wal::Error> {
     Ok(rep
         .state
         .outstanding_failures()
-        .map(|(m, f)| {
-            json!({
-                "manifest": m.id.path,
-                "line": f.line,
-                "offset": f.offset,
-                "repo": f.repo,
-                "path": f.path,
-                "kind": f.kind.as_str(),
-                "reason": f.reason,
-                "attempts": f.attempts,
-                "dead_letter": f.attempts >= super::MAX_ATTEMPTS,
-            })
-        })
+        .map(|(m, f)| failure_json(m, f))
         .collect())
+}
+
+fn failure_json(m: &wal::ManifestProgress, f: &wal::FailedEntry) -> Value {
+    json!({
+        "manifest": m.id.path,
+        "line": f.line,
+        "offset": f.offset,
+        "repo": f.repo,
+        "path": f.path,
+        "kind": f.kind.as_str(),
+        "reason": f.reason,
+        "attempts": f.attempts,
+        "dead_letter": f.attempts >= super::MAX_ATTEMPTS,
+    })
 }
 
 pub fn counts_json(c: &wal::Counts) -> Value {
