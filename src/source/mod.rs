@@ -383,6 +383,36 @@ mod tests {
     }
 
     #[test]
+    fn with_several_roots_a_relative_path_belongs_to_the_first_root_with_its_repo() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(a.path().join("One")).unwrap();
+        std::fs::create_dir_all(b.path().join("Two")).unwrap();
+        std::fs::create_dir_all(b.path().join("One")).unwrap();
+        std::fs::write(b.path().join("Two/x.txt"), "two\n").unwrap();
+        let r = Roots::new(&[a.path().to_owned(), b.path().to_owned()], 100).unwrap();
+        assert_eq!(r.resolve(Some("One"), "x").unwrap().root, 0);
+        assert_eq!(r.resolve(Some("Two"), "x.txt").unwrap().root, 1);
+        assert_eq!(r.resolve(None, "Two/x.txt").unwrap().root, 1);
+        // No root has the repo: the first root (the file is simply absent).
+        assert_eq!(r.resolve(Some("Three"), "y").unwrap().root, 0);
+        let abs = format!("{}/Two/x.txt", b.path().canonicalize().unwrap().display());
+        let loc = r.resolve(None, &abs).unwrap();
+        assert_eq!(
+            (loc.root, loc.repo.as_str(), loc.path.as_str()),
+            (1, "Two", "x.txt")
+        );
+        match r.read(&loc).unwrap() {
+            FileState::Eligible(d) => assert_eq!(d.content, "two\n"),
+            other => panic!("{other:?}"),
+        }
+        // A symlink from one root into another leaves its root: not indexed.
+        std::os::unix::fs::symlink(b.path().join("Two/x.txt"), a.path().join("One/link")).unwrap();
+        let l = r.resolve(Some("One"), "link").unwrap();
+        assert_eq!(r.read(&l).unwrap(), FileState::Absent(Absent::OutsideRoot));
+    }
+
+    #[test]
     fn disk_decides_eligibility() {
         let t = tempfile::tempdir().unwrap();
         let repo = t.path().join("R");
