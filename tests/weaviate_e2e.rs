@@ -260,52 +260,16 @@ fn ten_thousand_lines_with_twenty_sigkills_under_mixed_faults_leave_the_exact_in
     let mut done_before = 0;
     let mut points = Vec::new();
     for kill in 0..KILLS {
-        let mut child = sync_command_verbose(&si.url(), &root, &state, &manifest, &args)
-            .spawn()
-            .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut pipe = child.stderr.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut text = String::new();
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(&mut pipe).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("[PROCESSED]") || line.starts_with("[RETRIED]") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                text.push_str(&line);
-                text.push('\n');
-            }
-            text
-        });
         let at_startup = kill % 4 == 0;
         let delay = Duration::from_millis(rng.below(150));
-        if !at_startup {
-            let started = std::time::Instant::now();
-            if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-                let _ = child.kill();
-                let _ = child.wait();
-                let err = reader.join().unwrap_or_default();
-                panic!(
-                    "life {kill}: no batch recorded within {:?}: {err}",
-                    started.elapsed()
-                );
-            }
-        }
-        if let Some(status) = wait_for(&mut child, delay) {
-            let err = reader.join().unwrap_or_default();
+        let cmd = sync_command_verbose(&si.url(), &root, &state, &manifest, &args);
+        if let Life::Ended(code, err) = kill_at(cmd, !at_startup, delay) {
             panic!(
-                "the run ended ({status}) before SIGKILL {} (points so far {points:?}); \
+                "the run ended (exit {code}) before SIGKILL {} (points so far {points:?}); \
                  the workload is too short for the kill points: {err}",
                 kill + 1
             );
         }
-        child.kill().unwrap(); // SIGKILL
-        let _ = child.wait();
-        let _ = reader.join();
         points.push(format!(
             "{}{}ms",
             if at_startup { "start+" } else { "batch+" },

@@ -159,6 +159,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp,
         Err(_) => return Err(DropConnection),
     };
 
+    let mut logged = None;
     let (delay, injected) = {
         let mut st = shared.lock();
         st.stats.requests += 1;
@@ -194,11 +195,13 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp,
             && (method == Method::POST || method == Method::DELETE)
         {
             let seq = st.stats.requests;
+            logged = Some(seq);
             st.batches.push(BatchLogged {
                 seq,
                 method: method.to_string(),
                 ids: batch_ids(&method, body.as_ref()),
                 fault: d.1.name().to_string(),
+                answered_us: None,
             });
         }
         d
@@ -217,8 +220,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp,
     if let Some(denied) = check_auth(&shared, authorization.as_deref()) {
         return Ok(denied);
     }
-    match injected {
-        Injected::None | Injected::ApplyThenDrop => {}
+    let refused = match injected {
+        Injected::None | Injected::ApplyThenDrop => None,
         Injected::Drop => return Err(DropConnection),
         Injected::TooMany => {
             let secs = shared.lock().faults.retry_after_secs;
@@ -226,26 +229,43 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp,
             if let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string()) {
                 r.headers_mut().insert("retry-after", v);
             }
-            return Ok(r);
+            Some(r)
         }
-        Injected::Internal => {
-            return Ok(error_list(
-                500,
-                "batch objects: cannot process batch: not enough memory (stand-in fault)",
-            ))
+        Injected::Internal => Some(error_list(
+            500,
+            "batch objects: cannot process batch: not enough memory (stand-in fault)",
+        )),
+        Injected::Unavailable => Some(reply(503, None)),
+    };
+    if let Some(r) = refused {
+        if let Some(seq) = logged {
+            answered(&shared, &mut shared.lock(), seq);
         }
-        Injected::Unavailable => return Ok(reply(503, None)),
+        return Ok(r);
     }
 
     let params = query_params(query.as_deref());
     let resp = {
         let mut st = shared.lock();
-        route(&shared, &mut st, &method, &path, &params, body.as_ref())
+        let resp = route(&shared, &mut st, &method, &path, &params, body.as_ref());
+        if let (Some(seq), false) = (logged, injected == Injected::ApplyThenDrop) {
+            answered(&shared, &mut st, seq);
+        }
+        resp
     };
     if injected == Injected::ApplyThenDrop {
         return Err(DropConnection);
     }
     Ok(resp)
+}
+
+/// Note in the batch log that request `seq` is answered now.
+fn answered(shared: &Shared, st: &mut State, seq: u64) {
+    let now = shared.clock_us(std::time::Instant::now());
+    // Entries are in seq order; a reset may have removed this one.
+    if let Ok(i) = st.batches.binary_search_by_key(&seq, |b| b.seq) {
+        st.batches[i].answered_us = Some(now);
+    }
 }
 
 /// The object ids a batch request names: an upsert's object ids, or the

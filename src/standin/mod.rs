@@ -92,6 +92,10 @@ pub struct BatchLogged {
     /// The injected fault (`none`, `drop`, `429`, `500`, `503`,
     /// `apply_then_drop`). `drop`, `429`, `500` and `503` applied nothing.
     pub fault: String,
+    /// When the request was handled and its reply handed to the connection,
+    /// in µs since the stand-in started ([`Standin::clock_us`]); `None` while
+    /// in progress, or when no reply was sent (an injected drop).
+    pub answered_us: Option<u64>,
 }
 
 /// One stored object, as the dump endpoint shows it.
@@ -136,6 +140,7 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     pub cfg: Config,
     pub state: Mutex<State>,
+    pub started: std::time::Instant,
 }
 
 impl Shared {
@@ -152,7 +157,13 @@ impl Shared {
         Arc::new(Shared {
             cfg,
             state: Mutex::new(state),
+            started: std::time::Instant::now(),
         })
+    }
+
+    /// µs from the start of the stand-in to `at` (0 if earlier).
+    pub fn clock_us(&self, at: std::time::Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_micros() as u64
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -270,6 +281,11 @@ impl Standin {
     /// received later have a larger [`BatchLogged::seq`].
     pub fn mark(&self) -> u64 {
         self.shared.lock().stats.requests
+    }
+
+    /// `at` on the clock of [`BatchLogged::answered_us`].
+    pub fn clock_us(&self, at: std::time::Instant) -> u64 {
+        self.shared.clock_us(at)
     }
 
     /// The batch log (needs `log_batches`), in order of receipt.

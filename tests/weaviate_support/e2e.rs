@@ -210,6 +210,83 @@ pub fn stderr_of(child: &mut Child) -> String {
     s
 }
 
+/// How a life of the binary ended under [`kill_at`].
+#[derive(Debug)]
+pub enum Life {
+    /// SIGKILLed; the instant is taken just before the signal.
+    Killed(Instant),
+    /// It exited on its own first: exit code and stderr.
+    Ended(i32, String),
+}
+
+/// Spawn `cmd` (made by [`sync_command_verbose`]), wait until it has
+/// recorded its first batch (its first `[PROCESSED]`/`[RETRIED]` line; the
+/// line follows the WAL record) when `after_first_batch`, then `delay` more,
+/// and SIGKILL it.
+pub fn kill_at(cmd: Command, after_first_batch: bool, delay: Duration) -> Life {
+    kill_when(
+        cmd,
+        move |line| !after_first_batch || is_progress(line),
+        delay,
+    )
+}
+
+/// A line a run prints right after it records a batch done.
+pub fn is_progress(line: &str) -> bool {
+    line.starts_with("[PROCESSED]") || line.starts_with("[RETRIED]")
+}
+
+/// The line range of a `[PROCESSED] Line A-B: …` line.
+pub fn progress_range(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("[PROCESSED] Line ")?;
+    let (range, _) = rest.split_once(':')?;
+    let (a, b) = range.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Spawn `cmd` (made by [`sync_command_verbose`]), wait until `trigger`
+/// accepts one of its stderr lines (it is also asked once with "" at
+/// start), then `delay` more, and SIGKILL it.
+pub fn kill_when(
+    mut cmd: Command,
+    mut trigger: impl FnMut(&str) -> bool + Send + 'static,
+    delay: Duration,
+) -> Life {
+    let mut child = cmd.spawn().expect("spawn elysiactl");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut pipe = child.stderr.take().expect("stderr piped");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut text = String::new();
+        let mut tx = Some(tx);
+        if trigger("") {
+            tx = None;
+        }
+        for line in std::io::BufReader::new(&mut pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.is_some() && trigger(&line) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    // Either the trigger fired, or the process ended (the pipe closed).
+    let _ = rx.recv_timeout(Duration::from_secs(60));
+    if let Some(status) = wait_for(&mut child, delay) {
+        let err = reader.join().unwrap_or_default();
+        return Life::Ended(status.code().unwrap_or(-1), err);
+    }
+    let at = Instant::now();
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let _ = reader.join();
+    Life::Killed(at)
+}
+
 /// One run to its end (at most `limit`): exit code and stderr.
 pub fn run_to_end(mut cmd: Command, limit: Duration) -> (i32, String) {
     let mut child = cmd.spawn().expect("spawn elysiactl");
