@@ -201,6 +201,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp,
                 method: method.to_string(),
                 ids: batch_ids(&method, body.as_ref()),
                 fault: d.1.name().to_string(),
+                received_us: shared.clock_us(std::time::Instant::now()),
                 answered_us: None,
             });
         }

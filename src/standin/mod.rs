@@ -92,6 +92,9 @@ pub struct BatchLogged {
     /// The injected fault (`none`, `drop`, `429`, `500`, `503`,
     /// `apply_then_drop`). `drop`, `429`, `500` and `503` applied nothing.
     pub fault: String,
+    /// When the request's body had been read, in µs since the stand-in
+    /// started ([`Standin::clock_us`]).
+    pub received_us: u64,
     /// When the request was handled and its reply handed to the connection,
     /// in µs since the stand-in started ([`Standin::clock_us`]); `None` while
     /// in progress, or when no reply was sent (an injected drop).
