@@ -28,10 +28,7 @@ const ATTEMPTS: u64 = 8;
 #[test]
 fn kill_and_restart_with_out_of_order_completion_neither_skip_nor_redo_a_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let manifest = dir.path().join("changes.jsonl");
-    let w = build_workload(&root, 2000);
-    std::fs::write(&manifest, &w.manifest).unwrap();
+    let Shared { root, manifest, w } = shared_workload(2000);
     let args = ["--concurrency", "4", "--batch-size", "10"];
     let mut rng = Rng::new(0x0D0E);
 

@@ -43,19 +43,86 @@ pub struct Workload {
     pub line_spans: Vec<(u64, u64)>,
 }
 
+/// [`generate`] `n` lines and write their files under `root`.
+pub fn build_workload(root: &Path, n: usize) -> Workload {
+    let (w, files) = generate(n);
+    write_files(root, &files);
+    w
+}
+
+fn write_files(root: &Path, files: &[(String, String)]) {
+    let mut made = BTreeSet::new();
+    for (rel, text) in files {
+        let p = root.join(rel);
+        let parent = p.parent().unwrap().to_path_buf();
+        if made.insert(parent.clone()) {
+            std::fs::create_dir_all(&parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+    }
+}
+
+/// A generated workload whose files (and manifest, `changes.jsonl`) live in
+/// a directory shared by every test and every run: writing 8,000 files
+/// takes seconds on a busy disk, and they are only read.
+pub struct Shared {
+    pub root: std::path::PathBuf,
+    pub manifest: std::path::PathBuf,
+    pub w: Workload,
+}
+
+/// The workload of `n` lines in `$CARGO_TARGET_TMPDIR/weaviate-workload-N`,
+/// written once: a marker holding the manifest's SHA-256 says the directory
+/// is complete and current; otherwise it is rebuilt in a sibling and renamed
+/// into place (so concurrent test processes never see half of it).
+pub fn shared_workload(n: usize) -> Shared {
+    let (w, files) = generate(n);
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = base.join(format!("weaviate-workload-{n}"));
+    let marker = sha(w.manifest.as_bytes());
+    let current = |d: &Path| std::fs::read_to_string(d.join("complete")).is_ok_and(|m| m == marker);
+    // One builder per process; the others wait and then find it current.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    if !current(&dir) {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".weaviate-workload-{n}-"))
+            .tempdir_in(base)
+            .unwrap();
+        write_files(&tmp.path().join("root"), &files);
+        std::fs::write(tmp.path().join("changes.jsonl"), &w.manifest).unwrap();
+        std::fs::write(tmp.path().join("complete"), &marker).unwrap();
+        if dir.exists() && !current(&dir) {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        match std::fs::rename(tmp.path(), &dir) {
+            Ok(()) => {
+                let _ = tmp.keep();
+            }
+            // Another process published it first; ours is removed on drop.
+            Err(_) => assert!(current(&dir), "cannot publish {}", dir.display()),
+        }
+    }
+    Shared {
+        root: dir.join("root"),
+        manifest: dir.join("changes.jsonl"),
+        w,
+    }
+}
+
 /// `n` lines (a multiple of 20), shuffled: 70 % adds, 10 % updates of added
 /// files, 10 % deletes of stale objects, 5 % renames of stale objects, 5 %
-/// adds of files that do not exist (disk wins: no object).
-pub fn build_workload(root: &Path, n: usize) -> Workload {
+/// adds of files that do not exist (disk wins: no object). Also returns the
+/// files to write: (path under the root, content).
+pub fn generate(n: usize) -> (Workload, Vec<(String, String)>) {
     assert_eq!(n % 20, 0, "workload size must be a multiple of 20");
     let (adds, updates, deletes, renames, vanished) = (n * 7 / 10, n / 10, n / 10, n / 20, n / 20);
     let mut lines: Vec<(String, Vec<Uuid>)> = Vec::new();
     let mut expected = BTreeMap::new();
     let mut stale = Vec::new();
-    let write = |repo: &str, path: &str, text: &str| {
-        let p = root.join(repo).join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
+    let mut files = Vec::new();
+    let mut write = |repo: &str, path: &str, text: &str| {
+        files.push((format!("{repo}/{path}"), text.to_string()));
     };
     for i in 0..adds {
         let (r, p) = (repo(i), format!("src/m{}/a{i}.rs", i % 23));
@@ -118,13 +185,14 @@ pub fn build_workload(root: &Path, n: usize) -> Workload {
         manifest.push('\n');
         line_spans.push((start, manifest.len() as u64));
     }
-    Workload {
+    let w = Workload {
         manifest,
         expected,
         stale,
         line_ids: lines.into_iter().map(|(_, ids)| ids).collect(),
         line_spans,
-    }
+    };
+    (w, files)
 }
 
 /// Store the stale objects (fault-free), so deletes and renames have work.
