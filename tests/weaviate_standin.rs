@@ -400,3 +400,54 @@ fn standin_binary_prints_its_url_and_serves_the_dump_endpoint() {
         std::panic::resume_unwind(p);
     }
 }
+
+#[test]
+fn batch_log_names_the_ids_of_each_batch_request_and_its_fault_after_a_mark() {
+    let (si, raw) = setup(Config {
+        log_batches: true,
+        ..Config::default()
+    });
+    let (s, _) = batch(&raw, json!([obj(ID1, "a"), obj(ID2, "b")]));
+    assert_eq!(s, 200);
+    let mark = si.mark();
+    let body = json!({"match": {"class": "Code", "where": {"operator": "Or", "operands": [
+        {"path": ["id"], "operator": "ContainsAny", "valueTextArray": [ID1, ID3]},
+        {"path": ["_id"], "operator": "Equal", "valueText": ID2},
+        {"path": ["path"], "operator": "Equal", "valueText": ID3}]}}});
+    let (s, _) = raw.status(Method::DELETE, "/v1/batch/objects", Some(&body.to_string()));
+    assert_eq!(s, 200);
+    si.set_faults(Faults {
+        p503: 1.0,
+        ..Faults::default()
+    });
+    let (s, _) = batch(&raw, json!([obj(ID3, "c")]));
+    assert_eq!(s, 503);
+
+    let id = |s: &str| uuid::Uuid::parse_str(s).unwrap();
+    let all = si.batches();
+    assert_eq!(all.len(), 3);
+    assert_eq!(
+        (all[0].method.as_str(), &all[0].ids),
+        ("POST", &vec![id(ID1), id(ID2)])
+    );
+    let since = si.batches_since(mark);
+    assert_eq!(since.len(), 2);
+    assert_eq!(since[0].method, "DELETE");
+    // Only values compared with the id count, not those of a property.
+    assert_eq!(since[0].ids, vec![id(ID1), id(ID3), id(ID2)]);
+    assert_eq!(since[0].fault, "none");
+    assert_eq!(
+        (since[1].ids.clone(), since[1].fault.as_str()),
+        (vec![id(ID3)], "503")
+    );
+    assert!(since.iter().all(|b| b.seq > mark));
+
+    // The same log over HTTP, and reset clears it.
+    si.set_faults(Faults::default());
+    let (s, v) = raw.status(Method::GET, "/__standin/batches", None);
+    assert_eq!(s, 200);
+    let text = v.as_str().unwrap_or_default().to_string();
+    assert_eq!(text.lines().count(), 3, "{v}");
+    raw.status(Method::POST, "/__standin/reset", None);
+    assert!(si.batches().is_empty());
+}

@@ -61,6 +61,9 @@ struct Args {
     /// Keep every request in memory (only useful in-process).
     #[arg(long)]
     record: bool,
+    /// Log the object ids of every batch request (GET /__standin/batches).
+    #[arg(long)]
+    log_batches: bool,
 }
 
 fn main() -> std::io::Result<()> {
@@ -83,6 +86,7 @@ fn main() -> std::io::Result<()> {
         delete_limit: a.delete_limit.max(1),
         seed: a.seed,
         record: a.record,
+        log_batches: a.log_batches,
         faults: standin::Faults {
             latency_ms: a.latency_ms,
             jitter_ms: a.jitter_ms,

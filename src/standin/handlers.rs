@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::faults::{Faults, Injected};
-use super::{filter, Dumped, Recorded, Shared, State, Stored};
+use super::{filter, BatchLogged, Dumped, Recorded, Shared, State, Stored};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -159,6 +159,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp,
         Err(_) => return Err(DropConnection),
     };
 
+    let mut logged = None;
     let (delay, injected) = {
         let mut st = shared.lock();
         st.stats.requests += 1;
@@ -179,7 +180,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp,
             || (st.faults.all_endpoints
                 && path.starts_with("/v1/")
                 && !path.starts_with("/v1/.well-known/"));
-        if faulted {
+        let d = if faulted {
             let faults = st.faults.clone();
             let d = faults.draw(&mut st.rng);
             if d.1 != Injected::None {
@@ -188,7 +189,23 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp,
             d
         } else {
             (std::time::Duration::ZERO, Injected::None)
+        };
+        if shared.cfg.log_batches
+            && path == "/v1/batch/objects"
+            && (method == Method::POST || method == Method::DELETE)
+        {
+            let seq = st.stats.requests;
+            logged = Some(seq);
+            st.batches.push(BatchLogged {
+                seq,
+                method: method.to_string(),
+                ids: batch_ids(&method, body.as_ref()),
+                fault: d.1.name().to_string(),
+                received_us: shared.clock_us(std::time::Instant::now()),
+                answered_us: None,
+            });
         }
+        d
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -204,8 +221,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp,
     if let Some(denied) = check_auth(&shared, authorization.as_deref()) {
         return Ok(denied);
     }
-    match injected {
-        Injected::None | Injected::ApplyThenDrop => {}
+    let refused = match injected {
+        Injected::None | Injected::ApplyThenDrop => None,
         Injected::Drop => return Err(DropConnection),
         Injected::TooMany => {
             let secs = shared.lock().faults.retry_after_secs;
@@ -213,26 +230,90 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp,
             if let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string()) {
                 r.headers_mut().insert("retry-after", v);
             }
-            return Ok(r);
+            Some(r)
         }
-        Injected::Internal => {
-            return Ok(error_list(
-                500,
-                "batch objects: cannot process batch: not enough memory (stand-in fault)",
-            ))
+        Injected::Internal => Some(error_list(
+            500,
+            "batch objects: cannot process batch: not enough memory (stand-in fault)",
+        )),
+        Injected::Unavailable => Some(reply(503, None)),
+    };
+    if let Some(r) = refused {
+        if let Some(seq) = logged {
+            answered(&shared, &mut shared.lock(), seq);
         }
-        Injected::Unavailable => return Ok(reply(503, None)),
+        return Ok(r);
     }
 
     let params = query_params(query.as_deref());
     let resp = {
         let mut st = shared.lock();
-        route(&shared, &mut st, &method, &path, &params, body.as_ref())
+        let resp = route(&shared, &mut st, &method, &path, &params, body.as_ref());
+        if let (Some(seq), false) = (logged, injected == Injected::ApplyThenDrop) {
+            answered(&shared, &mut st, seq);
+        }
+        resp
     };
     if injected == Injected::ApplyThenDrop {
         return Err(DropConnection);
     }
     Ok(resp)
+}
+
+/// Note in the batch log that request `seq` is answered now.
+fn answered(shared: &Shared, st: &mut State, seq: u64) {
+    let now = shared.clock_us(std::time::Instant::now());
+    // Entries are in seq order; a reset may have removed this one.
+    if let Ok(i) = st.batches.binary_search_by_key(&seq, |b| b.seq) {
+        st.batches[i].answered_us = Some(now);
+    }
+}
+
+/// The object ids a batch request names: an upsert's object ids, or the
+/// `id`/`_id` values of a delete's filter. Unparsable bodies name none.
+fn batch_ids(method: &Method, body: &[u8]) -> Vec<Uuid> {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    let parse = |s: &Value| s.as_str().and_then(|s| Uuid::parse_str(s).ok());
+    if *method == Method::POST {
+        return v
+            .get("objects")
+            .and_then(Value::as_array)
+            .map(|objs| {
+                objs.iter()
+                    .filter_map(|o| o.get("id").and_then(parse))
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+    fn walk(w: &Value, out: &mut Vec<Uuid>) {
+        if let Some(ops) = w.get("operands").and_then(Value::as_array) {
+            ops.iter().for_each(|o| walk(o, out));
+        }
+        let on_id = w
+            .get("path")
+            .and_then(Value::as_array)
+            .is_some_and(|p| matches!(p.as_slice(), [Value::String(s)] if s == "id" || s == "_id"));
+        if !on_id {
+            return;
+        }
+        let one = w.get("valueText").into_iter();
+        let many = w
+            .get("valueTextArray")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        out.extend(
+            one.chain(many)
+                .filter_map(|s| s.as_str().and_then(|s| Uuid::parse_str(s).ok())),
+        );
+    }
+    let mut out = Vec::new();
+    if let Some(w) = v.pointer("/match/where") {
+        walk(w, &mut out);
+    }
+    out
 }
 
 fn check_auth(shared: &Shared, authorization: Option<&str>) -> Option<Resp> {
@@ -953,10 +1034,22 @@ fn control(shared: &Shared, method: &Method, rest: &str, body: &[u8]) -> Resp {
             Err(e) => error_list(422, &format!("bad faults: {e}")),
         },
         (&Method::GET, "stats") => reply(200, Some(&json!(st.stats))),
+        (&Method::GET, "batches") => {
+            let mut text = String::new();
+            for b in &st.batches {
+                text.push_str(&serde_json::to_string(b).unwrap_or_default());
+                text.push('\n');
+            }
+            Response::builder()
+                .header("content-type", "application/x-ndjson")
+                .body(Full::new(Bytes::from(text)))
+                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        }
         (&Method::POST, "reset") => {
             st.classes.clear();
             st.objects.clear();
             st.requests.clear();
+            st.batches.clear();
             reply(200, None)
         }
         _ => error_list(404, "unknown stand-in control endpoint"),

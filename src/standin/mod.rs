@@ -15,7 +15,8 @@
 //!
 //! Test-only endpoints under `/__standin/`: `objects` (every stored object as
 //! JSON Lines: class, id, repo, path, contentSha256), `faults` (GET, or PUT a
-//! [`Faults`] JSON), `stats`, `reset`.
+//! [`Faults`] JSON), `stats`, `batches` (with `log_batches`: which object ids
+//! each batch request carried, and the fault it got), `reset`.
 
 // Each crate that includes this module uses a different part of it.
 #![allow(dead_code)]
@@ -47,6 +48,9 @@ pub struct Config {
     pub faults: Faults,
     /// Keep every request (method, path, auth and X- headers, body) for tests.
     pub record: bool,
+    /// Keep, per batch request, only the object ids it carried and the fault
+    /// it got ([`BatchLogged`]): cheap enough for 10,000-line runs.
+    pub log_batches: bool,
 }
 
 impl Default for Config {
@@ -57,6 +61,7 @@ impl Default for Config {
             seed: 1,
             faults: Faults::default(),
             record: true,
+            log_batches: false,
         }
     }
 }
@@ -71,6 +76,29 @@ pub struct Recorded {
     /// Every header, names lowercased.
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+}
+
+/// One batch request as received: which objects it named. The ids of an
+/// upsert are its objects' ids; those of a delete are the `id`/`_id` values
+/// of its `where` filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchLogged {
+    /// The request's number among all requests served (1-based), comparable
+    /// with [`Standin::mark`].
+    pub seq: u64,
+    /// `POST` (upsert) or `DELETE`.
+    pub method: String,
+    pub ids: Vec<Uuid>,
+    /// The injected fault (`none`, `drop`, `429`, `500`, `503`,
+    /// `apply_then_drop`). `drop`, `429`, `500` and `503` applied nothing.
+    pub fault: String,
+    /// When the request's body had been read, in µs since the stand-in
+    /// started ([`Standin::clock_us`]).
+    pub received_us: u64,
+    /// When the request was handled and its reply handed to the connection,
+    /// in µs since the stand-in started ([`Standin::clock_us`]); `None` while
+    /// in progress, or when no reply was sent (an injected drop).
+    pub answered_us: Option<u64>,
 }
 
 /// One stored object, as the dump endpoint shows it.
@@ -108,12 +136,14 @@ pub(crate) struct State {
     pub faults: Faults,
     pub rng: Rng,
     pub requests: Vec<Recorded>,
+    pub batches: Vec<BatchLogged>,
     pub stats: Stats,
 }
 
 pub(crate) struct Shared {
     pub cfg: Config,
     pub state: Mutex<State>,
+    pub started: std::time::Instant,
 }
 
 impl Shared {
@@ -124,12 +154,19 @@ impl Shared {
             faults: cfg.faults.clone(),
             rng: Rng::new(cfg.seed),
             requests: Vec::new(),
+            batches: Vec::new(),
             stats: Stats::default(),
         };
         Arc::new(Shared {
             cfg,
             state: Mutex::new(state),
+            started: std::time::Instant::now(),
         })
+    }
+
+    /// µs from the start of the stand-in to `at` (0 if earlier).
+    pub fn clock_us(&self, at: std::time::Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_micros() as u64
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -241,6 +278,32 @@ impl Standin {
 
     pub fn stats(&self) -> Stats {
         self.shared.lock().stats.clone()
+    }
+
+    /// The number of requests received so far: a run marker. Requests
+    /// received later have a larger [`BatchLogged::seq`].
+    pub fn mark(&self) -> u64 {
+        self.shared.lock().stats.requests
+    }
+
+    /// `at` on the clock of [`BatchLogged::answered_us`].
+    pub fn clock_us(&self, at: std::time::Instant) -> u64 {
+        self.shared.clock_us(at)
+    }
+
+    /// The batch log (needs `log_batches`), in order of receipt.
+    pub fn batches(&self) -> Vec<BatchLogged> {
+        self.shared.lock().batches.clone()
+    }
+
+    /// The batch requests received after `mark`.
+    pub fn batches_since(&self, mark: u64) -> Vec<BatchLogged> {
+        let st = self.shared.lock();
+        st.batches
+            .iter()
+            .filter(|b| b.seq > mark)
+            .cloned()
+            .collect()
     }
 }
 

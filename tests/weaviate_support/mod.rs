@@ -1,11 +1,13 @@
 //! Shared by the `weaviate_*` integration tests: the in-process stand-in, an
-//! OpenAPI body validator, a raw HTTP helper and a workload model.
+//! OpenAPI body validator, a raw HTTP helper, and a generated workload with
+//! helpers to drive the real binary and read its WAL (`e2e`).
 
 #![allow(dead_code)]
 
 #[path = "../../src/standin/mod.rs"]
 pub mod standin;
 
+pub mod e2e;
 pub mod openapi;
 
 use std::time::Duration;
