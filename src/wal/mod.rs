@@ -154,7 +154,12 @@ pub fn decode_segment(
     match format::check_segment_header(bytes) {
         Ok(()) => {}
         Err(HeaderProblem::Short | HeaderProblem::Damaged)
-            if last && (bytes.len() < SEGMENT_HEADER_LEN || bytes.iter().all(|&b| b == 0)) =>
+            // A segment's creation cut short: a header write that did not
+            // finish, followed by nothing but zeros (preallocated space).
+            if last
+                && bytes
+                    .get(SEGMENT_HEADER_LEN..)
+                    .is_none_or(|rest| rest.iter().all(|&b| b == 0)) =>
         {
             return Ok((
                 Vec::new(),
@@ -255,7 +260,9 @@ fn replay_segments_in<S: Storage>(storage: &S, segments: &[PathBuf]) -> Result<R
     let mut decoded: Vec<(Vec<Located>, Option<TornTail>, u64)> = Vec::new();
     let mut start = 0;
     for (i, seg) in segments.iter().enumerate().rev() {
-        let bytes = storage.read(seg).map_err(|e| Error::io("read WAL segment", seg, e))?;
+        let bytes = storage
+            .read(seg)
+            .map_err(|e| Error::io("read WAL segment", seg, e))?;
         rep.bytes += bytes.len() as u64;
         let last = i + 1 == segments.len();
         let d = decode_segment(seg, &bytes, last)?;
@@ -360,46 +367,7 @@ impl<S: Storage> Wal<S> {
             .create_dir_all(dir)
             .map_err(|e| Error::io("create WAL directory", dir, e))?;
         let rep = replay_in(&storage, dir)?;
-        let ready = match &rep.end {
-            None => new_segment(&storage, dir, 1),
-            Some((path, end)) => {
-                let end = *end;
-                let seq = segment_seq(path).unwrap_or(1);
-                let mut file = storage
-                    .open(path)
-                    .map_err(|e| Error::io("open WAL segment", path, e))?;
-                if end < SEGMENT_HEADER_LEN as u64 {
-                    // The newest segment's header itself was torn: start it over.
-                    file.set_len(0)
-                        .map_err(|e| Error::io("truncate torn WAL segment", path, e))?;
-                    write_header(&storage, dir, path, &mut file).map(|allocated| Ready {
-                        file,
-                        allocated,
-                        path: path.clone(),
-                        seq,
-                    })
-                } else {
-                    if rep.torn.is_some() {
-                        file.set_len(end)
-                            .map_err(|e| Error::io("truncate torn WAL tail", path, e))?;
-                        file.sync_data()
-                            .map_err(|e| Error::io("fsync WAL segment", path, e))?;
-                    }
-                    if end == SEGMENT_HEADER_LEN as u64 {
-                        let allocated = file.len().unwrap_or(end).max(end);
-                        Ok(Ready {
-                            file,
-                            allocated,
-                            path: path.clone(),
-                            seq,
-                        })
-                    } else {
-                        drop(file);
-                        new_segment(&storage, dir, seq + 1)
-                    }
-                }
-            }
-        };
+        let ready = prepare(&storage, dir, &rep);
         let mut wal = Wal {
             storage,
             dir: dir.to_owned(),
@@ -541,6 +509,44 @@ impl<S: Storage> Wal<S> {
             .filter_map(|p| self.storage.file_len(p).ok())
             .sum()
     }
+}
+
+/// Make a segment ready for appends after recovery (see [`Wal::open_in`]).
+fn prepare<S: Storage>(storage: &S, dir: &Path, rep: &Replay) -> Result<Ready<S::File>, Error> {
+    let Some((path, end)) = &rep.end else {
+        return new_segment(storage, dir, 1);
+    };
+    let (path, end) = (path.clone(), *end);
+    let seq = segment_seq(&path).unwrap_or(1);
+    let mut file = storage
+        .open(&path)
+        .map_err(|e| Error::io("open WAL segment", &path, e))?;
+    if end <= SEGMENT_HEADER_LEN as u64 {
+        // No record in the newest segment (or its header itself was torn):
+        // write it over. Its header is rewritten rather than trusted: the
+        // creator may have failed to sync it, or to sync its directory entry.
+        file.set_len(0)
+            .map_err(|e| Error::io("truncate empty WAL segment", &path, e))?;
+        let allocated = write_header(storage, dir, &path, &mut file)?;
+        return Ok(Ready {
+            file,
+            allocated,
+            path,
+            seq,
+        });
+    }
+    if rep.torn.is_some() {
+        file.set_len(end)
+            .map_err(|e| Error::io("truncate torn WAL tail", &path, e))?;
+    }
+    // Whatever recovery read, and the truncation, durable before going on:
+    // a record an earlier writer left unsynced is either persisted now or
+    // (if its write-back already failed) confined to this segment's end,
+    // which the next segment leaves a clean end.
+    file.sync_data()
+        .map_err(|e| Error::io("fsync WAL segment", &path, e))?;
+    drop(file);
+    new_segment(storage, dir, seq + 1)
 }
 
 /// Write a segment header into an empty file and make it durable, with the

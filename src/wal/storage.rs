@@ -335,8 +335,8 @@ pub mod mem {
             let ino = &mut d.inodes[self.inode];
             if ino.data.len() < offset + n {
                 ino.data.resize(offset + n, 0);
-                ino.lost.resize(offset + n, false);
             }
+            ino.lost.resize(ino.data.len(), false);
             ino.data[offset..offset + n].copy_from_slice(&bytes[..n]);
             ino.lost[offset..offset + n].fill(false);
             result
