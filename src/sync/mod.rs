@@ -464,6 +464,8 @@ impl<'a> Syncer<'a> {
                     next_line: f.line + 1,
                 });
             }
+            // Nothing read from a file that changed meanwhile is applied.
+            m.check_unchanged()?;
             self.submit(pipe, fp, spans, items, true);
         }
         // 2. Everything not yet applied.
@@ -518,6 +520,7 @@ impl<'a> Syncer<'a> {
                 }
             }
             let release_to = spans.first().map(|s| s.start).unwrap_or(0);
+            m.check_unchanged()?;
             self.submit(pipe, fp, spans, items, false);
             m.release_before(release_to);
         }
