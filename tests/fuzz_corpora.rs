@@ -11,7 +11,10 @@ use std::path::Path;
 fn replay(target: &str, check: fn(&[u8])) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut n = 0;
-    for dir in [root.join("corpus").join(target), root.join("regressions").join(target)] {
+    for dir in [
+        root.join("corpus").join(target),
+        root.join("regressions").join(target),
+    ] {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -24,7 +27,10 @@ fn replay(target: &str, check: fn(&[u8])) {
             n += 1;
         }
     }
-    assert!(n >= 5, "{target}: only {n} corpus files; the seeds are missing");
+    assert!(
+        n >= 5,
+        "{target}: only {n} corpus files; the seeds are missing"
+    );
 }
 
 #[test]
