@@ -13,7 +13,7 @@
 
 mod support;
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "weaviate_support/mod.rs"]
 mod wsupport;
 

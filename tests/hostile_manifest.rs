@@ -539,7 +539,7 @@ fn file_growing_while_read_is_indexed_as_an_exact_prefix() {
                 let line = format!("line {i:08} of a log that keeps growing\n");
                 f.write_all(line.as_bytes()).unwrap();
                 i += 1;
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }

@@ -20,7 +20,7 @@ pub trait SegmentFile {
     /// `fdatasync`: the file's data and size are durable when this returns Ok.
     fn sync_data(&mut self) -> io::Result<()>;
     fn set_len(&mut self, len: u64) -> io::Result<()>;
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Reserve disk space for `[offset, offset + len)`, extending the file
     /// with zeros. `Ok(false)` when the filesystem cannot preallocate.
     fn allocate(&mut self, offset: u64, len: u64) -> io::Result<bool>;
@@ -66,7 +66,7 @@ impl SegmentFile for FsFile {
         self.0.set_len(len)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
 
@@ -381,7 +381,7 @@ pub mod mem {
             Ok(())
         }
 
-        fn len(&self) -> io::Result<u64> {
+        fn size(&self) -> io::Result<u64> {
             let d = self.storage.disk();
             Ok(d.inodes[self.inode].data.len() as u64)
         }
