@@ -309,6 +309,8 @@ fn failed_fsync_is_never_retried_and_poisons_the_writer() {
     assert!(m.wal.as_ref().unwrap().is_poisoned());
     let err = m.wal.as_mut().unwrap().append(&[batch(99)]).unwrap_err();
     assert!(err.to_string().contains("refuses appends"), "{err}");
+    // The sync loop stops on this (rather than going on in memory).
+    assert!(err.is_fsync() && !err.is_no_space(), "{err}");
     assert_eq!(m.disk.retried_syncs(), 0);
     // Reopened in the same "boot", the failed batch may still be readable
     // from the cache; after a crash it is gone, and nothing else is.
@@ -342,7 +344,7 @@ fn full_disk_is_met_by_preallocation_before_a_record_is_half_written() {
                 m.next += 1;
             }
             Err(e) => {
-                assert!(e.is_no_space(), "{e}");
+                assert!(e.is_no_space() && !e.is_fsync(), "{e}");
                 assert!(e.to_string().contains("preallocate"), "{e}");
                 assert_eq!(
                     before,

@@ -69,6 +69,20 @@ impl Error {
         }
     }
 
+    /// An fsync (of a segment or of the WAL directory) failed. It is never
+    /// retried: the kernel may have dropped the dirty pages it could not
+    /// write, so a retry could report success for data that is gone.
+    pub fn is_fsync(&self) -> bool {
+        match self {
+            Error::Io { op, .. } => op.contains("fsync"),
+            // Refused because of an earlier failure: its message names the op.
+            Error::PreviousIo(why) => {
+                why.starts_with("cannot fsync") || why.starts_with("cannot fdatasync")
+            }
+            _ => false,
+        }
+    }
+
     pub fn is_corrupt(&self) -> bool {
         matches!(self, Error::Corrupt { .. })
     }
