@@ -341,6 +341,15 @@ impl<'a> Syncer<'a> {
                     "[WARNING] STATE NOT SAVED: {e}. Continuing with in-memory state; this run will exit 3 and the next run redoes the unsaved batches (index writes are idempotent)"
                 );
                 self.degraded = Some(e.to_string());
+                if e.is_fsync() {
+                    // Never retried, and no point going on: the device
+                    // failed a flush. Stop with what is durable.
+                    let _ = writeln!(
+                        self.log,
+                        "[FATAL] the WAL could not be flushed to disk ({e}); the flush is not retried and the run stops here, state saved up to the last durable batch"
+                    );
+                    self.fatal.get_or_insert_with(|| e.to_string());
+                }
             }
         }
         for r in &records {
