@@ -144,3 +144,85 @@ fn manifest_rewritten_in_place_mid_run_is_detected_and_the_next_run_resumes_exac
     verify_wal(&state);
     resume_and_check(&w, &state);
 }
+
+/// Kill a sync of `w` after a few batches, leaving its manifest unfinished.
+fn kill_mid_run(w: &Workload, state: &Path, from_top: bool) {
+    let mut args = vec![
+        "index",
+        "sync",
+        "--input",
+        w.manifest.to_str().unwrap(),
+        "--root",
+        w.root.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--batch-size",
+        "5",
+        "--max-file-size",
+        "2048",
+    ];
+    if from_top {
+        args.extend(["--from-line", "1"]);
+    }
+    let mut child = cmd(&args).stderr(Stdio::piped()).spawn().unwrap();
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut n = 0;
+    for l in lines {
+        if l.unwrap().starts_with("[PROCESSED]") {
+            n += 1;
+            if n == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(n, 3, "the run ended before it could be killed");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_new_manifest_while_an_older_is_unfinished_finishes_the_older_first_or_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = workload(dir.path(), 200, 600, 0x01d);
+    let state = dir.path().join("state");
+    kill_mid_run(&w, &state, false);
+
+    // A second manifest over the same tree.
+    let newer = dir.path().join("newer.jsonl");
+    std::fs::write(
+        &newer,
+        "{\"op\":\"delete\",\"repo\":\"alpha\",\"path\":\"src/m0/f0.rs\"}\n",
+    )
+    .unwrap();
+    let out = sync(&newer, &w.root, &state, &["--max-file-size", "2048"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let older_at = err.find(&format!("[RESUME] {}", w.manifest.display()));
+    assert!(
+        older_at.is_some(),
+        "the older manifest was not finished first:\n{err}"
+    );
+    let mut refs = w.refs.clone();
+    refs.push(("alpha".into(), "src/m0/f0.rs".into()));
+    refs.sort();
+    refs.dedup();
+    assert_eq!(export(&state), expected(&w.root, &refs, 2048));
+
+    // Unfinished again, and now its file is gone: refused (exit 2) until the
+    // operator says to drop its remaining lines.
+    kill_mid_run(&w, &state, true);
+    std::fs::rename(&w.manifest, dir.path().join("moved-away")).unwrap();
+    let out = sync(&newer, &w.root, &state, &["--max-file-size", "2048"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("an earlier manifest is unfinished"), "{err}");
+    let out = sync(
+        &newer,
+        &w.root,
+        &state,
+        &["--max-file-size", "2048", "--abandon-pending"],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("[ABANDONED]"), "{err}");
+}
