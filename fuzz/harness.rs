@@ -57,7 +57,11 @@ fn check_decoded(data: &[u8], res: Decoded, last: bool) {
                 assert!(stop <= data.len());
                 let mut again = Vec::new();
                 l.record.encode(&mut again);
-                assert_eq!(&data[at..stop], &again[..], "record re-encodes to its bytes");
+                assert_eq!(
+                    &data[at..stop],
+                    &again[..],
+                    "record re-encodes to its bytes"
+                );
                 at = stop;
             }
             match torn {
@@ -257,7 +261,11 @@ pub fn wal_roundtrip(data: &[u8]) {
         (Damage::None, Ok((_, torn, _))) => assert!(is_prefix(n) && torn.is_none()),
         (Damage::Cut(at), Ok((_, torn, _))) => {
             let whole = ends.iter().filter(|&&e| e <= at).count();
-            assert!(is_prefix(whole), "cut at {at}: {} of {whole} records", got.len());
+            assert!(
+                is_prefix(whole),
+                "cut at {at}: {} of {whole} records",
+                got.len()
+            );
             let boundary = at == format::SEGMENT_HEADER_LEN || ends.contains(&at);
             assert_eq!(torn.is_some(), !boundary, "cut at {at}");
         }

@@ -2,6 +2,7 @@
 //! any path it yields resolves inside the root or is refused.
 #![no_main]
 
+#[allow(dead_code)]
 #[path = "../harness.rs"]
 mod harness;
 

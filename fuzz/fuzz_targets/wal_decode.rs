@@ -2,6 +2,7 @@
 //! allocation bounded by the input's size (checked by a counting allocator).
 #![no_main]
 
+#[allow(dead_code)]
 #[path = "../harness.rs"]
 mod harness;
 

@@ -2,6 +2,7 @@
 //! recover: a prefix of what was written, or an error at the damaged record.
 #![no_main]
 
+#[allow(dead_code)]
 #[path = "../harness.rs"]
 mod harness;
 
