@@ -7,6 +7,7 @@
 
 pub mod line;
 pub mod mgit;
+pub mod sigbus;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -27,7 +28,7 @@ pub const FINGERPRINT_EDGE: usize = 1 << 20;
 pub enum Error {
     #[error("cannot read manifest {}: {source}", path.display())]
     Open { path: PathBuf, source: io::Error },
-    #[error("manifest {} changed while being read (was {was} bytes, now {now}); stopped before reading past the change — state is saved, rerun once the file is stable", path.display())]
+    #[error("manifest {} changed while being read (was {was} bytes, now {now}, or rewritten in place); stopped before applying anything read after the change — state is saved. Restore the file to resume it, or rerun with --abandon-pending to drop its remaining lines; write manifests to a new file and rename it over the old one", path.display())]
     Changed { path: PathBuf, was: u64, now: u64 },
     #[error("cannot spool stdin into {}: {source}", path.display())]
     Spool { path: PathBuf, source: io::Error },
@@ -57,7 +58,11 @@ pub struct Malformed {
 pub struct Manifest {
     path: PathBuf,
     file: File,
+    /// Dropped before `map` (fields drop in order): see [`sigbus`].
+    _guard: Option<sigbus::Registration>,
     map: Option<Mmap>,
+    /// Modification time when opened: a rewrite of the same size changes it.
+    mtime: Option<std::time::SystemTime>,
     pub id: ManifestId,
 }
 
@@ -91,15 +96,17 @@ impl Manifest {
         } else {
             // SAFETY: the mapping is read-only and private to this process.
             // If another process truncates the file while it is mapped, a read
-            // past the new end raises SIGBUS; `check_unchanged` (called before
-            // every batch) stops the run when the size changes, which narrows
-            // that window to the batch being read. Writers of manifests
-            // should write a new file and rename it (`elysiactl changes`
-            // does), never rewrite one in place.
+            // past the new end raises SIGBUS; the range is registered with
+            // `sigbus`, whose handler answers such a fault with zero pages,
+            // and `check_unchanged` (called before and after reading every
+            // batch) stops the run before anything read from a changed file
+            // is applied. Writers of manifests should write a new file and
+            // rename it (`elysiactl changes` does), never rewrite one in place.
             let map = unsafe { Mmap::map(&file) }.map_err(err)?;
             let _ = map.advise(Advice::Sequential);
             Some(map)
         };
+        let guard = map.as_ref().map(|m| sigbus::register(m.as_ptr(), m.len()));
         let bytes = map.as_deref().unwrap_or(&[]);
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let id = ManifestId {
@@ -111,7 +118,9 @@ impl Manifest {
         Ok(Manifest {
             path: path.to_owned(),
             file,
+            _guard: guard,
             map,
+            mtime: meta.modified().ok(),
             id,
         })
     }
@@ -132,17 +141,16 @@ impl Manifest {
         self.id.size == 0
     }
 
-    /// Stop if the file's size changed since it was mapped.
+    /// Stop if the file changed since it was mapped: another size (a
+    /// truncation or an append) or another modification time (a rewrite in
+    /// place).
     pub fn check_unchanged(&self) -> Result<(), Error> {
-        let now = self
-            .file
-            .metadata()
-            .map_err(|source| Error::Open {
-                path: self.path.clone(),
-                source,
-            })?
-            .len();
-        if now != self.id.size {
+        let meta = self.file.metadata().map_err(|source| Error::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        let now = meta.len();
+        if now != self.id.size || meta.modified().ok() != self.mtime {
             return Err(Error::Changed {
                 path: self.path.clone(),
                 was: self.id.size,

@@ -506,6 +506,16 @@ impl<'a> Syncer<'a> {
                 // An empty file needs no data block, so this usually works
                 // even on a full disk; `--status` reports it.
                 let _ = std::fs::File::create(degraded_marker(&self.opts.state_dir));
+                if e.is_fsync() {
+                    // Never retried, and no point going on: the device
+                    // failed a flush. Stop with what is durable.
+                    self.say(
+                        "FATAL",
+                        format!("the WAL could not be flushed to disk ({e}); the flush is not retried and the run stops here, state saved up to the last durable batch"),
+                        serde_json::json!({"fsync_failed": true}),
+                    );
+                    self.fatal.get_or_insert_with(|| e.to_string());
+                }
             }
         }
         for r in &records {
@@ -656,6 +666,8 @@ impl<'a> Syncer<'a> {
                     next_line: f.line + 1,
                 });
             }
+            // Nothing read from a file that changed meanwhile is applied.
+            m.check_unchanged()?;
             self.submit(pipe, fp, spans, items, true);
         }
         // 2. Everything not yet applied.
@@ -710,6 +722,7 @@ impl<'a> Syncer<'a> {
                 }
             }
             let release_to = spans.first().map(|s| s.start).unwrap_or(0);
+            m.check_unchanged()?;
             self.submit(pipe, fp, spans, items, false);
             m.release_before(release_to);
         }

@@ -15,16 +15,17 @@
 pub mod format;
 pub mod record;
 pub mod state;
+pub mod storage;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 pub use record::*;
 pub use state::{AppliedChangeset, FailedEntry, ManifestProgress, RunSummary, State};
 
 use format::{HeaderProblem, Step, SEGMENT_HEADER_LEN};
+use storage::{Fs, SegmentFile, Storage};
 
 /// A segment is closed and a new one started past this size.
 pub const SEGMENT_TARGET_LEN: u64 = 64 << 20;
@@ -64,6 +65,20 @@ impl Error {
                 source.raw_os_error(),
                 Some(libc::ENOSPC) | Some(libc::EDQUOT)
             ),
+            _ => false,
+        }
+    }
+
+    /// An fsync (of a segment or of the WAL directory) failed. It is never
+    /// retried: the kernel may have dropped the dirty pages it could not
+    /// write, so a retry could report success for data that is gone.
+    pub fn is_fsync(&self) -> bool {
+        match self {
+            Error::Io { op, .. } => op.contains("fsync"),
+            // Refused because of an earlier failure: its message names the op.
+            Error::PreviousIo(why) => {
+                why.starts_with("cannot fsync") || why.starts_with("cannot fdatasync")
+            }
             _ => false,
         }
     }
@@ -123,19 +138,17 @@ fn segment_seq(path: &Path) -> Option<u64> {
 
 /// Segment files of a WAL directory, oldest first.
 pub fn list_segments(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("read WAL directory", dir, e)),
-    };
-    let mut segs: Vec<(u64, PathBuf)> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("read WAL directory", dir, e))?;
-        let path = entry.path();
-        if let Some(seq) = segment_seq(&path) {
-            segs.push((seq, path));
-        }
-    }
+    list_segments_in(&Fs, dir)
+}
+
+fn list_segments_in<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let entries = storage
+        .list(dir)
+        .map_err(|e| Error::io("read WAL directory", dir, e))?;
+    let mut segs: Vec<(u64, PathBuf)> = entries
+        .into_iter()
+        .filter_map(|p| segment_seq(&p).map(|seq| (seq, p)))
+        .collect();
     segs.sort();
     Ok(segs.into_iter().map(|(_, p)| p).collect())
 }
@@ -155,7 +168,12 @@ pub fn decode_segment(
     match format::check_segment_header(bytes) {
         Ok(()) => {}
         Err(HeaderProblem::Short | HeaderProblem::Damaged)
-            if last && (bytes.len() < SEGMENT_HEADER_LEN || bytes.iter().all(|&b| b == 0)) =>
+            // A segment's creation cut short: a header write that did not
+            // finish, followed by nothing but zeros (preallocated space).
+            if last
+                && bytes
+                    .get(SEGMENT_HEADER_LEN..)
+                    .is_none_or(|rest| rest.iter().all(|&b| b == 0)) =>
         {
             return Ok((
                 Vec::new(),
@@ -231,12 +249,21 @@ pub fn replay(state_dir: &Path) -> Result<Replay, Error> {
 
 /// Replay the segments of a WAL directory.
 pub fn replay_dir(dir: &Path) -> Result<Replay, Error> {
-    let segments = list_segments(dir)?;
-    replay_segments(&segments)
+    replay_in(&Fs, dir)
+}
+
+/// Replay the WAL directory `dir` of `storage`.
+pub fn replay_in<S: Storage>(storage: &S, dir: &Path) -> Result<Replay, Error> {
+    let segments = list_segments_in(storage, dir)?;
+    replay_segments_in(storage, &segments)
 }
 
 /// Replay the given segments (oldest first).
 pub fn replay_segments(segments: &[PathBuf]) -> Result<Replay, Error> {
+    replay_segments_in(&Fs, segments)
+}
+
+fn replay_segments_in<S: Storage>(storage: &S, segments: &[PathBuf]) -> Result<Replay, Error> {
     let mut rep = Replay {
         segments: segments.to_vec(),
         ..Replay::default()
@@ -247,7 +274,9 @@ pub fn replay_segments(segments: &[PathBuf]) -> Result<Replay, Error> {
     let mut decoded: Vec<(Vec<Located>, Option<TornTail>, u64)> = Vec::new();
     let mut start = 0;
     for (i, seg) in segments.iter().enumerate().rev() {
-        let bytes = fs::read(seg).map_err(|e| Error::io("read WAL segment", seg, e))?;
+        let bytes = storage
+            .read(seg)
+            .map_err(|e| Error::io("read WAL segment", seg, e))?;
         rep.bytes += bytes.len() as u64;
         let last = i + 1 == segments.len();
         let d = decode_segment(seg, &bytes, last)?;
@@ -274,19 +303,6 @@ pub fn replay_segments(segments: &[PathBuf]) -> Result<Replay, Error> {
     Ok(rep)
 }
 
-/// Open options for files the state dir holds: owner-only.
-fn create_options() -> OpenOptions {
-    let mut o = OpenOptions::new();
-    o.read(true).write(true).create(true).mode(0o600);
-    o
-}
-
-fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync directory", dir, e))
-}
-
 /// Create a directory (and parents) owner-only.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
@@ -296,89 +312,100 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
+/// Space reserved ahead of the writer grows with the segment (doubling),
+/// from one page up to this much at a time.
+pub const PREALLOC_MAX_STEP: u64 = 1 << 20;
+const PAGE: u64 = 4096;
+
+/// How far to preallocate so that `need` bytes fit, given what is reserved.
+fn prealloc_target(need: u64, allocated: u64) -> u64 {
+    let target = need
+        .max(allocated.saturating_mul(2))
+        .min(need + PREALLOC_MAX_STEP);
+    target.div_ceil(PAGE) * PAGE
+}
+
 /// The appending side of the log. One per state dir, under its lock.
-pub struct Wal {
+///
+/// Generic over its file I/O ([`storage::Storage`]) so tests can run it on
+/// a disk model that loses unsynced bytes and fails on purpose.
+pub struct Wal<S: Storage = Fs> {
+    storage: S,
     dir: PathBuf,
-    file: File,
+    /// `None` when no segment could be made ready at open (then poisoned).
+    file: Option<S::File>,
     path: PathBuf,
     seq: u64,
+    /// Where the next record goes: the end of the last record, not the end
+    /// of the file (which may hold preallocated zeros).
     len: u64,
+    /// Bytes of the segment reserved on disk (`u64::MAX` once the
+    /// filesystem said it cannot preallocate).
+    allocated: u64,
     poisoned: Option<String>,
     buf: Vec<u8>,
 }
 
-impl Wal {
-    /// Recover the log of `state_dir` and open it for appending. A torn tail
-    /// is truncated away (and the truncation made durable) first.
+impl Wal<Fs> {
+    /// Recover the log of `state_dir` and open it for appending (see
+    /// [`Wal::open_in`]).
     pub fn open(state_dir: &Path) -> Result<(Wal, Replay), Error> {
-        let dir = wal_dir(state_dir);
-        create_private_dir(&dir).map_err(|e| Error::io("create WAL directory", &dir, e))?;
-        let rep = replay_dir(&dir)?;
-        let wal = match &rep.end {
-            Some((path, end)) if *end >= SEGMENT_HEADER_LEN as u64 => {
-                let file = create_options()
-                    .open(path)
-                    .map_err(|e| Error::io("open WAL segment", path, e))?;
-                let len = file
-                    .metadata()
-                    .map_err(|e| Error::io("stat WAL segment", path, e))?
-                    .len();
-                if len != *end {
-                    file.set_len(*end)
-                        .map_err(|e| Error::io("truncate torn WAL tail", path, e))?;
-                    file.sync_all()
-                        .map_err(|e| Error::io("fsync WAL segment", path, e))?;
-                }
-                // Appends go after the last good record, never over the header.
-                (&file)
-                    .seek(SeekFrom::Start(*end))
-                    .map_err(|e| Error::io("seek WAL segment", path, e))?;
-                let seq = segment_seq(path).unwrap_or(1);
-                Wal {
-                    dir: dir.clone(),
-                    file,
-                    path: path.clone(),
-                    seq,
-                    len: *end,
-                    poisoned: None,
-                    buf: Vec::new(),
-                }
-            }
-            Some((path, _)) => {
-                // The newest segment's header itself was torn: start it over.
-                let seq = segment_seq(path).unwrap_or(1);
-                Self::create_segment(&dir, seq, true)?
-            }
-            None => Self::create_segment(&dir, 1, false)?,
+        Wal::open_in(Fs, &wal_dir(state_dir))
+    }
+}
+
+/// A segment made ready for appends: its file, reserved size, path, seq.
+struct Ready<F> {
+    file: F,
+    allocated: u64,
+    path: PathBuf,
+    seq: u64,
+}
+
+impl<S: Storage> Wal<S> {
+    /// Recover the WAL directory `dir` and open it for appending.
+    ///
+    /// A torn tail is truncated away (durably) first. Appends then go to a
+    /// fresh segment, never after records an earlier process wrote: if that
+    /// process saw an fsync fail, its last records may still be readable
+    /// from the page cache yet missing on disk, and writing after them could
+    /// leave a hole in the middle of the log. In a segment of its own that
+    /// loss is a clean end instead. (A newest segment holding no record is
+    /// reused.)
+    ///
+    /// If the fresh segment cannot be created (a full disk) the log still
+    /// opens, poisoned: replay stands, every append is refused, and the caller
+    /// goes on with in-memory state.
+    pub fn open_in(storage: S, dir: &Path) -> Result<(Wal<S>, Replay), Error> {
+        storage
+            .create_dir_all(dir)
+            .map_err(|e| Error::io("create WAL directory", dir, e))?;
+        let rep = replay_in(&storage, dir)?;
+        let ready = prepare(&storage, dir, &rep);
+        let mut wal = Wal {
+            storage,
+            dir: dir.to_owned(),
+            file: None,
+            path: dir.join(segment_name(1)),
+            seq: 1,
+            len: SEGMENT_HEADER_LEN as u64,
+            allocated: SEGMENT_HEADER_LEN as u64,
+            poisoned: None,
+            buf: Vec::new(),
         };
+        match ready {
+            Ok(r) => wal.install(r),
+            Err(e) => wal.poisoned = Some(e.to_string()),
+        }
         Ok((wal, rep))
     }
 
-    fn create_segment(dir: &Path, seq: u64, replace: bool) -> Result<Wal, Error> {
-        let path = dir.join(segment_name(seq));
-        let mut opts = create_options();
-        if replace {
-            opts.truncate(true);
-        } else {
-            opts.create_new(true);
-        }
-        let mut file = opts
-            .open(&path)
-            .map_err(|e| Error::io("create WAL segment", &path, e))?;
-        file.write_all(&format::segment_header())
-            .map_err(|e| Error::io("write WAL segment header", &path, e))?;
-        file.sync_all()
-            .map_err(|e| Error::io("fsync WAL segment", &path, e))?;
-        sync_dir(dir)?;
-        Ok(Wal {
-            dir: dir.to_owned(),
-            file,
-            path,
-            seq,
-            len: SEGMENT_HEADER_LEN as u64,
-            poisoned: None,
-            buf: Vec::new(),
-        })
+    fn install(&mut self, r: Ready<S::File>) {
+        self.file = Some(r.file);
+        self.allocated = r.allocated;
+        self.path = r.path;
+        self.seq = r.seq;
+        self.len = SEGMENT_HEADER_LEN as u64;
     }
 
     /// The segment being appended to.
@@ -391,28 +418,39 @@ impl Wal {
         self.poisoned.is_some()
     }
 
+    /// Why appends are refused, if they are.
+    pub fn poisoned_by(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// The storage the log lives on.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
     /// Append `records` in one write and make them durable (fdatasync).
+    ///
+    /// Space for them is preallocated first where the filesystem allows, so
+    /// a full disk fails the append before any byte of a record is written.
+    /// Any failure poisons the writer: a failed fsync is never retried.
     pub fn append(&mut self, records: &[Record]) -> Result<(), Error> {
         if let Some(why) = &self.poisoned {
             return Err(Error::PreviousIo(why.clone()));
         }
         if self.len >= SEGMENT_TARGET_LEN {
-            self.rotate()?;
+            match new_segment(&self.storage, &self.dir, self.seq + 1) {
+                Ok(r) => self.install(r),
+                Err(e) => {
+                    self.poisoned = Some(e.to_string());
+                    return Err(e);
+                }
+            }
         }
         self.buf.clear();
         for r in records {
             r.encode(&mut self.buf);
         }
-        let res = self
-            .file
-            .write_all(&self.buf)
-            .map_err(|e| Error::io("append to WAL", &self.path, e))
-            .and_then(|()| {
-                self.file
-                    .sync_data()
-                    .map_err(|e| Error::io("fdatasync WAL", &self.path, e))
-            });
-        match res {
+        match self.write_buf() {
             Ok(()) => {
                 self.len += self.buf.len() as u64;
                 Ok(())
@@ -424,50 +462,143 @@ impl Wal {
         }
     }
 
-    fn rotate(&mut self) -> Result<(), Error> {
-        match Self::create_segment(&self.dir, self.seq + 1, false) {
-            Ok(w) => {
-                *self = w;
-                Ok(())
-            }
-            Err(e) => {
-                self.poisoned = Some(e.to_string());
-                Err(e)
+    fn write_buf(&mut self) -> Result<(), Error> {
+        let path = &self.path;
+        let Some(file) = self.file.as_mut() else {
+            return Err(Error::PreviousIo("no WAL segment is open".into()));
+        };
+        let need = self.len + self.buf.len() as u64;
+        if need > self.allocated {
+            let target = prealloc_target(need, self.allocated);
+            match file.allocate(self.allocated, target - self.allocated) {
+                Ok(true) => self.allocated = target,
+                Ok(false) => self.allocated = u64::MAX,
+                Err(e) => return Err(Error::io("preallocate WAL space", path, e)),
             }
         }
+        file.write_all_at(&self.buf, self.len)
+            .map_err(|e| Error::io("append to WAL", path, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync WAL", path, e))
     }
 
     /// Replace the whole log by one snapshot of `state`: write it as the first
     /// record of a new segment, make that durable, then delete the older
     /// segments. A crash at any point leaves either the old log or the
-    /// snapshot (recovery starts at the newest snapshot).
+    /// snapshot (recovery starts at the newest snapshot). A failure poisons
+    /// the writer (the log itself stays readable).
     pub fn compact(&mut self, state: &State) -> Result<(), Error> {
         if let Some(why) = &self.poisoned {
             return Err(Error::PreviousIo(why.clone()));
         }
-        let old = list_segments(&self.dir)?;
-        let mut next = Self::create_segment(&self.dir, self.seq + 1, false)?;
-        next.append(&[Record::Snapshot(Box::new(state.compacted()))])?;
+        let res = self.compact_inner(state);
+        if let Err(e) = &res {
+            self.poisoned = Some(e.to_string());
+        }
+        res
+    }
+
+    fn compact_inner(&mut self, state: &State) -> Result<(), Error> {
+        let old = list_segments_in(&self.storage, &self.dir)?;
+        let next = new_segment(&self.storage, &self.dir, self.seq + 1)?;
+        self.install(next);
+        self.append(&[Record::Snapshot(Box::new(state.compacted()))])?;
         for seg in old {
-            if seg != next.path {
-                fs::remove_file(&seg)
+            if seg != self.path {
+                self.storage
+                    .remove(&seg)
                     .map_err(|e| Error::io("remove compacted segment", &seg, e))?;
             }
         }
-        sync_dir(&self.dir)?;
-        *self = next;
-        Ok(())
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io("fsync directory", &self.dir, e))
     }
 
-    /// Bytes in all segments.
+    /// Bytes in all segments, preallocated space included.
     pub fn total_len(&self) -> u64 {
-        list_segments(&self.dir)
+        list_segments_in(&self.storage, &self.dir)
             .unwrap_or_default()
             .iter()
-            .filter_map(|p| fs::metadata(p).ok())
-            .map(|m| m.len())
+            .filter_map(|p| self.storage.file_len(p).ok())
             .sum()
     }
+}
+
+/// Make a segment ready for appends after recovery (see [`Wal::open_in`]).
+fn prepare<S: Storage>(storage: &S, dir: &Path, rep: &Replay) -> Result<Ready<S::File>, Error> {
+    let Some((path, end)) = &rep.end else {
+        return new_segment(storage, dir, 1);
+    };
+    let (path, end) = (path.clone(), *end);
+    let seq = segment_seq(&path).unwrap_or(1);
+    let mut file = storage
+        .open(&path)
+        .map_err(|e| Error::io("open WAL segment", &path, e))?;
+    if end <= SEGMENT_HEADER_LEN as u64 {
+        // No record in the newest segment (or its header itself was torn):
+        // write it over. Its header is rewritten rather than trusted: the
+        // creator may have failed to sync it, or to sync its directory entry.
+        file.set_len(0)
+            .map_err(|e| Error::io("truncate empty WAL segment", &path, e))?;
+        let allocated = write_header(storage, dir, &path, &mut file)?;
+        return Ok(Ready {
+            file,
+            allocated,
+            path,
+            seq,
+        });
+    }
+    if rep.torn.is_some() {
+        file.set_len(end)
+            .map_err(|e| Error::io("truncate torn WAL tail", &path, e))?;
+    }
+    // Whatever recovery read, and the truncation, durable before going on:
+    // a record an earlier writer left unsynced is either persisted now or
+    // (if its write-back already failed) confined to this segment's end,
+    // which the next segment leaves a clean end.
+    file.sync_data()
+        .map_err(|e| Error::io("fsync WAL segment", &path, e))?;
+    drop(file);
+    new_segment(storage, dir, seq + 1)
+}
+
+/// Write a segment header into an empty file and make it durable, with the
+/// directory entry. Returns the bytes reserved.
+fn write_header<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    path: &Path,
+    file: &mut S::File,
+) -> Result<u64, Error> {
+    let allocated = match file.allocate(0, PAGE) {
+        Ok(true) => PAGE,
+        Ok(false) => u64::MAX,
+        Err(e) => return Err(Error::io("preallocate WAL segment", path, e)),
+    };
+    file.write_all_at(&format::segment_header(), 0)
+        .map_err(|e| Error::io("write WAL segment header", path, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fsync WAL segment", path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))?;
+    Ok(allocated)
+}
+
+/// Create segment `seq` in `dir` with its header, durably.
+fn new_segment<S: Storage>(storage: &S, dir: &Path, seq: u64) -> Result<Ready<S::File>, Error> {
+    let path = dir.join(segment_name(seq));
+    let mut file = storage
+        .create(&path)
+        .map_err(|e| Error::io("create WAL segment", &path, e))?;
+    let allocated = write_header(storage, dir, &path, &mut file)?;
+    Ok(Ready {
+        file,
+        allocated,
+        path,
+        seq,
+    })
 }
 
 #[cfg(test)]
@@ -515,9 +646,12 @@ mod tests {
         w.append(&[started(1)]).unwrap();
         let seg = w.segment().to_owned();
         drop(w);
-        let full = fs::metadata(&seg).unwrap().len();
-        let f = OpenOptions::new().write(true).open(&seg).unwrap();
-        f.set_len(full - 5).unwrap();
+        // The file is longer than its records (preallocated zeros).
+        let rep = replay(d.path()).unwrap();
+        let end = rep.records.last().map(|l| l.offset + l.len).unwrap();
+        assert!(fs::metadata(&seg).unwrap().len() > end);
+        let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(end - 5).unwrap();
         let (mut w, rep) = Wal::open(d.path()).unwrap();
         assert!(rep.torn.is_some());
         assert!(rep.records.is_empty());
