@@ -191,11 +191,16 @@ impl Roots {
         if rel.is_empty() {
             return Err(PathError::NoFile(path.to_owned()));
         }
-        let root = self
-            .roots
-            .iter()
-            .position(|r| r.given.join(&repo).is_dir())
-            .unwrap_or(0);
+        // With one root there is nothing to choose (and no stat per line:
+        // it was most of a dry run's time).
+        let root = if self.roots.len() <= 1 {
+            0
+        } else {
+            self.roots
+                .iter()
+                .position(|r| r.given.join(&repo).is_dir())
+                .unwrap_or(0)
+        };
         Ok(Location {
             root,
             repo,
