@@ -136,6 +136,43 @@ fn bench_append(c: &mut Criterion) {
         b.iter(|| w.append(&recs).expect("append"))
     });
     g.finish();
+
+    // Sequential groups drift with the machine's load: also alternate the
+    // two, one append each, and compare medians.
+    let mut raw_f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.path().join("raw-interleaved"))
+        .expect("open");
+    let d2 = tempdir_near(d.path());
+    let (mut w, _) = Wal::open(d2.path()).expect("open WAL");
+    let bytes = vec![0x5au8; size];
+    let recs = [rec.clone()];
+    let (mut raw, mut wal) = (Vec::new(), Vec::new());
+    for _ in 0..200 {
+        let t = std::time::Instant::now();
+        raw_f.write_all(&bytes).expect("write");
+        raw_f.sync_data().expect("fdatasync");
+        raw.push(t.elapsed().as_secs_f64());
+        let t = std::time::Instant::now();
+        w.append(&recs).expect("append");
+        wal.push(t.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (r, a) = (median(&mut raw), median(&mut wal));
+    eprintln!(
+        "wal_append/interleaved_median_of_200: raw write+fdatasync {:.3} ms, Wal::append {:.3} ms, ratio {:.2}",
+        r * 1e3,
+        a * 1e3,
+        a / r
+    );
+}
+
+fn tempdir_near(p: &Path) -> tempfile::TempDir {
+    tempfile::tempdir_in(p).expect("temp dir")
 }
 
 fn bench_replay(c: &mut Criterion) {
