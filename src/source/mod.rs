@@ -582,7 +582,7 @@ mod tests {
         std::os::unix::fs::symlink("../../R/ok.txt", repo.join("d/updown")).unwrap();
         std::os::unix::fs::symlink("../../../outside.txt", repo.join("d/out")).unwrap();
         std::os::unix::fs::symlink(&root, repo.join("d/rootdir")).unwrap();
-        let r = Roots::new(&[root.clone()], 1000).unwrap();
+        let r = Roots::new(std::slice::from_ref(&root), 1000).unwrap();
         #[cfg(target_os = "linux")]
         assert!(r.roots[0].dir.is_some(), "openat2 available on this kernel");
         let at = |p: &str| r.read(&r.resolve(Some("R"), p).unwrap()).unwrap();
