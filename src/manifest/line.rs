@@ -5,6 +5,8 @@
 //! in place, so each line is first copied into a reused scratch buffer (the
 //! mapping itself is never written).
 
+mod flat;
+
 use base64::Engine;
 use simd_json::{Buffers, Node, StaticNode, Tape};
 
@@ -158,6 +160,19 @@ impl LineParser {
         if line.len() > MAX_LINE_LEN {
             return Err(LineError::TooLong(line.len()));
         }
+        let res = match flat::fields(line) {
+            Some(f) => f.and_then(|f| f.finish(&[], true)),
+            None => self.parse_tape(line),
+        };
+        match res {
+            Err(LineError::NeedsMgit) => self.parse_mgit(line).map(Some),
+            other => other.map(Some),
+        }
+    }
+
+    /// The general path: simd-json's tape, for any line the flat scanner
+    /// ([`flat::fields`]) leaves to it.
+    fn parse_tape(&mut self, line: &[u8]) -> Result<Change, LineError> {
         self.scratch.clear();
         self.scratch.extend_from_slice(line);
         let mut tape = Tape(recycle(std::mem::take(&mut self.spare)));
@@ -165,10 +180,7 @@ impl LineParser {
             .map_err(|e| LineError::Json(json_error_text(&e)))
             .and_then(|()| interpret(&tape.0));
         self.spare = recycle(tape.0);
-        match res {
-            Err(LineError::NeedsMgit) => self.parse_mgit(line).map(Some),
-            other => other.map(Some),
-        }
+        res
     }
 
     /// mgit's porcelain forms (`"old -> new"`, C-quoted paths, `dir/`):
@@ -211,7 +223,7 @@ fn json_error_text(e: &simd_json::Error) -> String {
     format!("{what} at column {}", e.index() + 1)
 }
 
-/// Fields of interest, borrowed from the tape.
+/// Fields of interest, borrowed from the tape or the line.
 #[derive(Default)]
 struct Fields<'a> {
     op: Option<&'a str>,
@@ -220,17 +232,64 @@ struct Fields<'a> {
     from: Option<&'a str>,
     content: Option<&'a str>,
     content_b64: Option<&'a str>,
+    /// Tape index of the `new_changeset` object.
     changeset: Option<usize>,
 }
 
+/// A top-level value, as far as the interpretation cares.
+#[derive(Debug, Clone, Copy)]
+enum Val<'a> {
+    Str(&'a str),
+    Null,
+    /// An object, at this tape index.
+    Object(usize),
+    /// A number, a boolean or an array.
+    Other,
+}
+
+fn val<'a>(node: &Node<'a>, at: usize) -> Val<'a> {
+    match node {
+        Node::String(s) => Val::Str(s),
+        Node::Static(StaticNode::Null) => Val::Null,
+        Node::Object { .. } => Val::Object(at),
+        _ => Val::Other,
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// Take one `key: value` pair; a later duplicate key wins.
+    fn set(&mut self, key: &str, v: Val<'a>) -> Result<(), LineError> {
+        match key {
+            "op" => self.op = string_field(v, "op", false)?,
+            "repo" => self.repo = string_field(v, "repo", true)?,
+            "path" => self.path = string_field(v, "path", false)?,
+            "from" => self.from = string_field(v, "from", true)?,
+            "content" => self.content = string_field(v, "content", true)?,
+            "content_base64" => self.content_b64 = string_field(v, "content_base64", true)?,
+            "new_changeset" => match v {
+                Val::Object(at) => self.changeset = Some(at),
+                Val::Null => {}
+                _ => {
+                    return Err(LineError::WrongType {
+                        field: "new_changeset",
+                        expected: "an object",
+                    })
+                }
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 fn string_field<'a>(
-    node: &Node<'a>,
+    v: Val<'a>,
     field: &'static str,
     nullable: bool,
 ) -> Result<Option<&'a str>, LineError> {
-    match node {
-        Node::String(s) => Ok(Some(s)),
-        Node::Static(StaticNode::Null) if nullable => Ok(None),
+    match v {
+        Val::Str(s) => Ok(Some(s)),
+        Val::Null if nullable => Ok(None),
         _ => Err(LineError::WrongType {
             field,
             expected: if nullable {
@@ -252,7 +311,9 @@ fn interpret_plain(tape: &[Node<'_>]) -> Result<Change, LineError> {
 
 /// Whether a path is in mgit's porcelain form rather than SPEC form.
 fn mgit_form(path: &str) -> bool {
-    path.starts_with('"') || path.ends_with('/') || path.contains(" -> ")
+    path.starts_with('"')
+        || path.ends_with('/')
+        || memchr::memmem::find(path.as_bytes(), b" -> ").is_some()
 }
 
 fn interpret_with(tape: &[Node<'_>], allow_mgit: bool) -> Result<Change, LineError> {
@@ -269,85 +330,74 @@ fn interpret_with(tape: &[Node<'_>], allow_mgit: bool) -> Result<Change, LineErr
         let Some(value) = tape.get(vi) else {
             return Err(LineError::NotAnObject);
         };
-        match *key {
-            "op" => f.op = string_field(value, "op", false)?,
-            "repo" => f.repo = string_field(value, "repo", true)?,
-            "path" => f.path = string_field(value, "path", false)?,
-            "from" => f.from = string_field(value, "from", true)?,
-            "content" => f.content = string_field(value, "content", true)?,
-            "content_base64" => f.content_b64 = string_field(value, "content_base64", true)?,
-            "new_changeset" => match value {
-                Node::Object { .. } => f.changeset = Some(vi),
-                Node::Static(StaticNode::Null) => {}
-                _ => {
-                    return Err(LineError::WrongType {
-                        field: "new_changeset",
-                        expected: "an object",
-                    })
-                }
-            },
-            _ => {}
-        }
+        f.set(key, val(value, vi))?;
         i = vi + node_count(value);
     }
+    f.finish(tape, allow_mgit)
+}
 
-    if let Some(ci) = f.changeset {
-        return changeset(tape, ci, f.repo);
-    }
+impl<'a> Fields<'a> {
+    /// The change the fields describe. `tape` is where `changeset` points.
+    fn finish(self, tape: &[Node<'_>], allow_mgit: bool) -> Result<Change, LineError> {
+        let f = self;
+        if let Some(ci) = f.changeset {
+            return changeset(tape, ci, f.repo);
+        }
 
-    let op = match f.op {
-        None => return Err(LineError::Missing("op")),
-        Some("add") => Op::Add,
-        Some("update") | Some("modify") => Op::Update,
-        Some("delete") => Op::Delete,
-        Some("rename") => Op::Rename,
-        Some("prune") => {
-            let repo = non_empty("repo", f.repo.ok_or(LineError::Missing("repo"))?)?;
-            return Ok(Change::Prune {
-                repo: repo.to_owned(),
-            });
+        let op = match f.op {
+            None => return Err(LineError::Missing("op")),
+            Some("add") => Op::Add,
+            Some("update") | Some("modify") => Op::Update,
+            Some("delete") => Op::Delete,
+            Some("rename") => Op::Rename,
+            Some("prune") => {
+                let repo = non_empty("repo", f.repo.ok_or(LineError::Missing("repo"))?)?;
+                return Ok(Change::Prune {
+                    repo: repo.to_owned(),
+                });
+            }
+            Some(other) => {
+                return Err(LineError::UnknownOp(
+                    other.chars().take(64).collect::<String>(),
+                ))
+            }
+        };
+        let path = non_empty("path", f.path.ok_or(LineError::Missing("path"))?)?;
+        if allow_mgit && mgit_form(path) {
+            return Err(LineError::NeedsMgit);
         }
-        Some(other) => {
-            return Err(LineError::UnknownOp(
-                other.chars().take(64).collect::<String>(),
-            ))
-        }
-    };
-    let path = non_empty("path", f.path.ok_or(LineError::Missing("path"))?)?;
-    if allow_mgit && mgit_form(path) {
-        return Err(LineError::NeedsMgit);
+        let repo = match f.repo {
+            Some(r) => Some(non_empty("repo", r)?.to_owned()),
+            None => None,
+        };
+        let from = match (op, f.from) {
+            (Op::Rename, None) => return Err(LineError::Missing("from")),
+            (_, Some(p)) => Some(non_empty("from", p)?.to_owned()),
+            (_, None) => None,
+        };
+        let content = match (f.content, f.content_b64) {
+            (Some(c), _) => Some(c.as_bytes().to_vec()),
+            (None, Some(b)) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .map_err(|e| LineError::Base64(e.to_string()))?,
+            ),
+            (None, None) => None,
+        };
+        Ok(Change::File(FileChange {
+            op,
+            repo,
+            path: path.to_owned(),
+            from,
+            content,
+        }))
     }
-    let repo = match f.repo {
-        Some(r) => Some(non_empty("repo", r)?.to_owned()),
-        None => None,
-    };
-    let from = match (op, f.from) {
-        (Op::Rename, None) => return Err(LineError::Missing("from")),
-        (_, Some(p)) => Some(non_empty("from", p)?.to_owned()),
-        (_, None) => None,
-    };
-    let content = match (f.content, f.content_b64) {
-        (Some(c), _) => Some(c.as_bytes().to_vec()),
-        (None, Some(b)) => Some(
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .map_err(|e| LineError::Base64(e.to_string()))?,
-        ),
-        (None, None) => None,
-    };
-    Ok(Change::File(FileChange {
-        op,
-        repo,
-        path: path.to_owned(),
-        from,
-        content,
-    }))
 }
 
 fn non_empty<'a>(field: &'static str, s: &'a str) -> Result<&'a str, LineError> {
     if s.is_empty() {
         Err(LineError::Empty(field))
-    } else if s.contains('\0') {
+    } else if memchr::memchr(0, s.as_bytes()).is_some() {
         Err(LineError::Nul(field))
     } else {
         Ok(s)
@@ -368,11 +418,12 @@ fn changeset(tape: &[Node<'_>], at: usize, repo: Option<&str>) -> Result<Change,
         let (Some(Node::String(key)), Some(value)) = (tape.get(i), tape.get(i + 1)) else {
             return Err(LineError::NotAnObject);
         };
+        let v = val(value, i + 1);
         match *key {
-            "commit" => commit = string_field(value, "new_changeset.commit", false)?,
-            "branch" => branch = string_field(value, "new_changeset.branch", true)?,
+            "commit" => commit = string_field(v, "new_changeset.commit", false)?,
+            "branch" => branch = string_field(v, "new_changeset.branch", true)?,
             "parent" => {
-                parent = string_field(value, "new_changeset.parent", true)?;
+                parent = string_field(v, "new_changeset.parent", true)?;
                 base = true;
             }
             _ => {}
@@ -511,6 +562,85 @@ mod tests {
             LineParser::new().parse(bad_utf8),
             Err(LineError::Json(_))
         ));
+    }
+
+    /// The tape path alone, for comparison with the flat scanner.
+    fn parse_tape_only(line: &str) -> Result<Change, LineError> {
+        let r = LineParser::new().parse_tape(line.as_bytes());
+        match r {
+            Err(LineError::NeedsMgit) => LineParser::new().parse_mgit(line.as_bytes()),
+            other => other,
+        }
+    }
+
+    #[test]
+    fn flat_scanner_handles_the_common_shapes() {
+        let cases = [
+            r#"{"op":"add","repo":"R","path":"a/b.rs","size":2453}"#,
+            r#" { "op" : "update" , "path" : "R/x" , "size" : -0, "ok": true, "no": false, "m": null } "#,
+            r#"{"op":"add","path":"R/é ü","repo":null}"#,
+            r#"{"op":"add","path":"R/x","op":"delete"}"#,
+            r#"{"op":"add","path":7}"#,
+            r#"{"op":"add","path":"R/x","from":true}"#,
+            r#"{"op":"add","path":"R/x","new_changeset":1}"#,
+            r#"{"op":"rename","repo":"A","from":"a","path":"b"}"#,
+            r#"{"op":"add","repo":"A","path":"old.py -> new.py"}"#,
+            r#"{"op":"add","repo":"A","path":"docs/"}"#,
+            r#"{}"#,
+        ];
+        for line in cases {
+            assert!(flat::fields(line.as_bytes()).is_some(), "{line}");
+            assert_eq!(
+                parse(line).map(Option::unwrap),
+                parse_tape_only(line),
+                "{line}"
+            );
+        }
+        for line in [
+            r#"{"op":"add","path":"a"b"}"#,
+            r#"{"op":"add","path":"a","size":1.5}"#,
+            r#"{"op":"add","path":"a","size":1e3}"#,
+            r#"{"op":"add","path":"a","size":0123}"#,
+            r#"{"op":"add","path":"a","size":1234567890123456789012}"#,
+            r#"{"op":"add","path":"a","x":[1]}"#,
+            r#"{"op":"add","path":"a",}"#,
+            r#"{"op":"add","path":"a"} x"#,
+            r#"{"op":"add","path":"a""#,
+            "{\"op\":\"add\",\"path\":\"a\tb\"}",
+            r#"{"repo":"A","new_changeset":{"commit":"c"}}"#,
+        ] {
+            assert!(flat::fields(line.as_bytes()).is_none(), "{line}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the scanner accepts, simd-json reads the same way (and
+        /// what it leaves to simd-json is read by simd-json).
+        #[test]
+        fn flat_scanner_agrees_with_simd_json(
+            parts in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["op", "repo", "path", "from", "size", "content", "x", "new_changeset"]),
+                    proptest::sample::select(vec![
+                        "\"add\"", "\"update\"", "\"delete\"", "\"rename\"", "\"prune\"", "\"R\"",
+                        "\"a/b.rs\"", "\"\"", "\"a\\u0000\"", "null", "true", "false", "0", "-12", "01",
+                        "1.5", "\"x -> y\"", "\"d/\"", "{}", "[]", "\"é\"", "-", "nul",
+                    ]),
+                    proptest::sample::select(vec!["", " ", "\t"]),
+                ),
+                0..6,
+            ),
+            tail in proptest::sample::select(vec!["", " ", ",", "}", "x"]),
+        ) {
+            let body: Vec<String> = parts
+                .iter()
+                .map(|(k, v, ws)| format!("{ws}\"{k}\"{ws}:{ws}{v}{ws}"))
+                .collect();
+            let line = format!("{{{}}}{tail}", body.join(","));
+            let full = parse(&line).map(Option::unwrap);
+            let tape = parse_tape_only(&line);
+            proptest::prop_assert_eq!(full, tape, "{}", line);
+        }
     }
 
     #[test]

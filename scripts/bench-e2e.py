@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark of elysiactl (docs/PERFORMANCE.md).
+
+Builds its inputs with `bench-fixture` (benches/tools/fixture.rs), drives the
+release binaries, and prints one JSON document with every figure and the
+baselines measured in the same run (the machine is shared and noisy: compare
+ratios, not absolute numbers). Talks only to 127.0.0.1; every child process
+has a timeout.
+
+    cargo build --release --bins --example bench-fixture
+    python3 scripts/bench-e2e.py [--work DIR] [--quick] [--skip-peer] [--only NAME,...]
+
+Parts (--only): fsync, dryrun, resume, weaviate, latency, local, peer.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(REPO, "target", "release")
+BIN = os.path.join(REL, "elysiactl")
+STANDIN = os.path.join(REL, "weaviate-standin")
+FIXTURE = os.path.join(REL, "examples", "bench-fixture")
+TIMEOUT = 900
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    kw.setdefault("timeout", TIMEOUT)
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def proc_status(pid):
+    """(RssAnon, RssFile, VmHWM) in KiB, or None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            vals = {}
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("RssAnon", "RssFile", "VmHWM"):
+                    vals[k] = int(v.split()[0])
+            return vals
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def timed(cmd, sample_rss=False, env=None):
+    """Run cmd; return (wall seconds, peak RssAnon KiB, peak RssFile KiB, exit)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    anon = filed = 0
+    deadline = t0 + TIMEOUT
+    while p.poll() is None:
+        if sample_rss:
+            s = proc_status(p.pid)
+            if s:
+                anon = max(anon, s.get("RssAnon", 0))
+                filed = max(filed, s.get("RssFile", 0))
+        if time.perf_counter() > deadline:
+            p.kill()
+            raise RuntimeError(f"timeout: {cmd}")
+        time.sleep(0.005 if sample_rss else 0.002)
+    wall = time.perf_counter() - t0
+    err = p.stderr.read().decode(errors="replace")
+    if p.returncode not in (0, 1):
+        raise RuntimeError(f"{cmd} exited {p.returncode}: {err[-2000:]}")
+    return wall, anon, filed, p.returncode, err
+
+
+class Standin:
+    """weaviate-standin on 127.0.0.1, stopped on exit."""
+
+    def __init__(self, *flags):
+        self.p = subprocess.Popen(
+            [STANDIN, "--host", "127.0.0.1", "--port", "0", *flags],
+            stdout=subprocess.PIPE,
+        )
+        self.url = self.p.stdout.readline().decode().strip()
+        assert self.url.startswith("http://127.0.0.1:"), self.url
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.p.terminate()
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+
+
+def fresh(path):
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
+def fsync_baseline(work, n=300):
+    """The disk's raw cost of a durable append: write ~200 B + fdatasync."""
+    path = os.path.join(work, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    buf = b"x" * 200
+    times = []
+    try:
+        for _ in range(n):
+            t = time.perf_counter()
+            os.write(fd, buf)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    times.sort()
+    return {
+        "median_ms": statistics.median(times) * 1e3,
+        "mean_ms": statistics.fmean(times) * 1e3,
+        "p90_ms": times[int(len(times) * 0.9)] * 1e3,
+    }
+
+
+def sync_cmd(manifest, root, state, *extra):
+    return [BIN, "index", "sync", "--input", manifest, "--root", root, "--state-dir", state, *extra]
+
+
+def part_dryrun(work, root, manifests):
+    out = {}
+    for name, (path, lines) in manifests.items():
+        state = fresh(os.path.join(work, f"state-dry-{name}"))
+        best = None
+        for _ in range(3):
+            wall, anon, filed, rc, _ = timed(
+                sync_cmd(path, root, state, "--dry-run", "--quiet"), sample_rss=True
+            )
+            r = {
+                "lines": lines,
+                "wall_s": wall,
+                "lines_per_s": lines / wall,
+                "peak_rss_anon_mib": anon / 1024,
+                "peak_rss_file_mib": filed / 1024,
+            }
+            if best is None or wall < best["wall_s"]:
+                best = r
+        out[name] = best
+        log(f"dry-run {name}: {best}")
+    return out
+
+
+def part_resume(work, root, manifest, lines, reps=3):
+    """Time from start to the first batch recorded, resuming at 90 %."""
+    tmpl = fresh(os.path.join(work, "state-resume-template"))
+    made = run([FIXTURE, "resume-wal", tmpl, manifest, "0.9", "100"],
+               capture_output=True).stdout.decode().strip()
+    wal_bytes = sum(
+        os.path.getsize(os.path.join(tmpl, "wal", f)) for f in os.listdir(os.path.join(tmpl, "wal"))
+    )
+    results = []
+    for target in ("local",):
+        for _ in range(reps):
+            state = os.path.join(work, "state-resume")
+            shutil.rmtree(state, ignore_errors=True)
+            shutil.copytree(tmpl, state)
+            t0 = time.perf_counter()
+            p = subprocess.Popen(
+                sync_cmd(manifest, root, state, "--target", target, "--batch-size", "100"),
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+            first = None
+            resume_line = None
+            for raw in p.stderr:
+                line = raw.decode(errors="replace")
+                if line.startswith("[RESUME]"):
+                    resume_line = line.strip()
+                if line.startswith("[PROCESSED]"):
+                    first = time.perf_counter() - t0
+                    break
+                if time.perf_counter() - t0 > 120:
+                    break
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            results.append(first)
+            log(f"resume: first batch after {first}; {resume_line}")
+    ok = [r for r in results if r is not None]
+    return {
+        "fixture": made,
+        "wal_bytes": wal_bytes,
+        "target": "local",
+        "batch_size": 100,
+        "first_batch_ms_each": [r * 1e3 for r in ok],
+        "first_batch_ms_median": statistics.median(ok) * 1e3 if ok else None,
+        "resume_line": resume_line,
+    }
+
+
+def weaviate_run(work, root, manifest, files, batch, conc, latency=0, tag=""):
+    with Standin("--latency-ms", str(latency)) as s:
+        state = fresh(os.path.join(work, f"state-w{tag}"))
+        wall, _, _, rc, err = timed(sync_cmd(
+            manifest, root, state, "--target", "weaviate", "--weaviate-url", s.url,
+            "--batch-size", str(batch), "--concurrency", str(conc), "--quiet",
+        ))
+        summary = [l for l in err.splitlines() if l.startswith("[SUMMARY]")]
+        return {
+            "files": files, "batch_size": batch, "concurrency": conc,
+            "latency_ms": latency, "wall_s": wall, "files_per_s": files / wall,
+            "exit": rc, "summary": summary[-1] if summary else err[-300:],
+        }
+
+
+def part_weaviate(work, root, manifest, files):
+    out = []
+    for batch, conc in ((1000, 2), (1000, 4), (2000, 2), (5000, 2)):
+        r = weaviate_run(work, root, manifest, files, batch, conc, 0, "zero")
+        log(f"weaviate zero latency: {r}")
+        out.append(r)
+    return out
+
+
+def part_latency(work, root, manifest, files, batch=100):
+    out = []
+    for conc in (1, 4, 8):
+        r = weaviate_run(work, root, manifest, files, batch, conc, 50, f"lat{conc}")
+        bound = conc * batch / 0.050
+        r["latency_bound_files_per_s"] = bound
+        r["fraction_of_bound"] = r["files_per_s"] / bound
+        log(f"weaviate 50 ms: {r}")
+        out.append(r)
+    return out
+
+
+def part_local(work, root, manifest, files):
+    out = []
+    for batch in (1000, 5000):
+        state = fresh(os.path.join(work, "state-local"))
+        wall, _, _, rc, err = timed(sync_cmd(
+            manifest, root, state, "--target", "local", "--batch-size", str(batch), "--quiet",
+        ))
+        r = {"files": files, "batch_size": batch, "wall_s": wall,
+             "files_per_s": files / wall, "exit": rc}
+        log(f"local: {r}")
+        out.append(r)
+    return out
+
+
+PEER = r'''
+import hashlib, json, os, sys, time, uuid
+import weaviate
+url, root, listing, batch, workers, dynamic, cls = sys.argv[1:8]
+client = weaviate.Client(url, timeout_config=(5, 60), startup_period=None)
+client.schema.create_class({"class": cls, "vectorizer": "none", "properties": [
+    {"name": "repo", "dataType": ["text"], "tokenization": "field"},
+    {"name": "path", "dataType": ["text"], "tokenization": "field"},
+    {"name": "content", "dataType": ["text"]},
+    {"name": "contentSha256", "dataType": ["text"], "tokenization": "field"},
+    {"name": "size", "dataType": ["int"]}]})
+files = [l.split("\t") for l in open(listing).read().splitlines()]
+failed = []
+def cb(results):
+    for r in results or []:
+        if "errors" in r.get("result", {}):
+            failed.append(r)
+client.batch.configure(batch_size=int(batch), num_workers=int(workers),
+                       dynamic=dynamic == "1", callback=cb)
+t0 = time.perf_counter()
+with client.batch as b:
+    for repo, path in files:
+        raw = open(os.path.join(root, repo, path), "rb").read()
+        b.add_data_object(
+            {"repo": repo, "path": path, "content": raw.decode("utf-8", "replace"),
+             "contentSha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)},
+            cls, uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"elysiactl://{repo}/{path}")))
+wall = time.perf_counter() - t0
+print(json.dumps({"wall_s": wall, "files": len(files), "failed": len(failed)}))
+'''
+
+
+def part_peer(work, root, files):
+    venv = os.path.join(work, "venv-peer")
+    py = os.path.join(venv, "bin", "python")
+    if not os.path.exists(py):
+        run([sys.executable, "-m", "venv", venv])
+        run([py, "-m", "pip", "install", "-q", "weaviate-client<4"])
+    ver = run([py, "-c", "import weaviate; print(weaviate.__version__)"],
+              capture_output=True).stdout.decode().strip()
+    script = os.path.join(work, "peer.py")
+    with open(script, "w") as f:
+        f.write(PEER)
+    listing = os.path.join(work, "peer-files.tsv")
+    run([FIXTURE, "listing", listing, str(files)])
+    out = {"weaviate_client": ver, "configs": []}
+    n = 0
+    for batch in (100, 500):
+        for workers in (1, 2, 4):
+            for dynamic in ("0", "1"):
+                n += 1
+                with Standin() as s:
+                    p = run([py, script, s.url, root, listing, str(batch), str(workers),
+                             dynamic, f"Peer{n}"], capture_output=True)
+                r = json.loads(p.stdout.decode().strip().splitlines()[-1])
+                r.update(batch_size=batch, workers=workers, dynamic=dynamic == "1",
+                         files_per_s=r["files"] / r["wall_s"])
+                log(f"peer: {r}")
+                out["configs"].append(r)
+    out["best"] = max(out["configs"], key=lambda r: r["files_per_s"])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default="/tmp/elysiactl-bench")
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--only", default="")
+    ap.add_argument("--files", type=int, default=50_000)
+    a = ap.parse_args()
+    parts = set(a.only.split(",")) if a.only else {
+        "fsync", "dryrun", "resume", "weaviate", "latency", "local", "peer"}
+    if a.skip_peer:
+        parts.discard("peer")
+    for b in (BIN, STANDIN, FIXTURE):
+        if not os.path.exists(b):
+            sys.exit(f"{b} missing: cargo build --release --bins --example bench-fixture")
+    work = a.work
+    os.makedirs(work, exist_ok=True)
+    files = 2_000 if a.quick else a.files
+    big = 200_000 if a.quick else 10_000_000
+    small = 20_000 if a.quick else 1_000_000
+
+    root = os.path.join(work, "root")
+    stamp = os.path.join(root, f".done-{files}")
+    if not os.path.exists(stamp):
+        fresh(root)
+        log(f"writing {files} files of 2 KiB under {root}")
+        run([FIXTURE, "tree", root, str(files), "2048"])
+        open(stamp, "w").close()
+    mans = {}
+    for name, lines, distinct in (("1M", small, 1000), ("10M", big, 1000), ("e2e", files, files)):
+        path = os.path.join(work, f"manifest-{name}-{lines}.jsonl")
+        if not os.path.exists(path):
+            log(f"writing {path}")
+            run([FIXTURE, "manifest", path, str(lines), str(distinct)])
+        mans[name] = (path, lines)
+
+    res = {
+        "machine": {
+            "nproc": os.cpu_count(),
+            "uname": " ".join(os.uname()),
+            "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                         if l.startswith("model name")), "?"),
+            "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
+        },
+        "inputs": {"files": files, "file_size": 2048,
+                   "manifest_bytes": {k: os.path.getsize(p) for k, (p, _) in mans.items()}},
+    }
+    if "fsync" in parts:
+        res["fdatasync_baseline"] = fsync_baseline(work)
+        log(f"fdatasync: {res['fdatasync_baseline']}")
+    if "dryrun" in parts:
+        res["dry_run"] = part_dryrun(work, root, {"1M": mans["1M"], "10M": mans["10M"]})
+    if "resume" in parts:
+        res["resume_90pct"] = part_resume(work, root, *mans["10M"])
+    if "weaviate" in parts:
+        res["weaviate_zero_latency"] = part_weaviate(work, root, mans["e2e"][0], files)
+    if "latency" in parts:
+        lat_files = min(files, 20_000)
+        path = os.path.join(work, f"manifest-lat-{lat_files}.jsonl")
+        if not os.path.exists(path):
+            run([FIXTURE, "manifest", path, str(lat_files), str(lat_files)])
+        res["weaviate_50ms"] = part_latency(work, root, path, lat_files)
+    if "local" in parts:
+        res["local_index"] = part_local(work, root, mans["e2e"][0], files)
+    if "peer" in parts:
+        res["python_peer"] = part_peer(work, root, files)
+        if "weaviate_zero_latency" in res:
+            ours = max(r["files_per_s"] for r in res["weaviate_zero_latency"])
+            res["ratio_vs_python_best"] = ours / res["python_peer"]["best"]["files_per_s"]
+    res["machine"]["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
