@@ -5,8 +5,6 @@
 //! in place, so each line is first copied into a reused scratch buffer (the
 //! mapping itself is never written).
 
-mod flat;
-
 use base64::Engine;
 use simd_json::{Buffers, Node, StaticNode, Tape};
 
@@ -160,18 +158,14 @@ impl LineParser {
         if line.len() > MAX_LINE_LEN {
             return Err(LineError::TooLong(line.len()));
         }
-        let res = match flat::fields(line) {
-            Some(f) => f.and_then(|f| f.finish(&[], true)),
-            None => self.parse_tape(line),
-        };
+        let res = self.parse_tape(line);
         match res {
             Err(LineError::NeedsMgit) => self.parse_mgit(line).map(Some),
             other => other.map(Some),
         }
     }
 
-    /// The general path: simd-json's tape, for any line the flat scanner
-    /// ([`flat::fields`]) leaves to it.
+    /// simd-json's tape of the line, read field by field.
     fn parse_tape(&mut self, line: &[u8]) -> Result<Change, LineError> {
         self.scratch.clear();
         self.scratch.extend_from_slice(line);
@@ -562,85 +556,6 @@ mod tests {
             LineParser::new().parse(bad_utf8),
             Err(LineError::Json(_))
         ));
-    }
-
-    /// The tape path alone, for comparison with the flat scanner.
-    fn parse_tape_only(line: &str) -> Result<Change, LineError> {
-        let r = LineParser::new().parse_tape(line.as_bytes());
-        match r {
-            Err(LineError::NeedsMgit) => LineParser::new().parse_mgit(line.as_bytes()),
-            other => other,
-        }
-    }
-
-    #[test]
-    fn flat_scanner_handles_the_common_shapes() {
-        let cases = [
-            r#"{"op":"add","repo":"R","path":"a/b.rs","size":2453}"#,
-            r#" { "op" : "update" , "path" : "R/x" , "size" : -0, "ok": true, "no": false, "m": null } "#,
-            r#"{"op":"add","path":"R/é ü","repo":null}"#,
-            r#"{"op":"add","path":"R/x","op":"delete"}"#,
-            r#"{"op":"add","path":7}"#,
-            r#"{"op":"add","path":"R/x","from":true}"#,
-            r#"{"op":"add","path":"R/x","new_changeset":1}"#,
-            r#"{"op":"rename","repo":"A","from":"a","path":"b"}"#,
-            r#"{"op":"add","repo":"A","path":"old.py -> new.py"}"#,
-            r#"{"op":"add","repo":"A","path":"docs/"}"#,
-            r#"{}"#,
-        ];
-        for line in cases {
-            assert!(flat::fields(line.as_bytes()).is_some(), "{line}");
-            assert_eq!(
-                parse(line).map(Option::unwrap),
-                parse_tape_only(line),
-                "{line}"
-            );
-        }
-        for line in [
-            r#"{"op":"add","path":"a"b"}"#,
-            r#"{"op":"add","path":"a","size":1.5}"#,
-            r#"{"op":"add","path":"a","size":1e3}"#,
-            r#"{"op":"add","path":"a","size":0123}"#,
-            r#"{"op":"add","path":"a","size":1234567890123456789012}"#,
-            r#"{"op":"add","path":"a","x":[1]}"#,
-            r#"{"op":"add","path":"a",}"#,
-            r#"{"op":"add","path":"a"} x"#,
-            r#"{"op":"add","path":"a""#,
-            "{\"op\":\"add\",\"path\":\"a\tb\"}",
-            r#"{"repo":"A","new_changeset":{"commit":"c"}}"#,
-        ] {
-            assert!(flat::fields(line.as_bytes()).is_none(), "{line}");
-        }
-    }
-
-    proptest::proptest! {
-        /// Whatever the scanner accepts, simd-json reads the same way (and
-        /// what it leaves to simd-json is read by simd-json).
-        #[test]
-        fn flat_scanner_agrees_with_simd_json(
-            parts in proptest::collection::vec(
-                (
-                    proptest::sample::select(vec!["op", "repo", "path", "from", "size", "content", "x", "new_changeset"]),
-                    proptest::sample::select(vec![
-                        "\"add\"", "\"update\"", "\"delete\"", "\"rename\"", "\"prune\"", "\"R\"",
-                        "\"a/b.rs\"", "\"\"", "\"a\\u0000\"", "null", "true", "false", "0", "-12", "01",
-                        "1.5", "\"x -> y\"", "\"d/\"", "{}", "[]", "\"é\"", "-", "nul",
-                    ]),
-                    proptest::sample::select(vec!["", " ", "\t"]),
-                ),
-                0..6,
-            ),
-            tail in proptest::sample::select(vec!["", " ", ",", "}", "x"]),
-        ) {
-            let body: Vec<String> = parts
-                .iter()
-                .map(|(k, v, ws)| format!("{ws}\"{k}\"{ws}:{ws}{v}{ws}"))
-                .collect();
-            let line = format!("{{{}}}{tail}", body.join(","));
-            let full = parse(&line).map(Option::unwrap);
-            let tape = parse_tape_only(&line);
-            proptest::prop_assert_eq!(full, tape, "{}", line);
-        }
     }
 
     #[test]
