@@ -532,3 +532,48 @@ fn target_weaviate_without_url_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn lines_the_index_refused_are_counted_failed_not_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let state = dir.path().join("state");
+    let manifest = dir.path().join("changes.jsonl");
+    let w = build_workload(&root, 40);
+    std::fs::write(&manifest, &w.manifest).unwrap();
+    let si = Standin::start(Config::default()).unwrap();
+    si.set_faults(Faults {
+        p503: 1.0,
+        ..Faults::default()
+    });
+    let args = ["--max-retries", "0"];
+    let (code, err) = run_to_end(
+        sync_command(&si.url(), &root, &state, &manifest, &args),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 1, "{err}");
+    let summary = |err: &str| {
+        err.lines()
+            .find(|l| l.starts_with("[SUMMARY]"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    // Nothing reached the index: no line may count as indexed or removed.
+    assert_eq!(
+        summary(&err),
+        "[SUMMARY] partially_complete: 40 lines, 0 indexed, 0 removed, 0 reconciled, 0 skipped, 40 failed"
+    );
+    si.set_faults(Faults::default());
+    let (code, err) = run_to_end(
+        sync_command(&si.url(), &root, &state, &manifest, &args),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "{err}");
+    // The retry run applied each line once: 28 adds + 4 updates + 2 rename
+    // targets indexed; 4 deletes + 2 rename sources + 2 vanished removed.
+    assert_eq!(
+        summary(&err),
+        "[SUMMARY] complete: 40 lines, 34 indexed, 8 removed, 2 reconciled, 0 skipped, 0 failed"
+    );
+    assert_index_equals(&si, &w.expected, "after the retry run");
+}
