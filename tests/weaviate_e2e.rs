@@ -294,8 +294,7 @@ fn ten_thousand_lines_with_twenty_sigkills_under_mixed_faults_leave_the_exact_in
     })
     .unwrap();
     seed_stale(&si.url(), &w.stale);
-    // Every fault kind at once; the latency makes a full run last a few
-    // seconds.
+    // Every fault kind at once; the latency makes a full run last seconds.
     si.set_faults(Faults {
         latency_ms: 10,
         jitter_ms: 30,
@@ -308,20 +307,45 @@ fn ten_thousand_lines_with_twenty_sigkills_under_mixed_faults_leave_the_exact_in
         p_object_fail: 0.04,
         all_endpoints: false,
     });
-    let args = ["--concurrency", "4", "--batch-size", "50"];
+    let args = ["--concurrency", "4", "--batch-size", "25"];
+    let n = w.line_ids.len();
+    let lines_done = |state: &std::path::Path| {
+        let spans = done_batches(state).into_iter().flat_map(|b| b.spans);
+        lines_in(&merge(spans)).len()
+    };
 
     // Kill points: one kill in four at a random time during start-up (WAL
-    // replay, lock, schema check); the others a random 0..150 ms after the
-    // life's first batch was recorded, so they land mid-run whatever the
-    // machine's speed, and 20 lives cover well under the whole manifest.
+    // replay, lock, schema check); the others a random time after the
+    // life's first batch was recorded, drawn so that the 15 of them spread
+    // over about 80 % of the manifest: uniform in 0..2·(the lines still to
+    // cover per remaining life)/(the lines per ms seen so far), at most a
+    // third of the rest. The rate is measured, so the kills land mid-run
+    // whatever the machine's speed.
     const KILLS: usize = 20;
     let mut rng = Rng::new(0xC0FFEE);
     let (mut progressed, mut torn) = (0, 0);
+    let (mut covered, mut gained, mut waited_ms) = (0usize, 0usize, 0u64);
     let mut done_before = 0;
     let mut points = Vec::new();
     for kill in 0..KILLS {
         let at_startup = kill % 4 == 0;
-        let delay = Duration::from_millis(rng.below(150));
+        let delay_ms = if at_startup {
+            rng.below(150)
+        } else {
+            let lives_left = (kill..KILLS).filter(|k| k % 4 != 0).count();
+            let per_life = (n * 8 / 10).saturating_sub(covered) / lives_left;
+            let rate = if waited_ms > 0 && gained > 0 {
+                gained as f64 / waited_ms as f64
+            } else {
+                4.0 // lines per ms: a guess until measured
+            };
+            // Never more than a third of what is left, so that a machine
+            // suddenly faster than measured does not finish the manifest.
+            let lines = (2 * per_life).min((n - covered) / 3);
+            let max = (lines as f64 / rate).clamp(10.0, 2000.0) as u64;
+            rng.below(max + 1)
+        };
+        let delay = Duration::from_millis(delay_ms);
         let cmd = sync_command_verbose(&si.url(), &root, &state, &manifest, &args);
         if let Life::Ended(code, err) = kill_at(cmd, !at_startup, delay) {
             panic!(
@@ -330,11 +354,6 @@ fn ten_thousand_lines_with_twenty_sigkills_under_mixed_faults_leave_the_exact_in
                 kill + 1
             );
         }
-        points.push(format!(
-            "{}{}ms",
-            if at_startup { "start+" } else { "batch+" },
-            delay.as_millis()
-        ));
         let (_, t) = wal_records(&state);
         torn += t;
         let done = done_batches(&state).len();
@@ -342,10 +361,27 @@ fn ten_thousand_lines_with_twenty_sigkills_under_mixed_faults_leave_the_exact_in
             progressed += 1;
         }
         done_before = done;
+        let now = lines_done(&state);
+        if !at_startup {
+            gained += now.saturating_sub(covered);
+            // The first batch came before the wait: count it as 10 ms.
+            waited_ms += delay_ms + 10;
+        }
+        covered = now;
+        points.push(format!(
+            "{}{}ms→{}",
+            if at_startup { "start+" } else { "batch+" },
+            delay_ms,
+            covered
+        ));
     }
     assert!(
         progressed >= KILLS * 3 / 4,
         "only {progressed} of {KILLS} lives recorded a batch before their SIGKILL"
+    );
+    assert!(
+        covered >= n / 4,
+        "the kills all landed in the first {covered} of {n} lines: {points:?}"
     );
 
     let runs = sync_until_clean(
@@ -369,8 +405,8 @@ fn ten_thousand_lines_with_twenty_sigkills_under_mixed_faults_leave_the_exact_in
     }
     assert_index_equals(&si, &w.expected, "after 20 SIGKILLs");
     eprintln!(
-        "{KILLS} SIGKILLs at {points:?}, {progressed} after progress, {torn} torn tails seen; \
-         then {} run(s) to a clean exit",
+        "{KILLS} SIGKILLs at {points:?} (point→lines recorded done), {progressed} after \
+         progress, {torn} torn tails seen; then {} run(s) to a clean exit",
         runs.len()
     );
 
