@@ -1,7 +1,7 @@
 //! End to end: the real `elysiactl index sync --target weaviate` binary
 //! against the in-process stand-in. A 10,000-line manifest (adds, updates,
 //! deletes, renames, adds of vanished files) must leave exactly the expected
-//! objects under each fault kind at 30 % (each its own test), and with the
+//! objects under each fault kind at 35 % (each its own test), and with the
 //! binary SIGKILLed at 20+ seeded random points under mixed faults. Every
 //! request body the binary sends is checked against openapi.json.
 
@@ -30,7 +30,7 @@ enum Evidence {
 
 /// Probability of each fault in its own test: well over the 10 % asked for,
 /// so the observed rate stays over 10 % whatever the request interleaving.
-const P: f64 = 0.3;
+const P: f64 = 0.35;
 
 /// Sync the 10,000-line workload under `faults` until a run exits 0 (runs
 /// that exit 1 because an item exhausted `--max-retries` are allowed; the
@@ -53,10 +53,12 @@ fn exact_index_under(what: &str, faults: Faults, evidence: Evidence, extra: &[&s
     si.set_faults(faults);
     let mark = si.mark();
 
-    // Two retries per item, so at 30 % some items run out of retries (for
-    // 250 requests, all but 0.1 % of the time): the run exits 1 and a later
-    // run of the same manifest must finish the job (the path a user takes),
-    // not only the in-run retries.
+    // Two retries per item, so at 35 % a request runs out of retries 4.3 %
+    // of the time, and of the first run's ~200 requests some do (all but
+    // 0.02 % of the time): the run exits 1 and a later run of the same
+    // manifest must finish the job (the path a user takes), not only the
+    // in-run retries. A line fails in 5 runs in a row (and becomes a dead
+    // letter) well under once in 1,000.
     let mut args = vec!["--concurrency", "4", "--max-retries", "2"];
     args.extend_from_slice(extra);
     let runs = sync_until_clean(
