@@ -889,8 +889,16 @@ impl<'a> Syncer<'a> {
                     },
                     Some(msg),
                 ) => {
-                    let mut c = *counts;
-                    c.failed += 1;
+                    // The index refused the line: it counts as failed, not
+                    // as indexed or removed (its retry counts those).
+                    let c = Counts {
+                        upserted: 0,
+                        deleted: 0,
+                        reconciled: 0,
+                        skipped: 0,
+                        failed: counts.failed + 1,
+                        ..*counts
+                    };
                     (
                         repo.clone(),
                         path.clone(),
