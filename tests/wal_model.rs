@@ -305,7 +305,15 @@ fn failed_fsync_is_never_retried_and_poisons_the_writer() {
     let mut m = Model::new();
     m.apply(&Step::Append(1));
     m.apply(&Step::Fault(FaultOp::Sync, false, 0));
-    m.apply(&Step::Append(1));
+    let first = m
+        .wal
+        .as_mut()
+        .unwrap()
+        .append(&[batch(m.next)])
+        .unwrap_err();
+    assert!(first.is_fsync() && !first.is_no_space(), "{first}");
+    m.written.insert(m.next, Written::Maybe);
+    m.next += 1;
     assert!(m.wal.as_ref().unwrap().is_poisoned());
     let err = m.wal.as_mut().unwrap().append(&[batch(99)]).unwrap_err();
     assert!(err.to_string().contains("refuses appends"), "{err}");

@@ -74,7 +74,7 @@ impl Error {
     /// write, so a retry could report success for data that is gone.
     pub fn is_fsync(&self) -> bool {
         match self {
-            Error::Io { op, .. } => op.contains("fsync"),
+            Error::Io { op, .. } => op.contains("fsync") || op.contains("fdatasync"),
             // Refused because of an earlier failure: its message names the op.
             Error::PreviousIo(why) => {
                 why.starts_with("cannot fsync") || why.starts_with("cannot fdatasync")
