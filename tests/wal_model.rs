@@ -281,7 +281,11 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: 300,
         max_shrink_iters: 2000,
-        failure_persistence: None,
+        // The minimal failing cases found so far (the bugs FUZZING.md lists)
+        // are kept in tests/wal_model.proptest-regressions and replayed first.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
         ..ProptestConfig::default()
     })]
 
@@ -305,7 +309,15 @@ fn failed_fsync_is_never_retried_and_poisons_the_writer() {
     let mut m = Model::new();
     m.apply(&Step::Append(1));
     m.apply(&Step::Fault(FaultOp::Sync, false, 0));
-    m.apply(&Step::Append(1));
+    let first = m
+        .wal
+        .as_mut()
+        .unwrap()
+        .append(&[batch(m.next)])
+        .unwrap_err();
+    assert!(first.is_fsync() && !first.is_no_space(), "{first}");
+    m.written.insert(m.next, Written::Maybe);
+    m.next += 1;
     assert!(m.wal.as_ref().unwrap().is_poisoned());
     let err = m.wal.as_mut().unwrap().append(&[batch(99)]).unwrap_err();
     assert!(err.to_string().contains("refuses appends"), "{err}");
@@ -359,4 +371,59 @@ fn full_disk_is_met_by_preallocation_before_a_record_is_half_written() {
     assert!(failed, "the disk never filled");
     m.apply(&Step::Crash);
     assert!(m.written.values().all(|w| *w == Written::Acked));
+}
+
+/// The minimal failing sequences the property test found (docs/FUZZING.md,
+/// "Findings"), replayed as they were shrunk.
+#[test]
+fn sequences_that_once_broke_recovery_stay_fixed() {
+    use FaultOp::*;
+    let cases: Vec<Vec<Step>> = vec![
+        // A reused empty segment whose directory entry was never made durable.
+        vec![
+            Step::Fault(SyncDir, false, 0),
+            Step::Reopen,
+            Step::Reopen,
+            Step::Append(1),
+            Step::Append(1),
+        ],
+        // A torn header in a preallocated segment.
+        vec![
+            Step::Fault(Write, false, 1),
+            Step::Reopen,
+            Step::Reopen,
+            Step::Append(1),
+            Step::Append(1),
+        ],
+        // A reused segment whose header was written but never synced.
+        vec![
+            Step::Fault(Write, false, 16),
+            Step::Reopen,
+            Step::Reopen,
+            Step::Fault(Write, false, 97),
+            Step::Append(1),
+            Step::Reopen,
+            Step::Fault(Write, false, 0),
+        ],
+        // A header lost by a failed fsync, still readable from the cache.
+        vec![
+            Step::Fault(Sync, false, 0),
+            Step::Compact,
+            Step::Reopen,
+            Step::Fault(Write, false, 97),
+            Step::Append(1),
+            Step::Reopen,
+            Step::Fault(Write, false, 0),
+        ],
+    ];
+    for steps in cases {
+        let mut m = Model::new();
+        for s in &steps {
+            m.apply(s);
+        }
+        m.apply(&Step::Free);
+        m.apply(&Step::Crash);
+        m.apply(&Step::Reopen);
+        assert_eq!(m.disk.retried_syncs(), 0, "{steps:?}");
+    }
 }

@@ -4,13 +4,19 @@
 //!
 //! Invariants:
 //! - A record is acknowledged only after `fdatasync` of its segment; a new
-//!   segment is made durable with an fsync of the directory.
+//!   segment is made durable with an fsync of the directory. File I/O goes
+//!   through [`storage::Storage`], so tests can break it on purpose.
+//! - Segments are preallocated ahead of the writer (`fallocate`), so a full
+//!   disk fails the reservation before any byte of a record is written; the
+//!   zero fill after the last record is a clean end, and appends go after the
+//!   last record, not at the end of the file.
 //! - Recovery replays from the newest segment that opens with a snapshot. A
 //!   torn final record is dropped (and truncated away before the next
 //!   append); damage anywhere else is an error naming segment and offset.
-//! - After a failed write or fsync the writer refuses further appends until
-//!   reopened (an fsync is never retried: the kernel may have dropped the
-//!   dirty pages it failed to write).
+//!   After recovery, appends go to a fresh segment (see [`Wal::open_in`]).
+//! - After a failed write, reservation or fsync the writer refuses further
+//!   appends until reopened (an fsync is never retried: the kernel may have
+//!   dropped the dirty pages it failed to write).
 
 pub mod format;
 pub mod record;
@@ -74,7 +80,7 @@ impl Error {
     /// write, so a retry could report success for data that is gone.
     pub fn is_fsync(&self) -> bool {
         match self {
-            Error::Io { op, .. } => op.contains("fsync"),
+            Error::Io { op, .. } => op.contains("fsync") || op.contains("fdatasync"),
             // Refused because of an earlier failure: its message names the op.
             Error::PreviousIo(why) => {
                 why.starts_with("cannot fsync") || why.starts_with("cannot fdatasync")
