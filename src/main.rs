@@ -264,6 +264,12 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    // Everything elysiactl creates (WAL, spool, local index, lock) is for
+    // its owner only; the metrics file is made world-readable on purpose.
+    // SAFETY: umask only sets this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     ExitCode::from(run(cli))
 }
 
@@ -423,11 +429,15 @@ fn sync_cmd(a: Box<SyncArgs>) -> u8 {
     let sd = state_dir(a.state_dir);
     if a.status {
         let doc = sync::status::status(&sd);
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into())
-        );
-        return 0;
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into());
+        // Exit 0 whatever the last run did; only failing to print is an error.
+        return match writeln!(std::io::stdout().lock(), "{text}") {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("elysiactl: cannot write the status document: {e}");
+                3
+            }
+        };
     }
     let input = match a.input.as_deref() {
         Some("-") => Some(Input::Stdin),

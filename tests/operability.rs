@@ -229,6 +229,18 @@ fn metrics_textfile_is_written_atomically_with_the_run_outcome() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec!["elysiactl.prom"]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&prom).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "node_exporter (another user) must read it");
+    let index_files: Vec<_> = std::fs::read_dir(state.join("index"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(!index_files.is_empty());
+    for f in index_files {
+        let mode = f.metadata().unwrap().permissions().mode() & 0o077;
+        assert_eq!(mode, 0, "{} is readable by others", f.path().display());
+    }
     // A metrics file that cannot be written is a warning, not a failure.
     let out = sync(&m, &root, &state, &["--metrics-file", "/dev/full"]);
     assert_eq!(out.status.code(), Some(1));

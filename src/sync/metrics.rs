@@ -146,6 +146,11 @@ pub fn write(path: &Path, m: &RunMetrics) -> io::Result<()> {
     ));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
+        // node_exporter usually runs as another user: the metrics are not
+        // secret, whatever the process umask.
+        f.set_permissions(
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+        )?;
         f.write_all(render(m).as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
