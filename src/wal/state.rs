@@ -14,19 +14,9 @@ use super::record::*;
 /// harmless (every line is idempotent).
 pub const REMEMBERED_COMPLETE_MANIFESTS: usize = 32;
 
-/// A line that failed and is not yet applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailedEntry {
-    pub line: u64,
-    pub offset: u64,
-    pub end: u64,
-    pub repo: String,
-    pub path: String,
-    pub kind: FailureKind,
-    pub reason: String,
-    pub attempts: u32,
-    pub run_id: u64,
-}
+/// A line that failed and is not yet applied: its `ItemFailed` record, as
+/// the last run that tried it wrote it.
+pub type FailedEntry = ItemFailed;
 
 /// The commit whose changes a sync has fully applied, per repo.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,20 +255,7 @@ impl State {
                     m.mark_done(*span);
                 }
                 for f in failures {
-                    m.failed.insert(
-                        f.offset,
-                        FailedEntry {
-                            line: f.line,
-                            offset: f.offset,
-                            end: f.end,
-                            repo: f.repo,
-                            path: f.path,
-                            kind: f.kind,
-                            reason: f.reason,
-                            attempts: f.attempts,
-                            run_id: f.run_id,
-                        },
-                    );
+                    m.failed.insert(f.offset, f);
                 }
                 for c in changesets {
                     if !m.changesets.iter().any(|x| x.line == c.line) {
