@@ -167,12 +167,22 @@ impl LineParser {
 
     /// simd-json's tape of the line, read field by field.
     fn parse_tape(&mut self, line: &[u8]) -> Result<Change, LineError> {
+        self.read_tape(line, interpret)
+    }
+
+    /// Copy `line` into the scratch buffer, build its tape with the reused
+    /// buffers, and let `read` interpret it.
+    fn read_tape(
+        &mut self,
+        line: &[u8],
+        read: fn(&[Node<'_>]) -> Result<Change, LineError>,
+    ) -> Result<Change, LineError> {
         self.scratch.clear();
         self.scratch.extend_from_slice(line);
         let mut tape = Tape(recycle(std::mem::take(&mut self.spare)));
         let res = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape)
             .map_err(|e| LineError::Json(json_error_text(&e)))
-            .and_then(|()| interpret(&tape.0));
+            .and_then(|()| read(&tape.0));
         self.spare = recycle(tape.0);
         res
     }
@@ -183,14 +193,7 @@ impl LineParser {
         match super::mgit::normalize_bytes(line) {
             Ok(super::mgit::Normalized::Line(v)) => {
                 let bytes = serde_json::to_vec(&v).map_err(|e| LineError::Mgit(e.to_string()))?;
-                self.scratch.clear();
-                self.scratch.extend_from_slice(&bytes);
-                let mut tape = Tape(recycle(std::mem::take(&mut self.spare)));
-                let res = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape)
-                    .map_err(|e| LineError::Json(json_error_text(&e)))
-                    .and_then(|()| interpret_plain(&tape.0));
-                self.spare = recycle(tape.0);
-                res
+                self.read_tape(&bytes, interpret_plain)
             }
             Ok(super::mgit::Normalized::UntrackedDir { repo, dir }) => {
                 Ok(Change::UntrackedDir { repo, dir })

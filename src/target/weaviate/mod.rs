@@ -265,16 +265,12 @@ impl WeaviateTarget {
     async fn create_class(&self) -> Result<(), Error> {
         let body = schema::class_body(&self.class, self.vectorizer.as_deref());
         let ex = self.send_json(Method::POST, "/v1/schema", &body).await;
-        match &ex {
-            Exchange::Http { status, .. } if status.is_success() => Ok(()),
-            // Another process created it between our GET and POST.
-            Exchange::Http { status, body, .. }
-                if status.as_u16() == 422
-                    && String::from_utf8_lossy(body).contains("already exists") =>
-            {
-                Ok(())
-            }
-            _ => Err(self.prepare_error(self.reply_error("POST /v1/schema", ex.reply()))),
+        // 422 "already exists": another process created it between our GET
+        // and POST.
+        if created_or_exists(&ex) {
+            Ok(())
+        } else {
+            Err(self.prepare_error(self.reply_error("POST /v1/schema", ex.reply())))
         }
     }
 
@@ -285,15 +281,10 @@ impl WeaviateTarget {
         let body = schema::property(name, data_type, self.vectorizer.as_deref());
         let path = format!("/v1/schema/{}/properties", self.class);
         let ex = self.send_json(Method::POST, &path, &body).await;
-        match &ex {
-            Exchange::Http { status, .. } if status.is_success() => Ok(()),
-            Exchange::Http { status, body, .. }
-                if status.as_u16() == 422
-                    && String::from_utf8_lossy(body).contains("already exists") =>
-            {
-                Ok(())
-            }
-            _ => Err(self.prepare_error(self.reply_error(&format!("POST {path}"), ex.reply()))),
+        if created_or_exists(&ex) {
+            Ok(())
+        } else {
+            Err(self.prepare_error(self.reply_error(&format!("POST {path}"), ex.reply())))
         }
     }
 
@@ -567,6 +558,18 @@ impl Target for WeaviateTarget {
 
     fn max_in_flight(&self) -> usize {
         self.concurrency
+    }
+}
+
+/// A schema write that succeeded, or was refused with 422 because what it
+/// creates is already there.
+fn created_or_exists(ex: &Exchange) -> bool {
+    match ex {
+        Exchange::Http { status, .. } if status.is_success() => true,
+        Exchange::Http { status, body, .. } => {
+            status.as_u16() == 422 && String::from_utf8_lossy(body).contains("already exists")
+        }
+        _ => false,
     }
 }
 
