@@ -4,8 +4,10 @@
 //! Objects are keyed by their id (a raw `id` term): an upsert deletes the id
 //! then adds the document, a delete deletes the id. A batch is one tantivy
 //! commit; `commit` returns after the segment files and `meta.json` are
-//! written and fsynced (tantivy writes meta.json atomically), so `apply`
-//! returning `Ok` means the batch survives a crash.
+//! written and fsynced (tantivy writes meta.json atomically), and `apply`
+//! then fsyncs the index directory so the rename itself is durable: `apply`
+//! returning `Ok` means the batch survives a crash or a power cut. Files a
+//! killed commit left behind are collected when the next writer opens.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -117,6 +119,16 @@ impl LocalIndex {
                 .index
                 .writer_with_num_threads(1, WRITER_HEAP)
                 .map_err(|e| fatal("open writer", e))?;
+            // A run killed inside a commit leaves files that `meta.json`
+            // does not reference (new segments, `<segment>.<opstamp>.del`).
+            // Replaying the batch from the same opstamp would want the same
+            // delete-file name and fail with FileAlreadyExists, so collect
+            // them before the first commit. tantivy lists every file it
+            // creates in `.managed.json` before creating it, so nothing a
+            // crash left behind escapes this.
+            w.garbage_collect_files()
+                .wait()
+                .map_err(|e| fatal("collect files left by an interrupted commit", e))?;
             *guard = Some(w);
         }
         match guard.as_mut() {
@@ -180,6 +192,13 @@ impl Target for LocalIndex {
                 }
             }
             w.commit().map_err(|e| fatal("commit", e))?;
+            // tantivy renames the new meta.json into place but fsyncs the
+            // directory only before the rename: without this a power cut
+            // could lose the rename, and with it a batch the WAL already
+            // holds as applied.
+            std::fs::File::open(index_dir(&self.state_dir))
+                .and_then(|d| d.sync_all())
+                .map_err(|e| fatal("sync index directory", e))?;
             Ok(vec![OpOutcome::Ok; ops.len()])
         })
     }
@@ -366,5 +385,61 @@ mod tests {
         let idx = LocalIndex::open(t.path()).unwrap();
         assert_eq!(idx.list_repo("R").unwrap(), vec!["a.rs".to_string()]);
         assert!(idx.list_repo("Other").unwrap().is_empty());
+    }
+
+    /// A SIGKILL between a commit's delete file and its `meta.json` leaves
+    /// `<segment>.<opstamp>.del` behind, unreferenced. The next run replays
+    /// the same batch from the same opstamp, so its commit wants the very same
+    /// file name: the orphan must be collected when the writer opens
+    /// (regression: CI saw `FileAlreadyExists(".. .del")` after a kill).
+    #[test]
+    fn commit_after_a_kill_between_delete_file_and_meta_succeeds() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = index_dir(t.path());
+        let a = document("R", "a.rs", b"fn alpha() {}");
+        let b = document("R", "b.rs", b"fn beta() {}");
+        let idx = LocalIndex::open(t.path()).unwrap();
+        idx.apply(&[Op::Upsert(a.clone()), Op::Upsert(b.clone())])
+            .unwrap();
+        idx.close();
+        drop(idx);
+        let meta_before = std::fs::read(dir.join("meta.json")).unwrap();
+        let files = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let before = files(&dir);
+
+        // The second batch deletes a document of the first segment, so its
+        // commit writes a delete file.
+        let a2 = document("R", "a.rs", b"fn gamma() {}");
+        let batch = [Op::Upsert(a2.clone())];
+        let idx = LocalIndex::open(t.path()).unwrap();
+        idx.apply(&batch).unwrap();
+        idx.close();
+        drop(idx);
+        let dels: Vec<String> = files(&dir)
+            .into_iter()
+            .filter(|f| f.ends_with(".del") && !before.contains(f))
+            .collect();
+        assert_eq!(dels.len(), 1, "the second commit writes one delete file");
+
+        // The kill: meta.json as before the second commit, every file the
+        // commit wrote still there (and listed in .managed.json).
+        std::fs::write(dir.join("meta.json"), &meta_before).unwrap();
+        assert_eq!(export(t.path()).unwrap().len(), 2);
+
+        let idx = LocalIndex::open(t.path()).unwrap();
+        idx.apply(&batch)
+            .expect("replaying the batch after the kill");
+        idx.close();
+        let all = export(t.path()).unwrap();
+        assert_eq!(all.len(), 2);
+        let a_now = all.iter().find(|e| e.id == a2.id.to_string()).unwrap();
+        assert_eq!(a_now.content_sha256, a2.content_sha256);
     }
 }
