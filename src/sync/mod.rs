@@ -18,8 +18,9 @@ pub mod status;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::manifest::{self, LineParser, Manifest};
@@ -374,7 +375,7 @@ fn run_inner(
         fatal: None,
         target: target.as_ref(),
         roots: &roots,
-        parser: LineParser::new(),
+        manifest_error: None,
         seq: 0,
         started: std::time::Instant::now(),
         failure_kinds: BTreeMap::new(),
@@ -465,7 +466,8 @@ struct Syncer<'a> {
     fatal: Option<String>,
     target: &'a dyn Target,
     roots: &'a Roots,
-    parser: LineParser,
+    /// The manifest changed while a worker read a batch from it.
+    manifest_error: Option<manifest::Error>,
     seq: u64,
     started: std::time::Instant,
     failure_kinds: BTreeMap<&'static str, (FailureKind, u64)>,
@@ -596,25 +598,48 @@ impl<'a> Syncer<'a> {
         }
 
         let in_flight = self.target.max_in_flight().max(1);
-        let target = self.target;
-        let max_retries = self.opts.max_retries;
-        let backoff = self.opts.backoff;
+        // Workers plan a batch (parse, read, hash, build documents), then
+        // take one of `in_flight` permits to apply it. The extra workers
+        // plan the next batches while the target works, so neither the
+        // reading nor the target waits for the other, and planning runs on
+        // every core instead of the feed thread alone.
+        let planners = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 8);
+        let workers = in_flight + planners;
+        let permits = Permits::new(in_flight);
+        let halt = AtomicBool::new(false);
+        let ctx = WorkerCtx {
+            manifest: m,
+            roots: self.roots,
+            target: self.target,
+            run_id: self.run_id,
+            max_retries: self.opts.max_retries,
+            backoff: self.opts.backoff,
+            permits: &permits,
+            halt: &halt,
+            stop_on_failure: self.opts.on_error == OnError::Stop,
+        };
         std::thread::scope(|scope| -> Result<(), Error> {
-            let (job_tx, job_rx) = mpsc::channel::<(u64, Vec<Op>)>();
+            let (job_tx, job_rx) = mpsc::channel::<Job<'_>>();
             let job_rx = Arc::new(Mutex::new(job_rx));
-            let (done_tx, done_rx) = mpsc::channel::<(u64, Vec<Op>, retry::Applied)>();
-            for _ in 0..in_flight {
+            let (done_tx, done_rx) = mpsc::channel::<Done>();
+            for _ in 0..workers {
                 let rx = Arc::clone(&job_rx);
                 let tx = done_tx.clone();
-                scope.spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(g) => g.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((seq, ops)) = job else { return };
-                    let res = retry::apply_with_retries(target, &ops, max_retries, backoff);
-                    if tx.send((seq, ops, res)).is_err() {
-                        return;
+                let ctx = &ctx;
+                scope.spawn(move || {
+                    let mut parser = LineParser::new();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(g) => g.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        if tx.send(ctx.run(&mut parser, job)).is_err() {
+                            return;
+                        }
                     }
                 });
             }
@@ -623,23 +648,26 @@ impl<'a> Syncer<'a> {
                 job_tx: Some(job_tx),
                 done_rx,
                 waiting: HashMap::new(),
-                limit: in_flight,
+                limit: workers,
             };
             let res = self.feed(m, &progress, &mut pipe);
             pipe.job_tx = None;
             while !pipe.waiting.is_empty() {
                 self.collect_one(&mut pipe);
             }
-            res
+            match self.manifest_error.take() {
+                Some(e) => res.and(Err(e.into())),
+                None => res,
+            }
         })
     }
 
     /// Produce the manifest's batches: failed lines first, then the rest.
-    fn feed(
+    fn feed<'m>(
         &mut self,
-        m: &Manifest,
+        m: &'m Manifest,
         progress: &ManifestProgress,
-        pipe: &mut Pipe,
+        pipe: &mut Pipe<'m>,
     ) -> Result<(), Error> {
         let bytes = m.bytes();
         let fp = m.id.fingerprint;
@@ -655,7 +683,7 @@ impl<'a> Syncer<'a> {
                 return Ok(());
             }
             m.check_unchanged()?;
-            let mut items = Vec::new();
+            let mut lines = Vec::new();
             let mut spans = Vec::new();
             for f in chunk {
                 let raw = bytes
@@ -663,7 +691,12 @@ impl<'a> Syncer<'a> {
                     .unwrap_or_default();
                 let body = raw.strip_suffix(b"\n").unwrap_or(raw);
                 let body = body.strip_suffix(b"\r").unwrap_or(body);
-                items.push(self.plan_line(body, fp, f.line, f.offset, f.end));
+                lines.push(RawLine {
+                    line: f.line,
+                    offset: f.offset,
+                    end: f.end,
+                    body,
+                });
                 spans.push(Span {
                     start: f.offset,
                     end: f.end,
@@ -671,9 +704,7 @@ impl<'a> Syncer<'a> {
                     next_line: f.line + 1,
                 });
             }
-            // Nothing read from a file that changed meanwhile is applied.
-            m.check_unchanged()?;
-            self.submit(pipe, fp, spans, items, true);
+            self.submit(pipe, fp, spans, lines, true);
         }
         // 2. Everything not yet applied.
         let (start, line) = progress.resume_point();
@@ -683,7 +714,7 @@ impl<'a> Syncer<'a> {
                 return Ok(());
             }
             m.check_unchanged()?;
-            let mut items = Vec::new();
+            let mut batch_lines = Vec::new();
             let mut spans: Vec<Span> = Vec::new();
             let mut nonblank = 0;
             while nonblank < self.opts.batch_size {
@@ -707,7 +738,12 @@ impl<'a> Syncer<'a> {
                     continue;
                 }
                 nonblank += 1;
-                items.push(self.plan_line(raw.bytes, fp, raw.line, raw.offset, raw.end));
+                batch_lines.push(RawLine {
+                    line: raw.line,
+                    offset: raw.offset,
+                    end: raw.end,
+                    body: raw.bytes,
+                });
             }
             if spans.is_empty() {
                 break;
@@ -726,10 +762,18 @@ impl<'a> Syncer<'a> {
                     s.next_line = raw.line + 1;
                 }
             }
-            let release_to = spans.first().map(|s| s.start).unwrap_or(0);
-            m.check_unchanged()?;
-            self.submit(pipe, fp, spans, items, false);
-            m.release_before(release_to);
+            self.submit(pipe, fp, spans, batch_lines, false);
+            // Pages before every batch still being planned are not read
+            // again (a dropped page is only read back from the file if
+            // touched, so this is about memory, not correctness).
+            let oldest = pipe
+                .waiting
+                .values()
+                .filter_map(|b| b.spans.first().map(|s| s.start))
+                .min();
+            if let Some(release_to) = oldest {
+                m.release_before(release_to);
+            }
         }
         Ok(())
     }
@@ -738,43 +782,20 @@ impl<'a> Syncer<'a> {
         self.stopped || self.fatal.is_some()
     }
 
-    fn plan_line(&mut self, bytes: &[u8], fp: [u8; 32], line: u64, offset: u64, end: u64) -> Item {
-        let parsed = self
-            .parser
-            .parse(bytes)
-            .and_then(|c| c.ok_or(manifest::LineError::Json("blank line".into())));
-        let planned = plan::plan(parsed, self.roots, Some(self.target), fp, self.run_id, line);
-        Item {
-            line,
-            offset,
-            end,
-            planned,
-            ops: 0..0,
-        }
-    }
-
-    fn submit(
+    fn submit<'m>(
         &mut self,
-        pipe: &mut Pipe,
+        pipe: &mut Pipe<'m>,
         fp: [u8; 32],
         spans: Vec<Span>,
-        mut items: Vec<Item>,
+        lines: Vec<RawLine<'m>>,
         retry_pass: bool,
     ) {
         self.seq += 1;
-        let mut ops = Vec::new();
-        for it in &mut items {
-            if let Planned::Ops { ops: o, .. } = &mut it.planned {
-                let start = ops.len();
-                ops.append(o);
-                it.ops = start..ops.len();
-            }
-        }
         let batch = Batch {
             seq: self.seq,
             fingerprint: fp,
             spans,
-            items,
+            items: Vec::new(),
             retry_pass,
         };
         while pipe.waiting.len() >= pipe.limit {
@@ -785,10 +806,15 @@ impl<'a> Syncer<'a> {
             // was being read: it is not applied, and the next run starts here.
             return;
         }
+        let job = Job {
+            seq: batch.seq,
+            fingerprint: fp,
+            lines,
+        };
         let sent = pipe
             .job_tx
             .as_ref()
-            .map(|tx| tx.send((batch.seq, ops)).is_ok())
+            .map(|tx| tx.send(job).is_ok())
             .unwrap_or(false);
         if sent {
             pipe.waiting.insert(batch.seq, batch);
@@ -803,14 +829,14 @@ impl<'a> Syncer<'a> {
     /// recorded too, with the same single WAL write and fdatasync. Each
     /// `BatchDone` names its own byte ranges, so their order in the log does
     /// not matter, and nothing is reported done before that fsync returns.
-    fn collect_one(&mut self, pipe: &mut Pipe) {
-        let Ok((seq, ops, applied)) = pipe.done_rx.recv() else {
+    fn collect_one(&mut self, pipe: &mut Pipe<'_>) {
+        let Ok(done) = pipe.done_rx.recv() else {
             pipe.waiting.clear();
             return;
         };
-        self.handle(pipe, seq, ops, applied);
-        while let Ok((seq, ops, applied)) = pipe.done_rx.try_recv() {
-            self.handle(pipe, seq, ops, applied);
+        self.handle(pipe, done);
+        while let Ok(done) = pipe.done_rx.try_recv() {
+            self.handle(pipe, done);
         }
         self.flush_group();
     }
@@ -829,9 +855,22 @@ impl<'a> Syncer<'a> {
         self.maybe_write_metrics();
     }
 
-    fn handle(&mut self, pipe: &mut Pipe, seq: u64, ops: Vec<Op>, applied: retry::Applied) {
-        let Some(batch) = pipe.waiting.remove(&seq) else {
+    fn handle(&mut self, pipe: &mut Pipe<'_>, done: Done) {
+        let Some(mut batch) = pipe.waiting.remove(&done.seq) else {
             return;
+        };
+        batch.items = done.items;
+        let ops = done.ops;
+        let applied = match done.outcome {
+            Outcome::Applied(a) => a,
+            Outcome::Skipped => return,
+            Outcome::ManifestChanged(e) => {
+                // What was read from the changed manifest is not applied,
+                // and the run stops (exit 2).
+                self.manifest_error.get_or_insert(e);
+                self.stopped = true;
+                return;
+            }
         };
         let outcomes = match applied {
             retry::Applied::Done(o) => o,
@@ -1181,11 +1220,170 @@ impl<'a> Syncer<'a> {
     }
 }
 
-struct Pipe {
-    job_tx: Option<mpsc::Sender<(u64, Vec<Op>)>>,
-    done_rx: mpsc::Receiver<(u64, Vec<Op>, retry::Applied)>,
+struct Pipe<'m> {
+    job_tx: Option<mpsc::Sender<Job<'m>>>,
+    done_rx: mpsc::Receiver<Done>,
     waiting: HashMap<u64, Batch>,
     limit: usize,
+}
+
+/// One manifest line handed to a worker.
+struct RawLine<'m> {
+    line: u64,
+    offset: u64,
+    end: u64,
+    /// The line without its terminator.
+    body: &'m [u8],
+}
+
+/// A batch's lines, to plan and apply on a worker thread.
+struct Job<'m> {
+    seq: u64,
+    fingerprint: [u8; 32],
+    lines: Vec<RawLine<'m>>,
+}
+
+/// A worker's answer: the planned lines, their ops, and what the target
+/// said (or that the manifest changed while the lines were read).
+struct Done {
+    seq: u64,
+    items: Vec<Item>,
+    ops: Vec<Op>,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Applied(retry::Applied),
+    /// Not sent to the target: an earlier batch failed under
+    /// `--on-error stop`, or was fatal. The next run starts at or before it.
+    Skipped,
+    /// The manifest changed while the lines were read: nothing is applied.
+    ManifestChanged(manifest::Error),
+}
+
+/// What every worker shares.
+struct WorkerCtx<'a> {
+    manifest: &'a Manifest,
+    roots: &'a Roots,
+    target: &'a dyn Target,
+    run_id: u64,
+    max_retries: u32,
+    backoff: Backoff,
+    permits: &'a Permits,
+    /// Set by a worker whose batch ends the run (fatal, a changed manifest,
+    /// or a failure under `--on-error stop`): later batches are not applied.
+    halt: &'a AtomicBool,
+    stop_on_failure: bool,
+}
+
+impl WorkerCtx<'_> {
+    /// Plan every line of the job, then apply its ops under a permit.
+    fn run(&self, parser: &mut LineParser, job: Job<'_>) -> Done {
+        let mut items = Vec::with_capacity(job.lines.len());
+        let mut ops = Vec::new();
+        for raw in &job.lines {
+            let parsed = parser
+                .parse(raw.body)
+                .and_then(|c| c.ok_or(manifest::LineError::Json("blank line".into())));
+            let mut planned = plan::plan(
+                parsed,
+                self.roots,
+                Some(self.target),
+                job.fingerprint,
+                self.run_id,
+                raw.line,
+            );
+            let start = ops.len();
+            if let Planned::Ops { ops: o, .. } = &mut planned {
+                ops.append(o);
+            }
+            items.push(Item {
+                line: raw.line,
+                offset: raw.offset,
+                end: raw.end,
+                planned,
+                ops: start..ops.len(),
+            });
+        }
+        // Nothing read from a manifest that changed meanwhile is applied
+        // (a truncated mapping reads as zeros; see manifest::sigbus).
+        let outcome = match self.manifest.check_unchanged() {
+            Err(e) => {
+                self.halt.store(true, Ordering::SeqCst);
+                Outcome::ManifestChanged(e)
+            }
+            Ok(()) => {
+                let _permit = self.permits.acquire();
+                // Checked under the permit: a batch that failed sets `halt`
+                // before giving its permit back, so with one batch at a time
+                // `--on-error stop` applies nothing after the failing batch.
+                if self.halt.load(Ordering::SeqCst) {
+                    Outcome::Skipped
+                } else {
+                    let applied = retry::apply_with_retries(
+                        self.target,
+                        &ops,
+                        self.max_retries,
+                        self.backoff,
+                    );
+                    let halts = match &applied {
+                        retry::Applied::Fatal(_) => true,
+                        retry::Applied::Done(outcomes) => {
+                            self.stop_on_failure
+                                && (outcomes.iter().any(|o| !o.is_ok())
+                                    || items
+                                        .iter()
+                                        .any(|it| matches!(it.planned, Planned::Failed { .. })))
+                        }
+                    };
+                    if halts {
+                        self.halt.store(true, Ordering::SeqCst);
+                    }
+                    Outcome::Applied(applied)
+                }
+            }
+        };
+        Done {
+            seq: job.seq,
+            items,
+            ops,
+            outcome,
+        }
+    }
+}
+
+/// A counting semaphore: at most `n` batches are at the target at once.
+struct Permits {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    fn new(n: usize) -> Permits {
+        Permits {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
+        *free += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// `--dry-run`: parse every line and check its path rules; touch neither the
