@@ -94,9 +94,11 @@ pub fn classify_upsert(
             retry_after: retry_after(headers),
         });
     }
-    let items = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(items)) => items,
-        Ok(_) | Err(_) => {
+    // Only `id` and `result` are read: the echoed properties (the whole file
+    // content) are skipped by the parser, never built.
+    let items = match serde_json::from_slice::<Vec<UpsertItem>>(body) {
+        Ok(items) => items,
+        Err(_) => {
             return Err(Error::Transient {
                 message: format!(
                     "batch upsert: HTTP {status} body is not a JSON array: {}",
@@ -106,7 +108,7 @@ pub fn classify_upsert(
             })
         }
     };
-    let item_id = |v: &Value| v.get("id").and_then(Value::as_str).map(Uuid::parse_str);
+    let item_id = |v: &UpsertItem| v.id.as_ref().and_then(Value::as_str).map(Uuid::parse_str);
     let positional = items.len() == sent.len()
         && items
             .iter()
@@ -273,9 +275,18 @@ pub fn is_retryable_message(message: &str) -> bool {
         .any(|n| matches!(n, "429" | "500" | "502" | "503" | "504"))
 }
 
+/// What is read of one element of a batch upsert reply.
+#[derive(serde::Deserialize)]
+struct UpsertItem {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    result: Option<Value>,
+}
+
 /// The outcome of one element of a batch upsert reply.
-fn object_outcome(item: &Value) -> OpOutcome {
-    let result = item.get("result");
+fn object_outcome(item: &UpsertItem) -> OpOutcome {
+    let result = item.result.as_ref();
     let failed = result
         .and_then(|r| r.get("status"))
         .and_then(Value::as_str)
