@@ -311,7 +311,17 @@ impl Roots {
         let Ok(rel) = CString::new(format!("{}/{}", loc.repo, loc.path)) else {
             return Ok(None);
         };
-        // Look before opening: never open a device or FIFO.
+        // Look before opening: never open a device or FIFO. The cheap look
+        // is a stat by path (no descriptor to make and close); when it does
+        // not see a regular file, the descriptor probe below gives the
+        // verdict, confined beneath the root like the open itself.
+        if beneath::is_regular(dir, &rel) {
+            let file = match beneath::open(dir, &rel, libc::O_RDONLY | libc::O_NONBLOCK) {
+                Ok(f) => f,
+                Err(e) => return beneath_absent_or_fallback(e),
+            };
+            return self.read_open(loc, file).map(Some);
+        }
         let probe = match beneath::open(dir, &rel, libc::O_PATH) {
             Ok(f) => f,
             Err(e) => return beneath_absent_or_fallback(e),
@@ -336,8 +346,12 @@ impl Roots {
         if meta.len() > self.max_file_size {
             return Ok(FileState::Absent(Absent::TooLarge));
         }
+        // Read the size fstat gave: one read(2) for a file that did not
+        // change since, with no extra read to meet EOF. A file that grows
+        // meanwhile is read as it was at the fstat (a prefix), one that
+        // shrinks up to its new end.
         let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.take(self.max_file_size + 1).read_to_end(&mut bytes)?;
+        file.take(meta.len()).read_to_end(&mut bytes)?;
         Ok(self.eligible(loc, bytes))
     }
 
@@ -354,19 +368,31 @@ impl Roots {
         if memchr::memchr(0, sniff).is_some() {
             return FileState::Absent(Absent::Binary);
         }
-        FileState::Eligible(document(&loc.repo, &loc.path, &bytes))
+        FileState::Eligible(document_from(&loc.repo, &loc.path, bytes))
     }
 }
 
 /// Build the indexed form of a file's bytes.
 pub fn document(repo: &str, path: &str, bytes: &[u8]) -> Document {
+    document_from(repo, path, bytes.to_vec())
+}
+
+/// [`document`] taking the bytes: valid UTF-8 (nearly every source file)
+/// becomes the content without a copy; anything else is converted lossily.
+pub fn document_from(repo: &str, path: &str, bytes: Vec<u8>) -> Document {
+    let content_sha256 = crate::wal::record::hex(&Sha256::digest(&bytes));
+    let size = bytes.len() as u64;
+    let content = match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
     Document {
         id: object_id(repo, path),
         repo: repo.to_owned(),
         path: path.to_owned(),
-        content: String::from_utf8_lossy(bytes).into_owned(),
-        content_sha256: crate::wal::record::hex(&Sha256::digest(bytes)),
-        size: bytes.len() as u64,
+        content,
+        content_sha256,
+        size,
     }
 }
 
@@ -426,6 +452,26 @@ mod beneath {
     #[cfg(not(target_os = "linux"))]
     pub fn open_root(_dir: &Path) -> Option<File> {
         None
+    }
+
+    /// Whether `rel` under `dir` is a regular file, by `fstatat` (following
+    /// symlinks, never triggering an automount). Only a look: it opens
+    /// nothing, and confinement is the later `openat2`'s job.
+    pub fn is_regular(dir: &File, rel: &CStr) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `stat` is plain data, zero is a valid value for it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid descriptor, a NUL-terminated path and a stat buffer
+        // that outlives the call.
+        let rc = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                rel.as_ptr(),
+                &mut st,
+                libc::AT_NO_AUTOMOUNT,
+            )
+        };
+        rc == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
     }
 
     #[cfg(target_os = "linux")]
