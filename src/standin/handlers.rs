@@ -689,41 +689,53 @@ pub(super) fn batch_store(st: &mut State, parsed: ParsedBatch) -> StoredBatch {
     }
 }
 
+/// One element of the batch reply, serialized straight from the request's
+/// values. Fields in the order `json!` would give them (serde_json's map is
+/// sorted by key), so the bytes are those of the `Value` it replaces.
+#[derive(serde::Serialize)]
+#[allow(non_snake_case)]
+struct ReplyItem<'a> {
+    class: &'a str,
+    creationTimeUnix: u64,
+    deprecations: Option<()>,
+    id: String,
+    lastUpdateTimeUnix: u64,
+    properties: &'a Value,
+    result: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vector: Option<&'a Value>,
+}
+
 pub(super) fn batch_reply(stored: StoredBatch) -> Resp {
     let now = stored.now;
-    let out: Vec<Value> = stored
+    let empty = Value::Object(Map::new());
+    let out: Vec<ReplyItem<'_>> = stored
         .fates
-        .into_iter()
-        .zip(stored.objects)
-        .map(|((class, id, err), o)| {
-            let (props, vector) = match o {
-                Value::Object(mut m) => (
-                    m.remove("properties")
-                        .filter(Value::is_object)
-                        .unwrap_or_else(|| Value::Object(Map::new())),
-                    m.remove("vector").filter(|v| !v.is_null()),
-                ),
-                _ => (Value::Object(Map::new()), None),
-            };
-            let mut item = json!({
-                "class": class,
-                "id": id.to_string(),
-                "properties": props,
-                "creationTimeUnix": now,
-                "lastUpdateTimeUnix": now,
-                "deprecations": null,
-            });
-            if let Some(vec) = vector {
-                item["vector"] = vec;
-            }
-            item["result"] = match err {
+        .iter()
+        .zip(&stored.objects)
+        .map(|((class, id, err), o)| ReplyItem {
+            class,
+            creationTimeUnix: now,
+            deprecations: None,
+            id: id.to_string(),
+            lastUpdateTimeUnix: now,
+            properties: o
+                .get("properties")
+                .filter(|p| p.is_object())
+                .unwrap_or(&empty),
+            result: match err {
                 None => json!({"status": "SUCCESS"}),
                 Some(m) => json!({"status": "FAILED", "errors": {"error": [{"message": m}]}}),
-            };
-            item
+            },
+            vector: o.get("vector").filter(|v| !v.is_null()),
         })
         .collect();
-    reply(200, Some(&Value::Array(out)))
+    let bytes = serde_json::to_vec(&out).unwrap_or_default();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
 fn batch_delete(
