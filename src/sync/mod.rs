@@ -376,6 +376,7 @@ fn run_inner(
         target: target.as_ref(),
         roots: &roots,
         manifest_error: None,
+        halt: Arc::new(AtomicBool::new(false)),
         seq: 0,
         started: std::time::Instant::now(),
         failure_kinds: BTreeMap::new(),
@@ -468,6 +469,8 @@ struct Syncer<'a> {
     roots: &'a Roots,
     /// The manifest changed while a worker read a batch from it.
     manifest_error: Option<manifest::Error>,
+    /// Shared with the workers: set once the run must apply nothing more.
+    halt: Arc<AtomicBool>,
     seq: u64,
     started: std::time::Instant,
     failure_kinds: BTreeMap<&'static str, (FailureKind, u64)>,
@@ -609,7 +612,8 @@ impl<'a> Syncer<'a> {
             .clamp(1, 8);
         let workers = in_flight + planners;
         let permits = Permits::new(in_flight);
-        let halt = AtomicBool::new(false);
+        let halt = Arc::new(AtomicBool::new(false));
+        self.halt = Arc::clone(&halt);
         let ctx = WorkerCtx {
             manifest: m,
             roots: self.roots,
@@ -839,6 +843,11 @@ impl<'a> Syncer<'a> {
             self.handle(pipe, done);
         }
         self.flush_group();
+        if self.should_stop() {
+            // A failed WAL flush, a fatal target error or `--on-error stop`:
+            // batches planned ahead are not applied.
+            self.halt.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Record what the batches handled since the last flush produced: one
