@@ -1,6 +1,7 @@
 //! The WAL: encoding and appending a batch's record without and with
 //! `fdatasync`, the disk's raw `fdatasync` of a write of the same size (the
-//! floor every durable batch pays), and replay in MB/s and records/s.
+//! floor every durable batch pays), and replay in MB/s and records/s: into
+//! the state only (recovery's path) and keeping every record.
 //!
 //! The temporary directories live under `$ELYSIACTL_BENCH_DIR` when set (put
 //! it on the disk the state dir will use), else the system temp dir.
@@ -189,10 +190,22 @@ fn bench_replay(c: &mut Criterion) {
     let mut g = c.benchmark_group("wal_replay");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(bytes));
+    // What recovery (`Wal::open`, resume) and `--status` run: the state only,
+    // batch records applied in place.
+    let resumed_at = N * 100 * 109;
     g.bench_function("replay_state_dir_bytes", |b| {
         b.iter(|| {
             let r = wal::replay(d.path()).expect("replay");
-            assert_eq!(r.records.len() as u64, N + 2);
+            let m = r.state.manifest(&[7; 32]).expect("manifest");
+            assert_eq!(m.resume_point().0, resumed_at);
+            r.bytes
+        })
+    });
+    // Every record decoded and kept as well (`replay_records`, tests).
+    g.bench_function("replay_keep_records_bytes", |b| {
+        b.iter(|| {
+            let r = wal::replay_records(d.path()).expect("replay");
+            assert_eq!(r.records.map(|v| v.len() as u64), Some(N + 2));
             r.bytes
         })
     });
@@ -209,7 +222,7 @@ fn bench_replay(c: &mut Criterion) {
     });
     g.throughput(Throughput::Elements(N + 2));
     g.bench_function("replay_state_dir_records", |b| {
-        b.iter(|| wal::replay(d.path()).expect("replay").records.len())
+        b.iter(|| wal::replay(d.path()).expect("replay").state.next_run_id)
     });
     g.finish();
 }

@@ -8,6 +8,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
+use elysiactl::wal::storage::Fs;
 use elysiactl::wal::*;
 use support::*;
 
@@ -50,9 +51,8 @@ fn golden(dir: &Path) -> (PathBuf, Vec<u8>, Vec<(usize, usize)>) {
     }
     let seg = w.segment().to_owned();
     drop(w);
-    let rep = replay(dir).unwrap();
-    let spans: Vec<(usize, usize)> = rep
-        .records
+    let rep = replay_records(dir).unwrap();
+    let spans: Vec<(usize, usize)> = kept(&rep)
         .iter()
         .map(|l| (l.offset as usize, l.len as usize))
         .collect();
@@ -72,15 +72,37 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
 }
 
+fn kept(rep: &Replay) -> &[Located] {
+    rep.records.as_deref().expect("records kept")
+}
+
 fn records_of(rep: &Replay) -> Vec<Record> {
-    rep.records.iter().map(|l| l.record.clone()).collect()
+    kept(rep).iter().map(|l| l.record.clone()).collect()
+}
+
+/// Replay keeping the records, and check that the state-only replay
+/// (recovery's path) agrees with it.
+fn replay_both(state_dir: &Path) -> Result<Replay, Error> {
+    let fast = replay(state_dir);
+    let full = replay_records(state_dir);
+    match (&fast, &full) {
+        (Ok(a), Ok(b)) => {
+            assert!(a.records.is_none());
+            assert_eq!(a.state, b.state);
+            assert_eq!(a.torn, b.torn);
+            assert_eq!((&a.segments, a.bytes), (&b.segments, b.bytes));
+        }
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        _ => panic!("state-only and full replay disagree: {fast:?} vs {full:?}"),
+    }
+    full
 }
 
 #[test]
 fn torn_tail_at_every_byte_of_the_last_three_records_is_dropped_and_appended_after() {
     let tmp = scratch();
     let (seg, bytes, spans) = golden(&tmp.path().join("golden"));
-    let all = records_of(&replay(&tmp.path().join("golden")).unwrap());
+    let all = records_of(&replay_records(&tmp.path().join("golden")).unwrap());
     let end = spans.last().map(|(o, l)| o + l).unwrap();
     let from = spans[spans.len() - 3].0;
     let name = seg.file_name().unwrap();
@@ -103,7 +125,7 @@ fn torn_tail_at_every_byte_of_the_last_three_records_is_dropped_and_appended_aft
                 .iter()
                 .take_while(|(o, l)| damaged.get(*o..o + l) == bytes.get(*o..o + l))
                 .count();
-            let rep = replay(&state).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            let rep = replay_both(&state).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
             assert_eq!(records_of(&rep), all[..whole], "cut at {cut}");
             let partial = spans.get(whole).is_some_and(|(o, _)| *o < cut);
             assert_eq!(
@@ -117,11 +139,12 @@ fn torn_tail_at_every_byte_of_the_last_three_records_is_dropped_and_appended_aft
             }
 
             // The writer cuts the tail off and appends after the last whole record.
-            let (mut w, rep2) = Wal::open(&state).unwrap();
-            assert_eq!(rep2.records.len(), whole);
+            let (mut w, rep2) = Wal::open_in_keeping(Fs, &wal_dir(&state), Keep::Records).unwrap();
+            assert_eq!(kept(&rep2).len(), whole);
+            assert_eq!(rep2.state, rep.state);
             w.append(&batch(99, 3)).unwrap();
             drop(w);
-            let after = replay(&state).unwrap();
+            let after = replay_both(&state).unwrap();
             assert!(
                 after.torn.is_none(),
                 "cut at {cut}: torn tail survived reopening"
@@ -149,7 +172,7 @@ fn flipped_bit_in_a_middle_record_is_an_error_naming_segment_and_offset() {
             let mut damaged = bytes.clone();
             damaged[byte] ^= 1 << bit;
             std::fs::write(&path, &damaged).unwrap();
-            let err = match replay(&state) {
+            let err = match replay_both(&state) {
                 Ok(_) => panic!("flip of byte {byte} bit {bit} went unnoticed"),
                 Err(e) => e,
             };

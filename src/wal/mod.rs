@@ -26,6 +26,7 @@ pub mod storage;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use record::*;
 pub use state::{AppliedChangeset, FailedEntry, ManifestProgress, RunSummary, State};
@@ -94,10 +95,11 @@ impl Error {
     }
 }
 
-/// One decoded record and where it was.
+/// One decoded record and where it was. The records of one segment share
+/// its path.
 #[derive(Debug, Clone)]
 pub struct Located {
-    pub segment: PathBuf,
+    pub segment: Arc<Path>,
     pub offset: u64,
     pub len: u64,
     pub record: Record,
@@ -112,11 +114,25 @@ pub struct TornTail {
     pub reason: String,
 }
 
+/// Whether a replay keeps every record it decodes, or only the state they
+/// build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Only [`Replay::state`]: what recovery, `--status` and resume need.
+    /// Batch records are applied in place, without being materialised.
+    State,
+    /// Also every record, in log order, in [`Replay::records`] (tests, and
+    /// whoever wants the log itself).
+    Records,
+}
+
 /// What reading the log found.
 #[derive(Debug, Default)]
 pub struct Replay {
     pub state: State,
-    pub records: Vec<Located>,
+    /// Every record replayed, in log order, when asked for with
+    /// [`Keep::Records`]; `None` otherwise.
+    pub records: Option<Vec<Located>>,
     pub torn: Option<TornTail>,
     pub segments: Vec<PathBuf>,
     pub bytes: u64,
@@ -166,6 +182,33 @@ pub fn decode_segment(
     bytes: &[u8],
     last: bool,
 ) -> Result<(Vec<Located>, Option<TornTail>, u64), Error> {
+    let segment: Arc<Path> = Arc::from(path);
+    // A batch record is about 200 bytes: size the list once rather than
+    // growing (and page-faulting) it through a dozen doublings.
+    let mut out = Vec::with_capacity(bytes.len() / 256);
+    let (torn, end) = walk_segment(path, bytes, last, |offset, len, kind, payload| {
+        out.push(Located {
+            segment: Arc::clone(&segment),
+            offset,
+            len,
+            record: Record::decode(kind, payload)?,
+        });
+        Ok(())
+    })?;
+    Ok((out, torn, end))
+}
+
+/// Check one segment's header and framing, and hand each whole record to
+/// `each` (offset, length, type, payload) in order; a [`DecodeError`] from
+/// `each` is corruption at that record. Returns the torn tail, if any, and
+/// where the records end. `last` says whether this is the newest segment, the
+/// only place a torn tail is allowed.
+fn walk_segment(
+    path: &Path,
+    bytes: &[u8],
+    last: bool,
+    mut each: impl FnMut(u64, u64, u8, &[u8]) -> Result<(), DecodeError>,
+) -> Result<(Option<TornTail>, u64), Error> {
     let corrupt = |offset: u64, reason: String| Error::Corrupt {
         segment: path.to_owned(),
         offset,
@@ -182,7 +225,6 @@ pub fn decode_segment(
                     .is_none_or(|rest| rest.iter().all(|&b| b == 0)) =>
         {
             return Ok((
-                Vec::new(),
                 Some(TornTail {
                     segment: path.to_owned(),
                     offset: 0,
@@ -210,9 +252,6 @@ pub fn decode_segment(
         }
     }
     let mut at = SEGMENT_HEADER_LEN;
-    // A batch record is about 200 bytes: size the list once rather than
-    // growing (and page-faulting) it through a dozen doublings.
-    let mut out = Vec::with_capacity(bytes.len() / 256);
     loop {
         match format::decode_at(bytes, at) {
             Step::Record {
@@ -220,19 +259,13 @@ pub fn decode_segment(
                 payload,
                 next,
             } => {
-                let record = Record::decode(kind, payload).map_err(|e| corrupt(at as u64, e.0))?;
-                out.push(Located {
-                    segment: path.to_owned(),
-                    offset: at as u64,
-                    len: (next - at) as u64,
-                    record,
-                });
+                each(at as u64, (next - at) as u64, kind, payload)
+                    .map_err(|e| corrupt(at as u64, e.0))?;
                 at = next;
             }
-            Step::End => return Ok((out, None, at as u64)),
+            Step::End => return Ok((None, at as u64)),
             Step::Torn { reason } if last => {
                 return Ok((
-                    out,
                     Some(TornTail {
                         segment: path.to_owned(),
                         offset: at as u64,
@@ -249,71 +282,150 @@ pub fn decode_segment(
     }
 }
 
-/// Read and replay the whole log of a state dir without changing anything
-/// (for `--status` and `wal inspect`; safe while a sync runs).
-pub fn replay(state_dir: &Path) -> Result<Replay, Error> {
-    replay_dir(&wal_dir(state_dir))
+/// Whether a segment's first record is a whole snapshot record (not yet
+/// whether it decodes: replay finds that out).
+fn starts_with_snapshot(bytes: &[u8]) -> bool {
+    format::check_segment_header(bytes).is_ok()
+        && matches!(
+            format::decode_at(bytes, SEGMENT_HEADER_LEN),
+            Step::Record { kind: 8, .. }
+        )
 }
 
-/// Replay the segments of a WAL directory.
+/// Replay one segment's records into `state` (and `records`, when kept).
+fn replay_segment(
+    path: &Path,
+    bytes: &[u8],
+    last: bool,
+    state: &mut State,
+    records: Option<&mut Vec<Located>>,
+) -> Result<(Option<TornTail>, u64), Error> {
+    let Some(records) = records else {
+        // Batch records, nearly all of a log, are applied in place; the
+        // rest decode as usual.
+        return walk_segment(path, bytes, last, |_, _, kind, payload| {
+            match BatchDoneView::parse_record(kind, payload) {
+                Some(b) => state.apply_batch_done(&b),
+                None => state.apply_owned(Record::decode(kind, payload)?),
+            }
+            Ok(())
+        });
+    };
+    let segment: Arc<Path> = Arc::from(path);
+    records.reserve(bytes.len() / 256);
+    walk_segment(path, bytes, last, |offset, len, kind, payload| {
+        let record = Record::decode(kind, payload)?;
+        state.apply(&record);
+        records.push(Located {
+            segment: Arc::clone(&segment),
+            offset,
+            len,
+            record,
+        });
+        Ok(())
+    })
+}
+
+/// Read and replay the whole log of a state dir into its [`State`] without
+/// changing anything (for `--status`; safe while a sync runs).
+pub fn replay(state_dir: &Path) -> Result<Replay, Error> {
+    replay_in(&Fs, &wal_dir(state_dir), Keep::State)
+}
+
+/// [`replay`], also keeping every record ([`Keep::Records`]).
+pub fn replay_records(state_dir: &Path) -> Result<Replay, Error> {
+    replay_in(&Fs, &wal_dir(state_dir), Keep::Records)
+}
+
+/// Replay the segments of a WAL directory into its state.
 pub fn replay_dir(dir: &Path) -> Result<Replay, Error> {
-    replay_in(&Fs, dir)
+    replay_in(&Fs, dir, Keep::State)
 }
 
 /// Replay the WAL directory `dir` of `storage`.
-pub fn replay_in<S: Storage>(storage: &S, dir: &Path) -> Result<Replay, Error> {
+pub fn replay_in<S: Storage>(storage: &S, dir: &Path, keep: Keep) -> Result<Replay, Error> {
     let segments = list_segments_in(storage, dir)?;
-    replay_segments_in(storage, &segments)
+    replay_segments_in(storage, &segments, keep)
 }
 
-/// Replay the given segments (oldest first).
+/// Replay the given segments (oldest first) into their state.
 pub fn replay_segments(segments: &[PathBuf]) -> Result<Replay, Error> {
-    replay_segments_in(&Fs, segments)
+    replay_segments_in(&Fs, segments, Keep::State)
 }
 
-fn replay_segments_in<S: Storage>(storage: &S, segments: &[PathBuf]) -> Result<Replay, Error> {
-    let mut rep = Replay {
-        segments: segments.to_vec(),
-        ..Replay::default()
-    };
-    // Start at the newest segment that opens with a snapshot: compaction
-    // writes one before deleting what it summarises, so anything older is
-    // already folded into it.
-    let mut decoded: Vec<(Vec<Located>, Option<TornTail>, u64)> = Vec::new();
+/// Replay starts at the newest segment that opens with a snapshot:
+/// compaction writes one before deleting what it summarises, so anything
+/// older is already folded into it.
+///
+/// The segments are read newest first back to that one, then decoded and
+/// applied oldest first, in one pass. Which error a damaged log reports is
+/// [`first_error`]'s: the one a newest-first decode meets first.
+fn replay_segments_in<S: Storage>(
+    storage: &S,
+    segments: &[PathBuf],
+    keep: Keep,
+) -> Result<Replay, Error> {
+    let mut read: Vec<Vec<u8>> = Vec::new();
     let mut start = 0;
     for (i, seg) in segments.iter().enumerate().rev() {
-        let bytes = storage
-            .read(seg)
-            .map_err(|e| Error::io("read WAL segment", seg, e))?;
-        rep.bytes += bytes.len() as u64;
-        let last = i + 1 == segments.len();
-        let d = decode_segment(seg, &bytes, last)?;
-        let opens_with_snapshot =
-            matches!(d.0.first(), Some(l) if matches!(l.record, Record::Snapshot(_)));
-        decoded.push(d);
-        if opens_with_snapshot {
+        let bytes = match storage.read(seg) {
+            Ok(b) => b,
+            Err(e) => {
+                let newer = segments[i + 1..].iter().rev().zip(&read);
+                return Err(
+                    first_error(newer).unwrap_or_else(|| Error::io("read WAL segment", seg, e))
+                );
+            }
+        };
+        let snapshot = starts_with_snapshot(&bytes);
+        read.push(bytes);
+        if snapshot {
             start = i;
             break;
         }
     }
-    decoded.reverse();
-    rep.segments = segments[start..].to_vec();
-    for (i, (records, torn, end)) in decoded.into_iter().enumerate() {
-        for l in &records {
-            rep.state.apply(&l.record);
+    read.reverse();
+    let mut rep = Replay {
+        segments: segments[start..].to_vec(),
+        bytes: read.iter().map(|b| b.len() as u64).sum(),
+        records: (keep == Keep::Records).then(Vec::new),
+        ..Replay::default()
+    };
+    for (i, (seg, bytes)) in segments[start..].iter().zip(&read).enumerate() {
+        let last = start + i + 1 == segments.len();
+        match replay_segment(seg, bytes, last, &mut rep.state, rep.records.as_mut()) {
+            Ok((torn, end)) => {
+                if torn.is_some() {
+                    rep.torn = torn;
+                }
+                rep.end = Some((seg.clone(), end));
+            }
+            Err(e) => {
+                let newest_first = segments[start..].iter().rev().zip(read.iter().rev());
+                return Err(first_error(newest_first).unwrap_or(e));
+            }
         }
-        // Move rather than copy the first (usually only) segment's records.
-        if rep.records.is_empty() {
-            rep.records = records;
-        } else {
-            rep.records.extend(records);
-        }
-        if torn.is_some() {
-            rep.torn = torn;
-        }
-        rep.end = Some((segments[start + i].clone(), end));
     }
     Ok(rep)
+}
+
+/// The error a newest-first decode of the log meets before it reaches a
+/// segment that opens with a snapshot, if any. `newest_first` holds segments
+/// and their bytes, starting with the newest segment of the log.
+fn first_error<'a>(
+    newest_first: impl Iterator<Item = (&'a PathBuf, &'a Vec<u8>)>,
+) -> Option<Error> {
+    for (n, (seg, bytes)) in newest_first.enumerate() {
+        match decode_segment(seg, bytes, n == 0) {
+            Err(e) => return Some(e),
+            Ok((records, _, _)) => {
+                if matches!(records.first(), Some(l) if matches!(l.record, Record::Snapshot(_))) {
+                    return None;
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Create a directory (and parents) owner-only.
@@ -389,11 +501,18 @@ impl<S: Storage> Wal<S> {
     /// If the fresh segment cannot be created (a full disk) the log still
     /// opens, poisoned: replay stands, every append is refused, and the caller
     /// goes on with in-memory state.
+    ///
+    /// The replay holds the state only ([`Keep::State`]).
     pub fn open_in(storage: S, dir: &Path) -> Result<(Wal<S>, Replay), Error> {
+        Wal::open_in_keeping(storage, dir, Keep::State)
+    }
+
+    /// [`Wal::open_in`], with the replay keeping what `keep` says.
+    pub fn open_in_keeping(storage: S, dir: &Path, keep: Keep) -> Result<(Wal<S>, Replay), Error> {
         storage
             .create_dir_all(dir)
             .map_err(|e| Error::io("create WAL directory", dir, e))?;
-        let rep = replay_in(&storage, dir)?;
+        let rep = replay_in(&storage, dir, keep)?;
         let ready = prepare(&storage, dir, &rep);
         let mut wal = Wal {
             storage,
@@ -631,17 +750,20 @@ mod tests {
         })
     }
 
+    fn kept(rep: &Replay) -> &[Located] {
+        rep.records.as_deref().expect("records kept")
+    }
+
     #[test]
     fn reopened_log_appends_after_its_last_record() {
         let d = tempfile::tempdir().unwrap();
         for run in 1..=3 {
-            let (mut w, rep) = Wal::open(d.path()).unwrap();
-            assert_eq!(rep.records.len() as u64, run - 1);
+            let (mut w, rep) = Wal::open_in_keeping(Fs, &wal_dir(d.path()), Keep::Records).unwrap();
+            assert_eq!(kept(&rep).len() as u64, run - 1);
             w.append(&[started(run)]).unwrap();
         }
-        let rep = replay(d.path()).unwrap();
-        let ids: Vec<u64> = rep
-            .records
+        let rep = replay_records(d.path()).unwrap();
+        let ids: Vec<u64> = kept(&rep)
             .iter()
             .map(|l| match &l.record {
                 Record::RunStarted(r) => r.run_id,
@@ -660,18 +782,19 @@ mod tests {
         let seg = w.segment().to_owned();
         drop(w);
         // The file is longer than its records (preallocated zeros).
-        let rep = replay(d.path()).unwrap();
-        let end = rep.records.last().map(|l| l.offset + l.len).unwrap();
+        let rep = replay_records(d.path()).unwrap();
+        let end = kept(&rep).last().map(|l| l.offset + l.len).unwrap();
         assert!(fs::metadata(&seg).unwrap().len() > end);
         let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
         f.set_len(end - 5).unwrap();
         let (mut w, rep) = Wal::open(d.path()).unwrap();
         assert!(rep.torn.is_some());
-        assert!(rep.records.is_empty());
+        assert!(rep.records.is_none());
+        assert_eq!(rep.state, State::default());
         w.append(&[started(2)]).unwrap();
-        let rep = replay(d.path()).unwrap();
+        let rep = replay_records(d.path()).unwrap();
         assert!(rep.torn.is_none());
-        assert_eq!(rep.records.len(), 1);
+        assert_eq!(kept(&rep).len(), 1);
     }
 
     #[test]
@@ -684,10 +807,88 @@ mod tests {
         let before = replay(d.path()).unwrap().state;
         w.compact(&before).unwrap();
         w.append(&[started(51)]).unwrap();
-        let rep = replay(d.path()).unwrap();
+        let rep = replay_records(d.path()).unwrap();
         assert_eq!(rep.segments.len(), 1);
-        assert_eq!(rep.records.len(), 2, "snapshot + one record");
+        assert_eq!(kept(&rep).len(), 2, "snapshot + one record");
         assert_eq!(rep.state.next_run_id, 52);
         assert_eq!(list_segments(&wal_dir(d.path())).unwrap().len(), 1);
+    }
+
+    /// Write a segment file holding `records`; `flip` damages the payload of
+    /// the record at that index (with more records after it: corruption).
+    fn write_segment(dir: &Path, seq: u64, records: &[Record], flip: Option<usize>) -> u64 {
+        let mut bytes = format::segment_header().to_vec();
+        let mut damaged_at = 0;
+        for (i, r) in records.iter().enumerate() {
+            if Some(i) == flip {
+                damaged_at = bytes.len();
+            }
+            r.encode(&mut bytes);
+        }
+        if flip.is_some() {
+            bytes[damaged_at + format::RECORD_HEADER_LEN] ^= 1;
+        }
+        fs::write(dir.join(segment_name(seq)), &bytes).unwrap();
+        damaged_at as u64
+    }
+
+    fn corrupt_in(e: Error) -> (String, u64) {
+        match e {
+            Error::Corrupt {
+                segment, offset, ..
+            } => (
+                segment.file_name().unwrap().to_string_lossy().into_owned(),
+                offset,
+            ),
+            other => panic!("not corruption: {other}"),
+        }
+    }
+
+    #[test]
+    fn replay_starts_at_the_newest_snapshot_and_reports_the_newest_damage() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = wal_dir(d.path());
+        create_private_dir(&dir).unwrap();
+        let mut snap = State::default();
+        snap.apply(&started(7));
+        let snapshot = Record::Snapshot(Box::new(snap));
+        // Damage older than the newest snapshot is never read.
+        write_segment(&dir, 1, &[started(1), started(2)], Some(0));
+        write_segment(&dir, 2, &[snapshot.clone(), started(8), started(9)], None);
+        write_segment(&dir, 3, &[started(10), started(11)], None);
+        for keep in [Keep::State, Keep::Records] {
+            let rep = replay_in(&Fs, &dir, keep).unwrap();
+            assert_eq!(rep.segments.len(), 2);
+            assert_eq!(rep.state.next_run_id, 12);
+            assert_eq!(
+                rep.records.map(|r| r.len()),
+                (keep == Keep::Records).then_some(5)
+            );
+        }
+        // Damage in both replayed segments: the newest one is reported, as a
+        // newest-first decode meets it first.
+        let at2 = write_segment(
+            &dir,
+            2,
+            &[snapshot.clone(), started(8), started(9)],
+            Some(1),
+        );
+        let at3 = write_segment(&dir, 3, &[started(10), started(11)], Some(0));
+        for keep in [Keep::State, Keep::Records] {
+            let e = replay_in(&Fs, &dir, keep).unwrap_err();
+            assert_eq!(corrupt_in(e), (segment_name(3), at3));
+        }
+        write_segment(&dir, 3, &[started(10), started(11)], None);
+        for keep in [Keep::State, Keep::Records] {
+            let e = replay_in(&Fs, &dir, keep).unwrap_err();
+            assert_eq!(corrupt_in(e), (segment_name(2), at2));
+        }
+        // A damaged snapshot record does not start the replay: the error is
+        // its own, not one from an older segment.
+        let at2 = write_segment(&dir, 2, &[snapshot, started(8)], Some(0));
+        for keep in [Keep::State, Keep::Records] {
+            let e = replay_in(&Fs, &dir, keep).unwrap_err();
+            assert_eq!(corrupt_in(e), (segment_name(2), at2));
+        }
     }
 }

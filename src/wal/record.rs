@@ -123,6 +123,123 @@ pub struct BatchDone {
     pub counts: Counts,
 }
 
+/// A `BatchDone` payload read in place, for replay: nothing is allocated,
+/// the spans stay encoded in the payload. Its layout is bincode's for
+/// [`BatchDone`] (see `docs/wal-format.md`); [`BatchDoneView::parse`] accepts
+/// exactly the payloads [`Record::decode`] accepts for type 3, with the same
+/// values (tests and the `wal_decode` fuzz target hold the two together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchDoneView<'a> {
+    pub run_id: u64,
+    pub fingerprint: &'a [u8; 32],
+    pub seq: u64,
+    spans: &'a [[u8; SPAN_LEN]],
+    pub counts: Counts,
+}
+
+/// Bytes of one encoded [`Span`]: four u64.
+const SPAN_LEN: usize = 32;
+
+/// Reads the fixed-width little-endian fields bincode writes.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    fn array<const N: usize>(&mut self) -> Option<&'a [u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.array::<8>().map(|b| u64::from_le_bytes(*b))
+    }
+}
+
+fn le_u64(b: &[u8; 8]) -> u64 {
+    u64::from_le_bytes(*b)
+}
+
+fn span_of(b: &[u8; SPAN_LEN]) -> Span {
+    let (w, _) = b.as_chunks::<8>();
+    let word = |i: usize| w.get(i).map_or(0, le_u64);
+    Span {
+        start: word(0),
+        end: word(1),
+        first_line: word(2),
+        next_line: word(3),
+    }
+}
+
+impl<'a> BatchDoneView<'a> {
+    /// Read a type-3 payload. `None` when it is not exactly one encoded
+    /// `BatchDone` (then [`Record::decode`] says why).
+    pub fn parse(payload: &'a [u8]) -> Option<Self> {
+        let mut f = Fields(payload);
+        let run_id = f.u64()?;
+        let fingerprint = f.array::<32>()?;
+        let seq = f.u64()?;
+        let n = usize::try_from(f.u64()?).ok()?;
+        let span_bytes = n.checked_mul(SPAN_LEN)?;
+        if f.0.len() < span_bytes {
+            return None;
+        }
+        let (spans, rest) = f.0.split_at(span_bytes);
+        let (spans, _) = spans.as_chunks::<SPAN_LEN>();
+        f.0 = rest;
+        let counts = Counts {
+            lines: f.u64()?,
+            add: f.u64()?,
+            update: f.u64()?,
+            delete: f.u64()?,
+            rename: f.u64()?,
+            changeset: f.u64()?,
+            prune: f.u64()?,
+            upserted: f.u64()?,
+            deleted: f.u64()?,
+            reconciled: f.u64()?,
+            skipped: f.u64()?,
+            failed: f.u64()?,
+        };
+        // bincode refuses trailing bytes; so does this.
+        if !f.0.is_empty() {
+            return None;
+        }
+        Some(BatchDoneView {
+            run_id,
+            fingerprint,
+            seq,
+            spans,
+            counts,
+        })
+    }
+
+    /// [`BatchDoneView::parse`] for a record of type `kind`: `None` unless
+    /// it is a `BatchDone` (type 3).
+    pub fn parse_record(kind: u8, payload: &'a [u8]) -> Option<Self> {
+        if kind == 3 {
+            Self::parse(payload)
+        } else {
+            None
+        }
+    }
+
+    /// The byte ranges the batch applied, in record order.
+    pub fn spans(&self) -> impl ExactSizeIterator<Item = Span> + 'a {
+        self.spans.iter().map(span_of)
+    }
+
+    /// The owned record.
+    pub fn to_owned(&self) -> BatchDone {
+        BatchDone {
+            run_id: self.run_id,
+            fingerprint: *self.fingerprint,
+            seq: self.seq,
+            spans: self.spans().collect(),
+            counts: self.counts,
+        }
+    }
+}
+
 /// Why an item failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FailureKind {
@@ -304,5 +421,103 @@ impl Record {
             other => return Err(DecodeError(format!("unknown record type {other}"))),
         };
         r.map_err(|e| DecodeError(format!("record type {kind} does not decode: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn payload_of(r: &Record) -> Vec<u8> {
+        let mut out = Vec::new();
+        r.encode(&mut out);
+        out.split_off(super::super::format::RECORD_HEADER_LEN)
+    }
+
+    /// The in-place reader and the decoder agree on `payload`: both accept it
+    /// with the same values, or both refuse it.
+    fn agree(payload: &[u8]) {
+        let decoded = Record::decode(3, payload).ok();
+        let viewed = BatchDoneView::parse(payload).map(|v| Record::BatchDone(v.to_owned()));
+        assert_eq!(viewed, decoded);
+    }
+
+    fn span() -> impl Strategy<Value = Span> {
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c, d)| Span {
+            start: a,
+            end: b,
+            first_line: c,
+            next_line: d,
+        })
+    }
+
+    fn batch_done() -> impl Strategy<Value = BatchDone> {
+        (
+            any::<u64>(),
+            any::<[u8; 32]>(),
+            any::<u64>(),
+            proptest::collection::vec(span(), 0..5),
+            any::<[u64; 12]>(),
+        )
+            .prop_map(|(run_id, fingerprint, seq, spans, c)| BatchDone {
+                run_id,
+                fingerprint,
+                seq,
+                spans,
+                counts: Counts {
+                    lines: c[0],
+                    add: c[1],
+                    update: c[2],
+                    delete: c[3],
+                    rename: c[4],
+                    changeset: c[5],
+                    prune: c[6],
+                    upserted: c[7],
+                    deleted: c[8],
+                    reconciled: c[9],
+                    skipped: c[10],
+                    failed: c[11],
+                },
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn batch_done_view_reads_what_was_encoded(b in batch_done()) {
+            let r = Record::BatchDone(b.clone());
+            let payload = payload_of(&r);
+            let v = BatchDoneView::parse(&payload);
+            prop_assert_eq!(v.map(|v| v.to_owned()), Some(b));
+            prop_assert_eq!(BatchDoneView::parse_record(2, &payload), None);
+            agree(&payload);
+        }
+
+        #[test]
+        fn batch_done_view_refuses_what_the_decoder_refuses(
+            b in batch_done(),
+            cut in any::<prop::sample::Index>(),
+            extra in proptest::collection::vec(any::<u8>(), 1..40),
+            flip in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let payload = payload_of(&Record::BatchDone(b));
+            agree(&payload[..cut.index(payload.len())]);
+            let mut longer = payload.clone();
+            longer.extend_from_slice(&extra);
+            agree(&longer);
+            // A damaged span count: too many or too few spans for the bytes.
+            let mut flipped = payload.clone();
+            let at = 48 + flip.index(8);
+            flipped[at] ^= 1 << bit;
+            agree(&flipped);
+        }
+
+        #[test]
+        fn batch_done_view_agrees_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            agree(&bytes);
+        }
     }
 }

@@ -95,25 +95,76 @@ impl ManifestProgress {
         if span.end <= span.start {
             return;
         }
-        self.done.push(span);
-        self.done.sort_by_key(|s| s.start);
-        let mut merged: Vec<Span> = Vec::with_capacity(self.done.len());
-        for s in self.done.drain(..) {
-            match merged.last_mut() {
-                Some(last) if s.start <= last.end => {
-                    if s.end > last.end {
-                        last.end = s.end;
-                        last.next_line = s.next_line;
-                    }
-                }
-                _ => merged.push(s),
+        if !is_merged(&self.done) {
+            // Only a snapshot written by something else than this code could
+            // hold such a list: sort and merge it whole, as always.
+            self.done.push(span);
+            self.done.sort_by_key(|s| s.start);
+            let mut merged: Vec<Span> = Vec::with_capacity(self.done.len());
+            for s in self.done.drain(..) {
+                merge_into(&mut merged, s);
             }
+            self.done = merged;
+            return;
         }
-        self.done = merged;
+        // The list is sorted and merged: the new span goes after every range
+        // starting at or before it (where a stable sort would put it), joins
+        // the range before it if they touch, and swallows the ranges after it
+        // that it reaches. Same result as sorting and merging the whole list,
+        // without allocating.
+        let i = self.done.partition_point(|s| s.start <= span.start);
+        let at = match i
+            .checked_sub(1)
+            .and_then(|p| Some((p, self.done.get_mut(p)?)))
+        {
+            Some((p, prev)) if span.start <= prev.end => {
+                extend(prev, &span);
+                p
+            }
+            _ => {
+                self.done.insert(i, span);
+                i
+            }
+        };
+        let mut upto = at + 1;
+        while let Some(&next) = self.done.get(upto) {
+            let Some(cur) = self.done.get_mut(at) else {
+                break;
+            };
+            if next.start > cur.end {
+                break;
+            }
+            extend(cur, &next);
+            upto += 1;
+        }
+        self.done.drain(at + 1..upto);
     }
 
     fn failed_repos(&self) -> impl Iterator<Item = &str> {
         self.failed.values().map(|f| f.repo.as_str())
+    }
+}
+
+/// Sorted by start, and no range reaches the next: what sorting and merging
+/// leaves.
+fn is_merged(done: &[Span]) -> bool {
+    done.windows(2)
+        .all(|w| w[0].start <= w[1].start && w[0].end < w[1].start)
+}
+
+/// Grow `last` over `s` (which starts inside or right after it).
+fn extend(last: &mut Span, s: &Span) {
+    if s.end > last.end {
+        last.end = s.end;
+        last.next_line = s.next_line;
+    }
+}
+
+/// One step of merging a list sorted by start.
+fn merge_into(merged: &mut Vec<Span>, s: Span) {
+    match merged.last_mut() {
+        Some(last) if s.start <= last.end => extend(last, &s),
+        _ => merged.push(s),
     }
 }
 
@@ -235,35 +286,7 @@ impl State {
             Record::ItemFailed(r) => self.pending_failures.push(r.clone()),
             Record::ChangesetSeen(r) => self.pending_changesets.push(r.clone()),
             Record::BatchDone(r) => {
-                let failures = std::mem::take(&mut self.pending_failures);
-                let changesets = std::mem::take(&mut self.pending_changesets);
-                if let Some(run) = self.last_run.as_mut() {
-                    run.counts.add_all(&r.counts);
-                }
-                let Some(m) = self.manifest_mut(&r.fingerprint) else {
-                    return;
-                };
-                for span in &r.spans {
-                    let gone: Vec<u64> = m
-                        .failed
-                        .range(span.start..span.end)
-                        .map(|(&o, _)| o)
-                        .collect();
-                    for o in gone {
-                        m.failed.remove(&o);
-                    }
-                    m.mark_done(*span);
-                }
-                for f in failures {
-                    m.failed.insert(f.offset, f);
-                }
-                for c in changesets {
-                    if !m.changesets.iter().any(|x| x.line == c.line) {
-                        m.changesets.push(c);
-                    }
-                }
-                m.counts.add_all(&r.counts);
-                self.promote_changesets(&r.fingerprint);
+                self.batch_done(&r.fingerprint, r.spans.iter().copied(), &r.counts)
             }
             Record::RunFinished(r) => {
                 if let Some(run) = self.last_run.as_mut() {
@@ -287,6 +310,67 @@ impl State {
                 *self = (**s).clone();
             }
         }
+    }
+
+    /// Apply one record, taking it: what [`State::apply`] does, without
+    /// copying the failures, changesets or snapshot it carries.
+    pub fn apply_owned(&mut self, record: Record) {
+        match record {
+            Record::ItemFailed(r) => self.pending_failures.push(r),
+            Record::ChangesetSeen(r) => self.pending_changesets.push(r),
+            Record::Snapshot(s) => *self = *s,
+            other => self.apply(&other),
+        }
+    }
+
+    /// Apply a `BatchDone` read in place (replay's path; see
+    /// [`BatchDoneView`]). Same effect as applying the decoded record.
+    pub fn apply_batch_done(&mut self, r: &BatchDoneView<'_>) {
+        self.batch_done(r.fingerprint, r.spans(), &r.counts);
+    }
+
+    fn batch_done(
+        &mut self,
+        fingerprint: &[u8; 32],
+        spans: impl Iterator<Item = Span>,
+        counts: &Counts,
+    ) {
+        let failures = std::mem::take(&mut self.pending_failures);
+        let changesets = std::mem::take(&mut self.pending_changesets);
+        if let Some(run) = self.last_run.as_mut() {
+            run.counts.add_all(counts);
+        }
+        let Some(m) = self.manifest_mut(fingerprint) else {
+            return;
+        };
+        for span in spans {
+            // An empty or inverted span marks nothing (and must not reach
+            // `BTreeMap::range`, which panics on an inverted range).
+            if span.end <= span.start {
+                continue;
+            }
+            if !m.failed.is_empty() {
+                let gone: Vec<u64> = m
+                    .failed
+                    .range(span.start..span.end)
+                    .map(|(&o, _)| o)
+                    .collect();
+                for o in gone {
+                    m.failed.remove(&o);
+                }
+            }
+            m.mark_done(span);
+        }
+        for f in failures {
+            m.failed.insert(f.offset, f);
+        }
+        for c in changesets {
+            if !m.changesets.iter().any(|x| x.line == c.line) {
+                m.changesets.push(c);
+            }
+        }
+        m.counts.add_all(counts);
+        self.promote_changesets(fingerprint);
     }
 
     /// A repo's `new_changeset` counts as applied once every line of its
@@ -350,6 +434,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn mid(size: u64) -> ManifestId {
         ManifestId {
@@ -468,5 +553,94 @@ mod tests {
         }
         s.apply(&batch(1, vec![span(0, 300, 1, 31)]));
         assert!(s.manifest(&[7; 32]).unwrap().complete());
+    }
+
+    /// `mark_done` as it was: push, sort, merge the whole list.
+    fn reference_mark_done(done: &mut Vec<Span>, span: Span) {
+        if span.end <= span.start {
+            return;
+        }
+        done.push(span);
+        done.sort_by_key(|s| s.start);
+        let mut merged: Vec<Span> = Vec::with_capacity(done.len());
+        for s in done.drain(..) {
+            match merged.last_mut() {
+                Some(last) if s.start <= last.end => {
+                    if s.end > last.end {
+                        last.end = s.end;
+                        last.next_line = s.next_line;
+                    }
+                }
+                _ => merged.push(s),
+            }
+        }
+        *done = merged;
+    }
+
+    fn small_span() -> impl Strategy<Value = Span> {
+        (0u64..60, 0u64..20, 0u64..1000).prop_map(|(start, len, line)| {
+            // Mostly forward spans, a few empty or inverted ones.
+            let end = if len >= 18 {
+                start.saturating_sub(len - 17)
+            } else {
+                start + len
+            };
+            span(start, end, line, line + len)
+        })
+    }
+
+    proptest! {
+        /// The in-place merge gives what sorting and merging the whole list
+        /// gave, from any list: one built by marking (sorted and merged) or
+        /// an arbitrary one (a snapshot could hold anything).
+        #[test]
+        fn mark_done_matches_sort_and_merge(
+            first in proptest::collection::vec(small_span(), 0..8),
+            raw in any::<bool>(),
+            then in proptest::collection::vec(small_span(), 1..12),
+        ) {
+            let mut m = ManifestProgress::new(mid(100), 10, 1);
+            let mut want = Vec::new();
+            if raw {
+                m.done = first.clone();
+                want = first;
+            } else {
+                for s in first {
+                    m.mark_done(s);
+                    reference_mark_done(&mut want, s);
+                }
+            }
+            prop_assert_eq!(&m.done, &want);
+            for s in then {
+                m.mark_done(s);
+                reference_mark_done(&mut want, s);
+                prop_assert_eq!(&m.done, &want);
+            }
+        }
+    }
+
+    #[test]
+    fn an_inverted_span_in_a_batch_is_ignored_not_a_panic() {
+        let mut s = State::default();
+        for r in started() {
+            s.apply(&r);
+        }
+        s.apply(&Record::ItemFailed(ItemFailed {
+            run_id: 1,
+            fingerprint: [7; 32],
+            line: 3,
+            offset: 20,
+            end: 30,
+            repo: "r".into(),
+            path: "p".into(),
+            kind: FailureKind::Source,
+            reason: "x".into(),
+            attempts: 1,
+        }));
+        s.apply(&batch(1, vec![span(0, 100, 1, 11)]));
+        s.apply(&batch(2, vec![span(200, 150, 21, 31)]));
+        let m = s.manifest(&[7; 32]).unwrap();
+        assert_eq!(m.done, vec![span(0, 100, 1, 11)]);
+        assert_eq!(m.failed.keys().copied().collect::<Vec<_>>(), vec![20]);
     }
 }
