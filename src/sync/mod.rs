@@ -653,6 +653,7 @@ impl<'a> Syncer<'a> {
                 done_rx,
                 waiting: HashMap::new(),
                 limit: workers,
+                sent: 0,
             };
             let res = self.feed(m, &progress, &mut pipe);
             pipe.job_tx = None;
@@ -812,6 +813,7 @@ impl<'a> Syncer<'a> {
         }
         let job = Job {
             seq: batch.seq,
+            ticket: pipe.sent,
             fingerprint: fp,
             lines,
         };
@@ -821,6 +823,7 @@ impl<'a> Syncer<'a> {
             .map(|tx| tx.send(job).is_ok())
             .unwrap_or(false);
         if sent {
+            pipe.sent += 1;
             pipe.waiting.insert(batch.seq, batch);
         } else {
             self.fatal = Some("worker threads ended unexpectedly".into());
@@ -1234,6 +1237,8 @@ struct Pipe<'m> {
     done_rx: mpsc::Receiver<Done>,
     waiting: HashMap<u64, Batch>,
     limit: usize,
+    /// Jobs sent so far: the next job's ticket.
+    sent: u64,
 }
 
 /// One manifest line handed to a worker.
@@ -1248,6 +1253,8 @@ struct RawLine<'m> {
 /// A batch's lines, to plan and apply on a worker thread.
 struct Job<'m> {
     seq: u64,
+    /// Order in which the batch may take a permit (0, 1, 2, … per manifest).
+    ticket: u64,
     fingerprint: [u8; 32],
     lines: Vec<RawLine<'m>>,
 }
@@ -1314,44 +1321,39 @@ impl WorkerCtx<'_> {
                 ops: start..ops.len(),
             });
         }
+        // Batches reach the target in the order they were read: with one
+        // batch at a time the index is always a prefix of the manifest, and
+        // with several they start in order.
+        let permit = self.permits.acquire(job.ticket);
         // Nothing read from a manifest that changed meanwhile is applied
         // (a truncated mapping reads as zeros; see manifest::sigbus).
-        let outcome = match self.manifest.check_unchanged() {
-            Err(e) => {
-                self.halt.store(true, Ordering::SeqCst);
-                Outcome::ManifestChanged(e)
-            }
-            Ok(()) => {
-                let _permit = self.permits.acquire();
-                // Checked under the permit: a batch that failed sets `halt`
-                // before giving its permit back, so with one batch at a time
-                // `--on-error stop` applies nothing after the failing batch.
-                if self.halt.load(Ordering::SeqCst) {
-                    Outcome::Skipped
-                } else {
-                    let applied = retry::apply_with_retries(
-                        self.target,
-                        &ops,
-                        self.max_retries,
-                        self.backoff,
-                    );
-                    let halts = match &applied {
-                        retry::Applied::Fatal(_) => true,
-                        retry::Applied::Done(outcomes) => {
-                            self.stop_on_failure
-                                && (outcomes.iter().any(|o| !o.is_ok())
-                                    || items
-                                        .iter()
-                                        .any(|it| matches!(it.planned, Planned::Failed { .. })))
-                        }
-                    };
-                    if halts {
-                        self.halt.store(true, Ordering::SeqCst);
-                    }
-                    Outcome::Applied(applied)
+        let outcome = if let Err(e) = self.manifest.check_unchanged() {
+            self.halt.store(true, Ordering::SeqCst);
+            Outcome::ManifestChanged(e)
+        } else if self.halt.load(Ordering::SeqCst) {
+            // Checked under the permit: a batch that failed sets `halt`
+            // before giving its permit back, so with one batch at a time
+            // `--on-error stop` applies nothing after the failing batch.
+            Outcome::Skipped
+        } else {
+            let applied =
+                retry::apply_with_retries(self.target, &ops, self.max_retries, self.backoff);
+            let halts = match &applied {
+                retry::Applied::Fatal(_) => true,
+                retry::Applied::Done(outcomes) => {
+                    self.stop_on_failure
+                        && (outcomes.iter().any(|o| !o.is_ok())
+                            || items
+                                .iter()
+                                .any(|it| matches!(it.planned, Planned::Failed { .. })))
                 }
+            };
+            if halts {
+                self.halt.store(true, Ordering::SeqCst);
             }
+            Outcome::Applied(applied)
         };
+        drop(permit);
         Done {
             seq: job.seq,
             items,
@@ -1361,10 +1363,17 @@ impl WorkerCtx<'_> {
     }
 }
 
-/// A counting semaphore: at most `n` batches are at the target at once.
+/// A counting semaphore handed out in ticket order: at most `n` batches are
+/// at the target at once, and batch `k` (its ticket, in the order the feed
+/// sent them) starts only after every batch before it has started.
+///
+/// No deadlock: the feed sends jobs in ticket order and workers take them
+/// from one queue, so the lowest outstanding ticket is always held by a
+/// worker, which gets the next free permit.
 struct Permits {
-    free: Mutex<usize>,
-    freed: Condvar,
+    /// (free permits, next ticket to serve)
+    state: Mutex<(usize, u64)>,
+    changed: Condvar,
 }
 
 struct Permit<'a>(&'a Permits);
@@ -1372,26 +1381,28 @@ struct Permit<'a>(&'a Permits);
 impl Permits {
     fn new(n: usize) -> Permits {
         Permits {
-            free: Mutex::new(n),
-            freed: Condvar::new(),
+            state: Mutex::new((n, 0)),
+            changed: Condvar::new(),
         }
     }
 
-    fn acquire(&self) -> Permit<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+    fn acquire(&self, ticket: u64) -> Permit<'_> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while st.0 == 0 || st.1 != ticket {
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-        *free -= 1;
+        st.0 -= 1;
+        st.1 += 1;
+        self.changed.notify_all();
         Permit(self)
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
-        *free += 1;
-        self.0.freed.notify_one();
+        let mut st = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0 += 1;
+        self.0.changed.notify_all();
     }
 }
 
