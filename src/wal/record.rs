@@ -76,19 +76,21 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Saturating: counts come from the log, which a damaged or crafted
+    /// file may fill with anything, and replay never panics.
     pub fn add_all(&mut self, o: &Counts) {
-        self.lines += o.lines;
-        self.add += o.add;
-        self.update += o.update;
-        self.delete += o.delete;
-        self.rename += o.rename;
-        self.changeset += o.changeset;
-        self.prune += o.prune;
-        self.upserted += o.upserted;
-        self.deleted += o.deleted;
-        self.reconciled += o.reconciled;
-        self.skipped += o.skipped;
-        self.failed += o.failed;
+        self.lines = self.lines.saturating_add(o.lines);
+        self.add = self.add.saturating_add(o.add);
+        self.update = self.update.saturating_add(o.update);
+        self.delete = self.delete.saturating_add(o.delete);
+        self.rename = self.rename.saturating_add(o.rename);
+        self.changeset = self.changeset.saturating_add(o.changeset);
+        self.prune = self.prune.saturating_add(o.prune);
+        self.upserted = self.upserted.saturating_add(o.upserted);
+        self.deleted = self.deleted.saturating_add(o.deleted);
+        self.reconciled = self.reconciled.saturating_add(o.reconciled);
+        self.skipped = self.skipped.saturating_add(o.skipped);
+        self.failed = self.failed.saturating_add(o.failed);
     }
 }
 

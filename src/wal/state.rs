@@ -76,7 +76,10 @@ impl ManifestProgress {
 
     /// Lines applied or given up on so far.
     pub fn lines_done(&self) -> u64 {
-        self.done.iter().map(|s| s.next_line - s.first_line).sum()
+        self.done
+            .iter()
+            .map(|s| s.next_line.saturating_sub(s.first_line))
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Whether the byte at `offset` lies in an applied range.
@@ -237,7 +240,7 @@ impl State {
             Record::RunStarted(r) => {
                 self.pending_failures.clear();
                 self.pending_changesets.clear();
-                self.next_run_id = self.next_run_id.max(r.run_id + 1);
+                self.next_run_id = self.next_run_id.max(r.run_id.saturating_add(1));
                 self.last_run = Some(RunSummary {
                     run_id: r.run_id,
                     started_ms: r.started_ms,
@@ -483,6 +486,39 @@ mod tests {
                 from: None,
             }),
         ]
+    }
+
+    /// A crafted or damaged log that still frames and decodes (huge counts,
+    /// the largest run id, a span whose lines run backwards) is replayed
+    /// without an overflow panic.
+    #[test]
+    fn extreme_values_in_the_log_never_overflow() {
+        let mut s = State::default();
+        let mut recs = started();
+        if let Record::RunStarted(r) = &mut recs[0] {
+            r.run_id = u64::MAX;
+        }
+        for r in recs {
+            s.apply(&r);
+        }
+        let huge = Counts {
+            lines: u64::MAX,
+            failed: u64::MAX,
+            ..Counts::default()
+        };
+        for seq in 0..2 {
+            s.apply(&Record::BatchDone(BatchDone {
+                run_id: 1,
+                fingerprint: [7; 32],
+                seq,
+                spans: vec![span(0, 10, u64::MAX, 1), span(20, 30, 0, u64::MAX)],
+                counts: huge,
+            }));
+        }
+        let m = s.manifest(&[7; 32]).unwrap();
+        assert_eq!(m.counts.lines, u64::MAX);
+        assert_eq!(m.lines_done(), u64::MAX);
+        assert_eq!(s.next_run_id, u64::MAX);
     }
 
     #[test]
