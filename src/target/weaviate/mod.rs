@@ -317,7 +317,14 @@ impl WeaviateTarget {
                 .map(|d| wire::WireObject::new(&self.class, d))
                 .collect(),
         };
-        let bytes = serde_json::to_vec(&body).map_err(|e| Error::Fatal {
+        // Sized once for the contents plus room for escapes and the other
+        // properties, so a batch body of megabytes is not grown by doubling.
+        let guess: usize = docs
+            .iter()
+            .map(|d| d.content.len() + d.content.len() / 8 + d.path.len() * 2 + 256)
+            .sum();
+        let mut bytes = Vec::with_capacity(guess + 64);
+        serde_json::to_writer(&mut bytes, &body).map_err(|e| Error::Fatal {
             message: format!("cannot encode the batch: {e}"),
         })?;
         let ex = self
