@@ -467,6 +467,22 @@ mod tests {
         })
     }
 
+    /// Line 3 (bytes 20..30) of manifest [7; 32] failed to read.
+    fn failed_line_3() -> Record {
+        Record::ItemFailed(ItemFailed {
+            run_id: 1,
+            fingerprint: [7; 32],
+            line: 3,
+            offset: 20,
+            end: 30,
+            repo: "r".into(),
+            path: "p".into(),
+            kind: FailureKind::Source,
+            reason: "x".into(),
+            attempts: 1,
+        })
+    }
+
     fn started() -> Vec<Record> {
         vec![
             Record::RunStarted(RunStarted {
@@ -545,18 +561,7 @@ mod tests {
         for r in started() {
             s.apply(&r);
         }
-        s.apply(&Record::ItemFailed(ItemFailed {
-            run_id: 1,
-            fingerprint: [7; 32],
-            line: 3,
-            offset: 20,
-            end: 30,
-            repo: "r".into(),
-            path: "p".into(),
-            kind: FailureKind::Source,
-            reason: "x".into(),
-            attempts: 1,
-        }));
+        s.apply(&failed_line_3());
         s.apply(&batch(1, vec![span(0, 300, 1, 31)]));
         let m = s.manifest(&[7; 32]).unwrap();
         assert_eq!(m.failed.len(), 1);
@@ -571,18 +576,7 @@ mod tests {
         for r in started() {
             s.apply(&r);
         }
-        s.apply(&Record::ItemFailed(ItemFailed {
-            run_id: 1,
-            fingerprint: [7; 32],
-            line: 3,
-            offset: 20,
-            end: 30,
-            repo: "r".into(),
-            path: "p".into(),
-            kind: FailureKind::Source,
-            reason: "x".into(),
-            attempts: 1,
-        }));
+        s.apply(&failed_line_3());
         // The BatchDone was torn away; the next run starts.
         for r in started() {
             s.apply(&r);
@@ -661,18 +655,7 @@ mod tests {
         for r in started() {
             s.apply(&r);
         }
-        s.apply(&Record::ItemFailed(ItemFailed {
-            run_id: 1,
-            fingerprint: [7; 32],
-            line: 3,
-            offset: 20,
-            end: 30,
-            repo: "r".into(),
-            path: "p".into(),
-            kind: FailureKind::Source,
-            reason: "x".into(),
-            attempts: 1,
-        }));
+        s.apply(&failed_line_3());
         s.apply(&batch(1, vec![span(0, 100, 1, 11)]));
         s.apply(&batch(2, vec![span(200, 150, 21, 31)]));
         let m = s.manifest(&[7; 32]).unwrap();
