@@ -2,9 +2,7 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use support::*;
 
@@ -32,12 +30,6 @@ fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, body).unwrap();
     p
-}
-
-fn status(state: &Path) -> serde_json::Value {
-    let out = run(&["index", "sync", "--status", "--state-dir", sd(state)]);
-    assert_eq!(out.status.code(), Some(0), "--status exits 0");
-    serde_json::from_slice(&out.stdout).expect("status is JSON")
 }
 
 #[test]
@@ -130,8 +122,7 @@ fn malformed_lines_are_reported_with_line_and_offset_while_the_rest_applies() {
         assert!(err.contains(reason), "no {reason:?} in\n{err}");
     }
     // The good lines applied.
-    let mut got: Vec<String> = export(&state).into_values().map(|(p, _)| p).collect();
-    got.sort();
+    let got = exported_paths(&state);
     assert_eq!(got, vec!["A/src/main.py", "A/src/util.py", "B/lib.rs"]);
     let st = status(&state);
     assert_eq!(st["errors"], bad.len());
@@ -212,18 +203,9 @@ fn last_record_cut_at_every_byte_resumes_correctly() {
         let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
         f.set_len(*cut).unwrap();
         drop(f);
-        let v = run(&["wal", "inspect", "--verify", "--state-dir", sd(&state)]);
-        assert_eq!(
-            v.status.code(),
-            Some(0),
-            "cut {cut}: a torn tail is not corruption"
-        );
+        let v = verify_wal(&state, &format!("cut {cut}: a torn tail is not corruption"));
         if *cut > bd_off && *cut < bd_off + bd_len || *cut > rf_off {
-            assert!(
-                text(&v.stdout).contains("torn tail"),
-                "cut {cut}: {}",
-                text(&v.stdout)
-            );
+            assert!(v.contains("torn tail"), "cut {cut}: {v}");
         }
         let out = sync(
             &w.manifest,
@@ -433,26 +415,7 @@ fn stdin_manifest_is_spooled_and_resumable() {
     let state = dir.path().join("state");
     let body =
         "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n{\"op\":\"add\",\"path\":\"B/lib.rs\"}\n";
-    let pipe = |extra: &[&str]| {
-        let mut args = vec![
-            "index",
-            "sync",
-            "--input",
-            "-",
-            "--root",
-            root.to_str().unwrap(),
-            "--state-dir",
-            sd(&state),
-        ];
-        args.extend_from_slice(extra);
-        let mut c = cmd(&args)
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-        c.wait_with_output().unwrap()
-    };
+    let pipe = |extra: &[&str]| sync_stdin(body.as_bytes(), &root, &state, extra);
     let out = pipe(&["--batch-size", "1", "--on-error", "stop"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(export(&state).len(), 2);
@@ -547,8 +510,7 @@ fn a_new_manifest_first_finishes_the_unfinished_one_or_refuses() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("old.jsonl: from line 2"), "{err}");
     assert!(err.contains("[FAILED] line 1 (byte 0)"), "{err}");
-    let mut paths: Vec<String> = export(&state).into_values().map(|(p, _)| p).collect();
-    paths.sort();
+    let paths = exported_paths(&state);
     assert_eq!(paths, vec!["A/README.md", "B/lib.rs"]);
 
     // If the unfinished manifest is gone, the sync refuses...
@@ -606,8 +568,7 @@ fn disk_wins_over_the_op_and_lines_reconcile() {
     let err = text(&out.stderr);
     assert!(err.contains("3 reconciled"), "{err}");
     assert!(err.contains("1 skipped"), "{err}");
-    let mut paths: Vec<String> = export(&state).into_values().map(|(p, _)| p).collect();
-    paths.sort();
+    let paths = exported_paths(&state);
     // util.py and main.py still exist on disk, so they are indexed; the
     // binary file and the vanished one are not.
     assert_eq!(paths, vec!["A/README.md", "A/src/main.py", "A/src/util.py"]);
@@ -629,8 +590,7 @@ fn prune_removes_objects_whose_files_are_gone_from_the_local_index() {
     let p = write(dir.path(), "p.jsonl", "{\"op\":\"prune\",\"repo\":\"A\"}\n");
     let out = sync(&p, &root, &state, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let mut paths: Vec<String> = export(&state).into_values().map(|(p, _)| p).collect();
-    paths.sort();
+    let paths = exported_paths(&state);
     // Only repo A was pruned: B/lib.rs stays until a line or prune names it.
     assert_eq!(paths, vec!["A/src/main.py", "B/lib.rs"]);
 }

@@ -14,41 +14,13 @@ fn resume_after_kill_never_loses_a_line() {
     let dir = tempfile::tempdir().unwrap();
     let w = workload(dir.path(), 3000, 10_000, 0x5eed_c0de);
     let state = dir.path().join("state");
-    let max = "2048";
-    let base_args = |m: &str, r: &str, s: &str| {
-        vec![
-            "index".to_owned(),
-            "sync".into(),
-            "--input".into(),
-            m.into(),
-            "--root".into(),
-            r.into(),
-            "--state-dir".into(),
-            s.into(),
-            "--batch-size".into(),
-            "37".into(),
-            "--max-file-size".into(),
-            max.into(),
-            "--quiet".into(),
-        ]
-    };
-    let args = base_args(
-        w.manifest.to_str().unwrap(),
-        w.root.to_str().unwrap(),
-        state.to_str().unwrap(),
-    );
+    let extra = ["--batch-size", "37", "--max-file-size", "2048", "--quiet"];
+    let args = sync_args(&w.manifest, &w.root, &state, &extra);
 
     // Measure one uninterrupted run elsewhere to spread the kills over it.
     let probe_state = dir.path().join("probe");
-    let probe_args = base_args(
-        w.manifest.to_str().unwrap(),
-        w.root.to_str().unwrap(),
-        probe_state.to_str().unwrap(),
-    );
     let t = Instant::now();
-    let probe = cmd(&probe_args.iter().map(String::as_str).collect::<Vec<_>>())
-        .output()
-        .unwrap();
+    let probe = sync(&w.manifest, &w.root, &probe_state, &extra);
     let full = t.elapsed();
     assert_eq!(probe.status.code(), Some(0), "{}", text(&probe.stderr));
 
@@ -58,7 +30,7 @@ fn resume_after_kill_never_loses_a_line() {
     let mut restart_from_top = false;
     let budget = (full.as_millis() as u64 / 12).max(30);
     while kills < 24 {
-        let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut a = args.clone();
         if restart_from_top {
             // The manifest was finished: apply it again from line 1, so the
             // kills keep landing in the middle of real work.
@@ -83,9 +55,7 @@ fn resume_after_kill_never_loses_a_line() {
     }
     assert!(kills >= 20, "only {kills} kills landed mid-run");
 
-    let last = cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        .output()
-        .unwrap();
+    let last = run(&args);
     assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
 
     let want = expected(&w.root, &w.refs, 2048);
@@ -96,9 +66,7 @@ fn resume_after_kill_never_loses_a_line() {
     assert_eq!(export(&probe_state), want);
 
     // A further run of the same manifest is a no-op.
-    let again = cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        .output()
-        .unwrap();
+    let again = run(&args);
     assert_eq!(again.status.code(), Some(0));
     assert!(text(&again.stderr).contains("already fully applied"));
 }

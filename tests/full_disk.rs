@@ -77,22 +77,6 @@ macro_rules! mount_or_skip {
     };
 }
 
-fn verify_wal(state: &Path) {
-    let v = run(&[
-        "wal",
-        "inspect",
-        "--verify",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        v.status.code(),
-        Some(0),
-        "WAL corrupt after a full disk: {}",
-        text(&v.stdout)
-    );
-}
-
 #[test]
 fn full_state_disk_never_corrupts_the_wal_and_a_run_with_space_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,7 +101,7 @@ fn full_state_disk_never_corrupts_the_wal_and_a_run_with_space_resumes_exactly()
             "not loud enough:\n{err}"
         );
         assert!(!err.contains("panicked at"), "{err}");
-        verify_wal(&state);
+        verify_wal(&state, "WAL corrupt after a full disk");
         saw_full = true;
     }
     assert!(saw_full, "64 KiB never filled up");
@@ -128,7 +112,7 @@ fn full_state_disk_never_corrupts_the_wal_and_a_run_with_space_resumes_exactly()
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("[RESUME]"), "{err}");
-    verify_wal(&state);
+    verify_wal(&state, "WAL corrupt after a full disk");
     assert_eq!(export(&state), expected(&w.root, &w.refs, 2048));
 }
 
@@ -146,24 +130,20 @@ fn full_wal_disk_mid_run_goes_on_in_memory_says_so_exits_3_and_resumes_exactly()
     .unwrap();
     let url = standin.url();
     let sync_weaviate = |extra: &[&str]| {
-        let mut c = cmd(&[
-            "index",
-            "sync",
+        let mut args = vec![
             "--target",
             "weaviate",
             "--weaviate-url",
-            &url,
-            "--input",
-            w.manifest.to_str().unwrap(),
-            "--root",
-            w.root.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
+            url.as_str(),
             "--max-file-size",
             "2048",
-        ]);
-        c.args(extra).env_remove("WEAVIATE_API_KEY");
-        c.stdout(Stdio::null()).output().unwrap()
+        ];
+        args.extend_from_slice(extra);
+        sync_cmd(&w.manifest, &w.root, &state, &args)
+            .env_remove("WEAVIATE_API_KEY")
+            .stdout(Stdio::null())
+            .output()
+            .unwrap()
     };
     // One record per line: the WAL outgrows 64 KiB halfway through.
     let out = sync_weaviate(&["--batch-size", "1", "--quiet"]);
@@ -179,15 +159,8 @@ fn full_wal_disk_mid_run_goes_on_in_memory_says_so_exits_3_and_resumes_exactly()
     );
     let want = expected(&w.root, &w.refs, 2048);
     assert_eq!(dump(&standin), want, "the run did not go on to the end");
-    verify_wal(&state);
-    let st = run(&[
-        "index",
-        "sync",
-        "--status",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
-    let doc: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    verify_wal(&state, "WAL corrupt after a full disk");
+    let doc = status(&state);
     let saved = doc["next_resume_position"].as_u64().unwrap_or(0);
     let size = std::fs::metadata(&w.manifest).unwrap().len();
     assert!(
@@ -203,7 +176,7 @@ fn full_wal_disk_mid_run_goes_on_in_memory_says_so_exits_3_and_resumes_exactly()
         err.contains(&format!("(byte {saved})")),
         "did not resume at the durable point {saved}:\n{err}"
     );
-    verify_wal(&state);
+    verify_wal(&state, "WAL corrupt after a full disk");
     assert_eq!(dump(&standin), want);
 }
 
@@ -248,20 +221,9 @@ fn output_to_dev_full_is_an_error_not_a_panic() {
         assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
     }
     // A sync whose log goes to /dev/full still exits by its outcome.
-    let out = cmd(&[
-        "index",
-        "sync",
-        "--input",
-        w.manifest.to_str().unwrap(),
-        "--root",
-        w.root.to_str().unwrap(),
-        "--state-dir",
-        sd,
-        "--max-file-size",
-        "2048",
-    ])
-    .stderr(full.try_clone().unwrap())
-    .output()
-    .unwrap();
+    let out = sync_cmd(&w.manifest, &w.root, &state, &["--max-file-size", "2048"])
+        .stderr(full.try_clone().unwrap())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }

@@ -415,15 +415,7 @@ fn hostile_lines_fail_with_line_and_offset_hostile_files_are_skipped_and_nothing
     assert!(!all.contains("TOP-SECRET"));
 
     // The failures are in the state, by line and offset, for the next run.
-    let st = run(&[
-        "index",
-        "sync",
-        "--status",
-        "--state-dir",
-        t.state.to_str().unwrap(),
-    ]);
-    let doc: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
-    let status = doc.to_string();
+    let status = status(&t.state).to_string();
     assert!(
         status.contains(&format!("{}", at[1])),
         "status lacks the failed offsets: {status}"
@@ -460,17 +452,7 @@ fn unreadable_file_is_a_failed_item_and_is_retried_by_the_next_run() {
         format!("{first}{{\"op\":\"add\",\"repo\":\"R\",\"path\":\"src/private.rs\"}}\n"),
     )
     .unwrap();
-    let args = [
-        "index",
-        "sync",
-        "--input",
-        m.to_str().unwrap(),
-        "--root",
-        t.root.to_str().unwrap(),
-        "--state-dir",
-        t.state.to_str().unwrap(),
-    ];
-    let mut c = cmd(&args);
+    let mut c = sync_cmd(&m, &t.root, &t.state, &[]);
     if root_user {
         // Root reads anything: run as nobody, in a tree nobody may traverse.
         use std::os::unix::process::CommandExt;
@@ -495,7 +477,7 @@ fn unreadable_file_is_a_failed_item_and_is_retried_by_the_next_run() {
 
     // Readable again: the next run retries just that line and indexes it.
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let mut c = cmd(&args);
+    let mut c = sync_cmd(&m, &t.root, &t.state, &[]);
     if root_user {
         use std::os::unix::process::CommandExt;
         c.uid(65534).gid(65534);

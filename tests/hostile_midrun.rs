@@ -21,42 +21,20 @@ fn change_mid_run(
     state: &Path,
     change: impl FnOnce(&Path),
 ) -> (std::process::ExitStatus, String) {
-    let mut child = cmd(&[
-        "index",
-        "sync",
-        "--input",
-        w.manifest.to_str().unwrap(),
-        "--root",
-        w.root.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--batch-size",
-        "5",
-        "--max-file-size",
-        "2048",
-    ])
+    let mut child = sync_cmd(
+        &w.manifest,
+        &w.root,
+        state,
+        &["--batch-size", "5", "--max-file-size", "2048"],
+    )
     .stderr(Stdio::piped())
     .stdout(Stdio::null())
     .spawn()
     .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = String::new();
-    let mut processed = 0;
-    let mut changed = None;
-    for l in lines.by_ref() {
-        let l = l.unwrap();
-        log.push_str(&l);
-        log.push('\n');
-        if l.starts_with("[PROCESSED]") {
-            processed += 1;
-            if processed == 4 {
-                changed = Some(());
-                break;
-            }
-        }
-    }
     assert!(
-        changed.is_some(),
+        read_until_processed(&mut lines, 4, &mut log),
         "the run ended before it could be interrupted:\n{log}"
     );
     change(&w.manifest);
@@ -65,17 +43,6 @@ fn change_mid_run(
         log.push('\n');
     }
     (child.wait().unwrap(), log)
-}
-
-fn verify_wal(state: &Path) {
-    let v = run(&[
-        "wal",
-        "inspect",
-        "--verify",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
-    assert_eq!(v.status.code(), Some(0), "{}", text(&v.stdout));
 }
 
 fn resume_and_check(w: &Workload, state: &Path) {
@@ -105,15 +72,8 @@ fn manifest_truncated_mid_run_stops_with_exit_2_and_the_next_run_resumes_exactly
     assert_eq!(status.code(), Some(2), "{log}");
     assert!(log.contains("changed while being read"), "{log}");
     assert!(!log.contains("[SUMMARY] complete"), "{log}");
-    verify_wal(&state);
-    let st = run(&[
-        "index",
-        "sync",
-        "--status",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
-    let doc: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    verify_wal(&state, "WAL damaged by the stopped run");
+    let doc = support::status(&state);
     assert!(
         doc["next_resume_position"].as_u64().unwrap_or(0) > 0,
         "progress before the truncation was not saved: {doc}"
@@ -141,41 +101,27 @@ fn manifest_rewritten_in_place_mid_run_is_detected_and_the_next_run_resumes_exac
     assert_eq!(status.signal(), None, "{log}");
     assert_eq!(status.code(), Some(2), "{log}");
     assert!(log.contains("changed while being read"), "{log}");
-    verify_wal(&state);
+    verify_wal(&state, "WAL damaged by the stopped run");
     resume_and_check(&w, &state);
 }
 
 /// Kill a sync of `w` after a few batches, leaving its manifest unfinished.
 fn kill_mid_run(w: &Workload, state: &Path, from_top: bool) {
-    let mut args = vec![
-        "index",
-        "sync",
-        "--input",
-        w.manifest.to_str().unwrap(),
-        "--root",
-        w.root.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--batch-size",
-        "5",
-        "--max-file-size",
-        "2048",
-    ];
+    let mut extra = vec!["--batch-size", "5", "--max-file-size", "2048"];
     if from_top {
-        args.extend(["--from-line", "1"]);
+        extra.extend(["--from-line", "1"]);
     }
-    let mut child = cmd(&args).stderr(Stdio::piped()).spawn().unwrap();
-    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut n = 0;
-    for l in lines {
-        if l.unwrap().starts_with("[PROCESSED]") {
-            n += 1;
-            if n == 3 {
-                break;
-            }
-        }
-    }
-    assert_eq!(n, 3, "the run ended before it could be killed");
+    let mut child = sync_cmd(&w.manifest, &w.root, state, &extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader, and with it our end of the pipe, is dropped before the kill.
+    let reached = read_until_processed(
+        &mut BufReader::new(child.stderr.take().unwrap()).lines(),
+        3,
+        &mut String::new(),
+    );
+    assert!(reached, "the run ended before it could be killed");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 }

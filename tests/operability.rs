@@ -252,34 +252,19 @@ fn status_is_readable_while_a_sync_runs_without_taking_its_lock() {
     let dir = tempfile::tempdir().unwrap();
     let w = workload(dir.path(), 300, 3000, 99);
     let state = dir.path().join("state");
-    let mut child = cmd(&[
-        "index",
-        "sync",
-        "--input",
-        w.manifest.to_str().unwrap(),
-        "--root",
-        w.root.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--batch-size",
-        "1",
-        "--quiet",
-    ])
+    let mut child = sync_cmd(
+        &w.manifest,
+        &w.root,
+        &state,
+        &["--batch-size", "1", "--quiet"],
+    )
     .stderr(Stdio::null())
     .spawn()
     .unwrap();
     let mut seen_running = false;
     for _ in 0..400 {
         std::thread::sleep(Duration::from_millis(25));
-        let out = run(&[
-            "index",
-            "sync",
-            "--status",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ]);
-        assert_eq!(out.status.code(), Some(0));
-        let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let st = status(&state);
         if st["status"] == "running" {
             assert_eq!(st["pid"], child.id());
             assert!(st["processed"].as_u64().unwrap() <= st["total"].as_u64().unwrap());
@@ -293,17 +278,7 @@ fn status_is_readable_while_a_sync_runs_without_taking_its_lock() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(seen_running, "status never showed the running sync");
-    let st: serde_json::Value = serde_json::from_slice(
-        &run(&[
-            "index",
-            "sync",
-            "--status",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ])
-        .stdout,
-    )
-    .unwrap();
+    let st = status(&state);
     assert_eq!(st["status"], "interrupted");
     assert_eq!(st["degraded"], false, "a kill is not a degraded state");
 }

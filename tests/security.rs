@@ -9,7 +9,7 @@ mod support;
 #[path = "weaviate_support/mod.rs"]
 mod wsupport;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -55,35 +55,31 @@ fn the_api_key_never_appears_in_argv_logs_status_metrics_or_the_wal() {
     })
     .unwrap();
     let url = standin.url();
-    let args = |key_note: &str| {
-        vec![
-            "index".to_owned(),
-            "sync".into(),
-            "--target".into(),
-            "weaviate".into(),
-            "--weaviate-url".into(),
-            url.clone(),
-            "--input".into(),
-            w.manifest.to_str().unwrap().into(),
-            "--root".into(),
-            w.root.to_str().unwrap().into(),
-            "--state-dir".into(),
-            state.to_str().unwrap().into(),
-            "--max-file-size".into(),
-            "2048".into(),
-            "--metrics-file".into(),
-            metrics.to_str().unwrap().into(),
-            "--max-retries".into(),
-            "0".into(),
-            "--batch-size".into(),
-            key_note.into(),
-        ]
+    let sync_weaviate = |batch_size: &str| {
+        sync_cmd(
+            &w.manifest,
+            &w.root,
+            &state,
+            &[
+                "--target",
+                "weaviate",
+                "--weaviate-url",
+                &url,
+                "--max-file-size",
+                "2048",
+                "--metrics-file",
+                metrics.to_str().unwrap(),
+                "--max-retries",
+                "0",
+                "--batch-size",
+                batch_size,
+            ],
+        )
     };
 
     // The right key (from the environment), watched while it runs: the
     // process's argv never holds it.
-    let a = args("7");
-    let mut child = cmd(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    let mut child = sync_weaviate("7")
         .env("WEAVIATE_API_KEY", SECRET)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -101,8 +97,7 @@ fn the_api_key_never_appears_in_argv_logs_status_metrics_or_the_wal() {
     );
 
     // A wrong key: the 401 is reported without echoing either key.
-    let a = args("5");
-    let bad = cmd(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    let bad = sync_weaviate("5")
         .env("WEAVIATE_API_KEY", "wk-WRONG-0000-secret")
         .output()
         .unwrap();
@@ -165,24 +160,7 @@ fn the_state_dir_is_owner_only_and_so_is_what_elysiactl_writes_in_it() {
     let state = dir.path().join("new").join("state");
     // A piped manifest is spooled into the state dir: it must be private too.
     let manifest = std::fs::read(&w.manifest).unwrap();
-    let mut child = cmd(&[
-        "index",
-        "sync",
-        "--input",
-        "-",
-        "--root",
-        w.root.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--max-file-size",
-        "2048",
-    ])
-    .stdin(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    child.stdin.take().unwrap().write_all(&manifest).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = sync_stdin(&manifest, &w.root, &state, &["--max-file-size", "2048"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
@@ -212,30 +190,15 @@ fn a_second_run_on_a_busy_state_dir_is_refused_at_once_and_the_first_finishes() 
     let dir = tempfile::tempdir().unwrap();
     let w = workload(dir.path(), 150, 500, 0x10c);
     let state = dir.path().join("state");
-    let args = [
-        "index",
-        "sync",
-        "--input",
-        w.manifest.to_str().unwrap(),
-        "--root",
-        w.root.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--batch-size",
-        "5",
-        "--max-file-size",
-        "2048",
-    ];
+    let args = sync_args(
+        &w.manifest,
+        &w.root,
+        &state,
+        &["--batch-size", "5", "--max-file-size", "2048"],
+    );
     let mut first = cmd(&args).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
-    let mut started = false;
-    for l in lines.by_ref() {
-        if l.unwrap().starts_with("[PROCESSED]") {
-            started = true;
-            break;
-        }
-    }
-    assert!(started);
+    assert!(read_until_processed(&mut lines, 1, &mut String::new()));
     let t = Instant::now();
     let second = run(&args);
     assert!(

@@ -102,20 +102,12 @@ fn failed_wal_fsync_stops_the_run_is_never_retried_and_the_next_run_resumes_exac
     let w = workload(dir.path(), 200, 600, 0xe10);
     let state = dir.path().join("state");
     let log = dir.path().join("fsync.log");
-    let args = [
-        "index",
-        "sync",
-        "--input",
-        w.manifest.to_str().unwrap(),
-        "--root",
-        w.root.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--batch-size",
-        "10",
-        "--max-file-size",
-        "2048",
-    ];
+    let args = sync_args(
+        &w.manifest,
+        &w.root,
+        &state,
+        &["--batch-size", "10", "--max-file-size", "2048"],
+    );
     // Segment header, RunStarted, ManifestStarted, two batches: the third
     // batch's flush fails.
     let out = cmd(&args)
@@ -152,14 +144,7 @@ fn failed_wal_fsync_stops_the_run_is_never_retried_and_the_next_run_resumes_exac
         "{processed} batches after a failed flush:\n{err}"
     );
 
-    let v = run(&[
-        "wal",
-        "inspect",
-        "--verify",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
-    assert_eq!(v.status.code(), Some(0), "{}", text(&v.stdout));
+    verify_wal(&state, "WAL corrupt after the failed fsync");
 
     let again = cmd(&args).output().unwrap();
     let err = text(&again.stderr);

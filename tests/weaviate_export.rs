@@ -1,19 +1,20 @@
 //! `index export` and `prune` against the Weaviate stand-in.
 
-#[path = "weaviate_support/mod.rs"]
 mod support;
 
+#[allow(unused_imports)]
+#[path = "weaviate_support/mod.rs"]
+mod wsupport;
+
+use std::path::Path;
 use std::process::Command;
 
-use support::standin::{Config, Standin};
+use support::{cmd, sync_cmd, text};
+use wsupport::standin::{Config, Standin};
 
-fn elysiactl(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_elysiactl"))
-        .args(args)
-        .env_remove("ELYSIACTL_WEAVIATE_URL")
-        .env_remove("WEAVIATE_API_KEY")
-        .output()
-        .unwrap()
+/// The binary, with no API key from the environment.
+fn elysiactl(mut c: Command) -> std::process::Output {
+    c.env_remove("WEAVIATE_API_KEY").output().unwrap()
 }
 
 #[test]
@@ -40,37 +41,20 @@ fn export_lists_the_weaviate_collection_and_prune_removes_vanished_files() {
     let url = si.url();
     let state = dir.path().join("state");
     let common = ["--weaviate-url", url.as_str(), "--collection", "Code"];
-    let mut args = vec![
-        "index",
-        "sync",
-        "--input",
-        manifest.to_str().unwrap(),
-        "--root",
-        root.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--quiet",
-    ];
-    args.extend_from_slice(&common);
-    let out = elysiactl(&args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let sync = |manifest: &Path| {
+        let mut extra = vec!["--quiet"];
+        extra.extend_from_slice(&common);
+        let out = elysiactl(sync_cmd(manifest, &root, &state, &extra));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    };
+    sync(&manifest);
 
-    let export = |state: &std::path::Path| -> Vec<serde_json::Value> {
+    let export = |state: &Path| -> Vec<serde_json::Value> {
         let mut a = vec!["index", "export", "--state-dir", state.to_str().unwrap()];
         a.extend_from_slice(&common);
-        let out = elysiactl(&a);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
+        let out = elysiactl(cmd(&a));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
@@ -90,14 +74,7 @@ fn export_lists_the_weaviate_collection_and_prune_removes_vanished_files() {
     }
     let prune = dir.path().join("prune.jsonl");
     std::fs::write(&prune, "{\"op\":\"prune\",\"repo\":\"R\"}\n").unwrap();
-    args[3] = prune.to_str().unwrap();
-    let out = elysiactl(&args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sync(&prune);
     let objs = export(&state);
     assert_eq!(objs.len(), 150);
     assert!(objs.iter().all(|o| o["path"].as_str().unwrap() >= "src/f1"));

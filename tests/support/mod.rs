@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -45,20 +46,99 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// `index sync` with the usual flags.
-pub fn sync(manifest: &Path, root: &Path, state: &Path, extra: &[&str]) -> Output {
+/// The arguments of `index sync --input INPUT --root ROOT --state-dir STATE`,
+/// then `extra`. `input` may be `-` (the manifest on stdin).
+pub fn sync_args<'a>(
+    input: &'a Path,
+    root: &'a Path,
+    state: &'a Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
         "index",
         "sync",
         "--input",
-        manifest.to_str().unwrap(),
+        input.to_str().unwrap(),
         "--root",
         root.to_str().unwrap(),
         "--state-dir",
         state.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    run(&args)
+    args
+}
+
+/// [`cmd`] for `index sync` with [`sync_args`]: to spawn, or to give it
+/// pipes or environment first.
+pub fn sync_cmd(input: &Path, root: &Path, state: &Path, extra: &[&str]) -> Command {
+    cmd(&sync_args(input, root, state, extra))
+}
+
+/// `index sync` with the usual flags.
+pub fn sync(manifest: &Path, root: &Path, state: &Path, extra: &[&str]) -> Output {
+    run(&sync_args(manifest, root, state, extra))
+}
+
+/// `index sync --input -`, fed `manifest` on stdin; stderr is captured.
+pub fn sync_stdin(manifest: &[u8], root: &Path, state: &Path, extra: &[&str]) -> Output {
+    let mut child = sync_cmd(Path::new("-"), root, state, extra)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(manifest).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `index sync --status` as JSON; it exits 0 whatever the state.
+pub fn status(state: &Path) -> serde_json::Value {
+    let out = run(&[
+        "index",
+        "sync",
+        "--status",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "--status exits 0");
+    serde_json::from_slice(&out.stdout).expect("status is JSON")
+}
+
+/// `wal inspect --verify` of the state dir must pass (exit 0; a torn tail
+/// is not corruption). `what` heads the failure message. Returns its stdout.
+pub fn verify_wal(state: &Path, what: &str) -> String {
+    let out = run(&[
+        "wal",
+        "inspect",
+        "--verify",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{what}: {stdout}");
+    stdout
+}
+
+/// Read a run's stderr `lines` up to and including its `n`-th
+/// `[PROCESSED]` line, appending each line read to `log`. False if the
+/// stream ended first.
+pub fn read_until_processed(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    n: usize,
+    log: &mut String,
+) -> bool {
+    let mut seen = 0;
+    for l in lines {
+        let l = l.unwrap();
+        log.push_str(&l);
+        log.push('\n');
+        if l.starts_with("[PROCESSED]") {
+            seen += 1;
+            if seen == n {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// `index export` as a map id → (repo/path, sha256).
@@ -78,6 +158,13 @@ pub fn export(state: &Path) -> BTreeMap<String, (String, String)> {
         assert!(m.insert(id, (rp, sha)).is_none(), "duplicate object id");
     }
     m
+}
+
+/// The repo/path of every object [`export`] lists, sorted.
+pub fn exported_paths(state: &Path) -> Vec<String> {
+    let mut paths: Vec<String> = export(state).into_values().map(|(p, _)| p).collect();
+    paths.sort();
+    paths
 }
 
 pub fn sha256_hex(b: &[u8]) -> String {
