@@ -470,31 +470,10 @@ fn every_request_body_the_binary_sends_matches_the_openapi_schema() {
         );
         assert_index_equals(&si, &w.expected, "openapi");
         for r in si.requests() {
-            assert!(
-                spec.documents(&r.method, &r.path),
-                "{} {} is not in openapi.json",
-                r.method,
-                r.path
-            );
-            if r.body.is_empty() {
-                continue;
+            if let Some(kind) = spec.assert_request_conforms(&r.method, &r.path, &r.body) {
+                bodies += 1;
+                kinds.insert(kind);
             }
-            let schema = spec
-                .body_schema(&r.method, &r.path)
-                .unwrap_or_else(|| panic!("{} {} takes no body", r.method, r.path));
-            let v: serde_json::Value = serde_json::from_slice(&r.body).expect("body is JSON");
-            let errs = spec.validate(&schema, &v);
-            assert!(errs.is_empty(), "{} {}: {errs:#?}", r.method, r.path);
-            assert!(
-                !r.body.windows(8).any(|w| w == b"\"vector\""),
-                "the binary sent a vector"
-            );
-            bodies += 1;
-            kinds.insert(format!(
-                "{} {}",
-                r.method,
-                spec.route(&r.path).unwrap_or_default()
-            ));
         }
     }
     for k in [

@@ -72,6 +72,32 @@ impl Spec {
         })
     }
 
+    /// Check one request a client sent: `method` is documented on the
+    /// route of `path`, and a body, when there is one, is JSON that
+    /// validates against the operation's body schema and holds no
+    /// `"vector"`. Panics on a violation; returns `METHOD /route` for a
+    /// request with a body (to count what was validated), None without.
+    pub fn assert_request_conforms(&self, method: &str, path: &str, body: &[u8]) -> Option<String> {
+        assert!(
+            self.documents(method, path),
+            "{method} {path} is not in openapi.json"
+        );
+        if body.is_empty() {
+            return None;
+        }
+        let schema = self
+            .body_schema(method, path)
+            .unwrap_or_else(|| panic!("{method} {path} takes no body"));
+        let v: Value = serde_json::from_slice(body).expect("body is JSON");
+        let errs = self.validate(&schema, &v);
+        assert!(errs.is_empty(), "{method} {path}: {errs:#?}");
+        assert!(
+            !body.windows(8).any(|w| w == b"\"vector\""),
+            "a vector was sent: {method} {path}"
+        );
+        Some(format!("{method} {}", self.route(path).unwrap_or_default()))
+    }
+
     fn resolve<'a>(&'a self, schema: &'a Value) -> &'a Value {
         let mut s = schema;
         for _ in 0..32 {
