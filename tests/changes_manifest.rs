@@ -8,55 +8,16 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use elysiactl::changes::{self, ChangesOptions, ChangesReport};
+use elysiactl::changes::{self, ChangesOptions};
 use serde_json::{json, Value};
 use support::gitrepo::Repo;
 use support::model::{self, ModelSync};
-
-struct Run {
-    bytes: Vec<u8>,
-    lines: Vec<Value>,
-    log: String,
-    report: ChangesReport,
-}
-
-impl Run {
-    fn file_lines(&self) -> Vec<&Value> {
-        self.lines
-            .iter()
-            .filter(|l| l.get("new_changeset").is_none())
-            .collect()
-    }
-
-    fn changeset(&self, repo: &str) -> Option<&Value> {
-        self.lines
-            .iter()
-            .find(|l| l["repo"] == repo && l.get("new_changeset").is_some())
-            .map(|l| &l["new_changeset"])
-    }
-}
-
-fn run_with(opts: &ChangesOptions) -> Run {
-    let mut out = Vec::new();
-    let mut log = Vec::new();
-    let report = changes::run(opts, &mut out, &mut log).expect("changes runs");
-    let lines = out
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).expect("each line is JSON"))
-        .collect();
-    Run {
-        bytes: out,
-        lines,
-        log: String::from_utf8_lossy(&log).into_owned(),
-        report,
-    }
-}
+use support::{run_changes, ChangesRun as Run};
 
 fn run(root: &Path, bases: &BTreeMap<String, String>) -> Run {
     let mut opts = ChangesOptions::new(vec![root.to_path_buf()]);
     opts.bases = bases.clone();
-    run_with(&opts)
+    run_changes(&opts)
 }
 
 /// changes, then apply everything with the model sync; asserts the index is
@@ -226,13 +187,7 @@ fn submodules_are_skipped_and_reported() {
     std::fs::create_dir(&root).expect("mkdir");
     let a = Repo::init(&root, "A");
     a.write("a.txt", "a");
-    a.git(&[
-        "submodule",
-        "add",
-        "-q",
-        lib.dir.to_str().expect("utf-8"),
-        "vendor/lib",
-    ]);
+    a.add_submodule(&lib, "vendor/lib");
     a.commit("with submodule");
 
     let mut sync = ModelSync::default();
@@ -427,7 +382,7 @@ fn keep_missing_and_an_emptied_root_never_prune() {
     assert!(out.is_empty());
 
     opts.prune_missing = false;
-    let r = run_with(&opts);
+    let r = run_changes(&opts);
     assert!(r.lines.is_empty());
     assert!(r.log.contains("kept"), "{}", r.log);
 }

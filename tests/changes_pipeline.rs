@@ -63,12 +63,7 @@ impl Pipeline<'_> {
             "changes failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::read(&manifest)
-            .expect("manifest written")
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).expect("json line"))
-            .collect()
+        support::json_lines(&std::fs::read(&manifest).expect("manifest written"))
     }
 
     fn sync_args(&self) -> Vec<String> {
@@ -199,13 +194,7 @@ fn changes_then_sync_mirrors_every_head_tree_through_a_real_history() {
         .write("binary.bin", [0u8, 159, 146, 150])
         .write(model::os(b"bad\xffname.txt"), "x")
         .symlink("link-to-main", "src/main.py");
-    a.git(&[
-        "submodule",
-        "add",
-        "-q",
-        lib.dir.to_str().expect("utf-8"),
-        "vendor/lib",
-    ]);
+    a.add_submodule(&lib, "vendor/lib");
     a.commit("A one");
     let b = Repo::init(&root, "B");
     b.write("b.txt", "b1").symlink("cross", "../A/edit.txt");

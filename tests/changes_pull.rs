@@ -25,15 +25,8 @@ fn origin(tmp: &Path, name: &str) -> (String, Repo) {
 }
 
 fn run(opts: &ChangesOptions) -> (Vec<Value>, String, changes::ChangesReport) {
-    let mut out = Vec::new();
-    let mut log = Vec::new();
-    let report = changes::run(opts, &mut out, &mut log).expect("runs");
-    let lines = out
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).expect("json"))
-        .collect();
-    (lines, String::from_utf8_lossy(&log).into_owned(), report)
+    let r = support::run_changes(opts);
+    (r.lines, r.log, r.report)
 }
 
 #[test]

@@ -150,6 +150,18 @@ impl Repo {
         git(&self.dir, args)
     }
 
+    /// `git submodule add` of `origin` at `at` (staged, not committed).
+    pub fn add_submodule(&self, origin: &Repo, at: &str) -> &Self {
+        self.git(&[
+            "submodule",
+            "add",
+            "-q",
+            origin.dir.to_str().expect("utf-8"),
+            at,
+        ]);
+        self
+    }
+
     /// Rewrite history: a new root commit with the current tree, the old
     /// history unreachable and garbage-collected.
     pub fn rewrite_history_and_gc(&self, msg: &str) -> String {
