@@ -400,6 +400,17 @@ mod tests {
         )
     }
 
+    fn delete(status: u16, body: &[u8]) -> Result<DeleteRound, Error> {
+        classify_delete(
+            T,
+            Reply::Http {
+                status,
+                headers: &HeaderMap::new(),
+                body,
+            },
+        )
+    }
+
     fn with_retry_after(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_str(v).unwrap());
@@ -655,15 +666,7 @@ mod tests {
     #[test]
     fn delete_round_reports_limit_and_failures() {
         let body = data("delete_200_limited.json");
-        let r = classify_delete(
-            T,
-            Reply::Http {
-                status: 200,
-                headers: &HeaderMap::new(),
-                body: &body,
-            },
-        )
-        .unwrap();
+        let r = delete(200, &body).unwrap();
         assert_eq!((r.matches, r.limit, r.successful, r.failed), (5, 2, 1, 1));
         assert!(r.more_to_delete());
         assert_eq!(
@@ -671,40 +674,16 @@ mod tests {
             Some("shard is read-only")
         );
         let body = data("delete_200_done.json");
-        let r = classify_delete(
-            T,
-            Reply::Http {
-                status: 200,
-                headers: &HeaderMap::new(),
-                body: &body,
-            },
-        )
-        .unwrap();
+        let r = delete(200, &body).unwrap();
         assert!(!r.more_to_delete());
     }
 
     #[test]
     fn delete_unknown_class_422_is_rejected_and_empty_body_transient() {
         let body = data("delete_422_unknown_class.json");
-        let e = classify_delete(
-            T,
-            Reply::Http {
-                status: 422,
-                headers: &HeaderMap::new(),
-                body: &body,
-            },
-        )
-        .unwrap_err();
+        let e = delete(422, &body).unwrap_err();
         assert!(matches!(e, Error::Rejected { .. }), "{e:?}");
-        let e = classify_delete(
-            T,
-            Reply::Http {
-                status: 200,
-                headers: &HeaderMap::new(),
-                body: b"",
-            },
-        )
-        .unwrap_err();
+        let e = delete(200, b"").unwrap_err();
         assert!(e.is_retryable());
     }
 }
