@@ -75,17 +75,7 @@ pub fn classify_upsert(
     reply: Reply<'_>,
     sent: &[Uuid],
 ) -> Result<Vec<OpOutcome>, Error> {
-    let (status, headers, body) = match reply {
-        Reply::NoReply(f) => return Err(transport_error(target, "batch upsert", f)),
-        Reply::Http {
-            status,
-            headers,
-            body,
-        } => (status, headers, body),
-    };
-    if !(200..300).contains(&status) {
-        return Err(status_error("batch upsert", status, headers, body));
-    }
+    let (status, headers, body) = success(target, "batch upsert", reply)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         // weaviate#5168: a 200 with nothing in it says nothing about what was
         // stored; resending is safe.
@@ -142,17 +132,7 @@ pub fn classify_upsert(
 
 /// Classify a reply to `DELETE /v1/batch/objects` whose filter named `sent`.
 pub fn classify_delete(target: &str, reply: Reply<'_>) -> Result<DeleteRound, Error> {
-    let (status, headers, body) = match reply {
-        Reply::NoReply(f) => return Err(transport_error(target, "batch delete", f)),
-        Reply::Http {
-            status,
-            headers,
-            body,
-        } => (status, headers, body),
-    };
-    if !(200..300).contains(&status) {
-        return Err(status_error("batch delete", status, headers, body));
-    }
+    let (status, headers, body) = success(target, "batch delete", reply)?;
     let unreadable = |why: &str| Error::Transient {
         message: format!("batch delete: HTTP {status} {why}: {}", quote(body)),
         retry_after: retry_after(headers),
@@ -183,6 +163,28 @@ pub fn classify_delete(target: &str, reply: Reply<'_>) -> Result<DeleteRound, Er
         }
     }
     Ok(round)
+}
+
+/// A 2xx reply's status, headers and body; any other ending of call `what`
+/// as its error.
+fn success<'a>(
+    target: &str,
+    what: &str,
+    reply: Reply<'a>,
+) -> Result<(u16, &'a HeaderMap, &'a [u8]), Error> {
+    match reply {
+        Reply::NoReply(f) => Err(transport_error(target, what, f)),
+        Reply::Http {
+            status,
+            headers,
+            body,
+        } if (200..300).contains(&status) => Ok((status, headers, body)),
+        Reply::Http {
+            status,
+            headers,
+            body,
+        } => Err(status_error(what, status, headers, body)),
+    }
 }
 
 /// The error for a non-2xx reply to any call.
