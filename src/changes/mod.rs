@@ -196,6 +196,11 @@ struct Lines<'w> {
 }
 
 impl Lines<'_> {
+    /// A `prune` line for `repo` (it counts as a file line).
+    fn prune(&mut self, repo: &str) -> Result<(), Error> {
+        self.write(&PruneLine { op: "prune", repo }, true)
+    }
+
     fn write<T: Serialize>(&mut self, value: &T, is_file_line: bool) -> Result<(), Error> {
         let mut buf = serde_json::to_vec(value).map_err(|e| Error::Output(io::Error::other(e)))?;
         buf.push(b'\n');
@@ -311,13 +316,7 @@ pub fn run(
                 log,
                 "[MISSING] {name}: no longer under any root; its objects are pruned"
             );
-            lines.write(
-                &PruneLine {
-                    op: "prune",
-                    repo: name,
-                },
-                true,
-            )?;
+            lines.prune(name)?;
             report.repos_missing += 1;
             changesets.push((
                 (*name).to_owned(),
@@ -582,13 +581,7 @@ fn scan_repo(
                 "[EMPTY] {}: no commit on HEAD; its objects are pruned",
                 repo.name
             );
-            lines.write(
-                &PruneLine {
-                    op: "prune",
-                    repo: &repo.name,
-                },
-                true,
-            )?;
+            lines.prune(&repo.name)?;
             // Recorded once the prune is applied: not pruned again next run.
             return Ok(Some(Changeset {
                 commit: GONE.to_owned(),
@@ -629,13 +622,7 @@ fn scan_repo(
         None => {
             report.full_snapshots += 1;
             snapshot(&git, repo, &head, lines, report, log)?;
-            lines.write(
-                &PruneLine {
-                    op: "prune",
-                    repo: &repo.name,
-                },
-                true,
-            )?;
+            lines.prune(&repo.name)?;
         }
     }
     Ok(Some(changeset))
