@@ -492,12 +492,14 @@ fn sync_cmd(a: Box<SyncArgs>) -> u8 {
             return 2;
         }
     };
-    let mut stderr = std::io::stderr().lock();
+    // Not locked for the run: the progress bar draws to stderr from its
+    // own thread, and a lock held here would deadlock it on a terminal.
+    let mut stderr = std::io::stderr();
     match sync::run(&opts, opener.as_ref(), &mut stderr) {
         Ok(report) => report.exit_code,
         Err(e) => {
             let code = e.exit_code();
-            let _ = writeln!(stderr, "elysiactl: {e}");
+            sync::emit_fatal(&mut stderr, log_format, &e.to_string(), code);
             code
         }
     }

@@ -86,10 +86,23 @@ impl Manifest {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(err)?;
+        // Non-blocking open: a FIFO (or a device) given as the manifest must
+        // be refused at once, not block this run while it holds the lock.
+        // The flag means nothing for the regular file it must be.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(err)?
+        };
         let meta = file.metadata().map_err(err)?;
         if !meta.is_file() {
-            return Err(err(io::Error::other("not a regular file")));
+            return Err(err(io::Error::other(format!(
+                "not a regular file ({}); give a file, or '-' to read stdin",
+                file_kind(&meta)
+            ))));
         }
         let map = if meta.len() == 0 {
             None
@@ -110,7 +123,7 @@ impl Manifest {
         let bytes = map.as_deref().unwrap_or(&[]);
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let id = ManifestId {
-            path: abs.to_string_lossy().into_owned(),
+            path: stored_path(&abs),
             size: bytes.len() as u64,
             fingerprint: fingerprint(bytes),
             spooled,
@@ -176,6 +189,23 @@ impl Manifest {
         }
     }
 
+    /// The line at `offset..end` (one a [`Lines`] iterator returned before)
+    /// as that iterator gave it: without its terminator, and without the
+    /// byte-order mark when it is the first line.
+    pub fn line_at(&self, offset: u64, end: u64) -> &[u8] {
+        let raw = self
+            .bytes()
+            .get(offset as usize..end as usize)
+            .unwrap_or_default();
+        let body = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        if offset == 0 {
+            body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+        } else {
+            body
+        }
+    }
+
     /// Lines starting at byte `offset`, numbered from `line`.
     pub fn lines_from(&self, offset: u64, line: u64) -> Lines<'_> {
         Lines {
@@ -226,6 +256,59 @@ pub fn fingerprint(bytes: &[u8]) -> [u8; 32] {
     let tail = &bytes[bytes.len().saturating_sub(FINGERPRINT_EDGE)..];
     h.update(tail);
     h.finalize().into()
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Prefix of a stored manifest path that is not valid UTF-8: the rest is
+/// its bytes in hex. A stored path is otherwise absolute (starts with `/`),
+/// so the two cannot be confused.
+const NON_UTF8_PREFIX: &str = "non-utf8-hex:";
+
+/// The manifest path as the WAL keeps it: the path itself when it is UTF-8,
+/// else its bytes in hex behind [`NON_UTF8_PREFIX`] — never lossy, so a
+/// later run can open it again.
+pub fn stored_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    match path.to_str() {
+        Some(s) => s.to_owned(),
+        None => format!("{NON_UTF8_PREFIX}{}", hex(path.as_os_str().as_bytes())),
+    }
+}
+
+/// The path a [`stored_path`] string names.
+pub fn path_of_stored(stored: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let Some(h) = stored.strip_prefix(NON_UTF8_PREFIX) else {
+        return PathBuf::from(stored);
+    };
+    let bytes: Option<Vec<u8>> = h
+        .as_bytes()
+        .chunks(2)
+        .map(|p| {
+            std::str::from_utf8(p)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+        })
+        .collect();
+    match bytes {
+        Some(b) => PathBuf::from(std::ffi::OsString::from_vec(b)),
+        None => PathBuf::from(stored),
+    }
 }
 
 /// Iterator over raw lines.
@@ -326,6 +409,37 @@ pub fn clean_spool_temps(state_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_paths_round_trip_even_when_not_utf8() {
+        use std::os::unix::ffi::OsStrExt;
+        for raw in [
+            &b"/tmp/m.jsonl"[..],
+            b"/tmp/\xff\xfe/m.jsonl",
+            b"/a/non-utf8-hex:41",
+        ] {
+            let p = Path::new(std::ffi::OsStr::from_bytes(raw));
+            let stored = stored_path(p);
+            assert_eq!(path_of_stored(&stored), p, "{stored}");
+        }
+        assert!(
+            stored_path(Path::new(std::ffi::OsStr::from_bytes(b"/x/\xff")))
+                .starts_with(NON_UTF8_PREFIX)
+        );
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = Manifest::open(&fifo, false)
+            .err()
+            .expect("a FIFO is refused");
+        assert!(e.to_string().contains("FIFO"), "{e}");
+    }
 
     #[test]
     fn lines_handle_crlf_blank_and_no_final_newline() {

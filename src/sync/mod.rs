@@ -128,6 +128,24 @@ pub fn emit(
     }
 }
 
+/// The one line a run that ends in an error prints: `elysiactl: …` as
+/// text, a `fatal` event under `--log-format json` (every stderr line is
+/// then JSON).
+pub fn emit_fatal(log: &mut dyn Write, format: LogFormat, message: &str, exit_code: u8) {
+    match format {
+        LogFormat::Text => {
+            let _ = writeln!(log, "elysiactl: {message}");
+        }
+        LogFormat::Json => emit(
+            log,
+            format,
+            "FATAL",
+            message,
+            serde_json::json!({"exit_code": exit_code}),
+        ),
+    }
+}
+
 /// Why a run could not go on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -306,7 +324,7 @@ fn run_inner(
         if is_current(&m.id) {
             continue;
         }
-        match Manifest::open(Path::new(&m.id.path), m.id.spooled) {
+        match Manifest::open(&manifest::path_of_stored(&m.id.path), m.id.spooled) {
             Ok(old) if old.id.same_content(&m.id) => queue.push(old),
             _ if opts.abandon_pending => abandon.push(m.clone()),
             _ => {
@@ -330,7 +348,7 @@ fn run_inner(
             if queued || m.abandoned || m.failed.is_empty() {
                 continue;
             }
-            match Manifest::open(Path::new(&m.id.path), m.id.spooled) {
+            match Manifest::open(&manifest::path_of_stored(&m.id.path), m.id.spooled) {
                 Ok(old) if old.id.same_content(&m.id) => queue.push(old),
                 _ => emit(
                     log,
@@ -359,16 +377,59 @@ fn run_inner(
         );
     }
 
-    let target = open_target()?;
-    target.prepare()?;
+    // The run is in the log before the target is opened, so a run that
+    // cannot reach its index shows as failed in `--status`, not never_run.
+    let mut wal = wal;
+    let mut state = replay.state;
+    let run_id = state.next_run_id.max(1);
+    let mut start_degraded = None;
+    let mut journal = |records: Vec<Record>, state: &mut State| {
+        if start_degraded.is_none() {
+            if let Err(e) = wal.append(&records) {
+                start_degraded = Some(e);
+            }
+        }
+        for r in &records {
+            state.apply(r);
+        }
+    };
+    journal(
+        vec![Record::RunStarted(RunStarted {
+            run_id,
+            started_ms: now_ms(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            target: opts.target_name.clone(),
+            batch_size: opts.batch_size as u32,
+            on_error: opts.on_error.as_str().into(),
+            max_retries: opts.max_retries,
+        })],
+        &mut state,
+    );
+    let target = match open_target().and_then(|t| t.prepare().map(|()| t)) {
+        Ok(t) => t,
+        Err(e) => {
+            journal(
+                vec![Record::RunFinished(RunFinished {
+                    run_id,
+                    finished_ms: now_ms(),
+                    status: RunStatus::Fatal,
+                    counts: Counts::default(),
+                    message: Some(e.to_string()),
+                })],
+                &mut state,
+            );
+            return Err(e.into());
+        }
+    };
 
     let mut s = Syncer {
         opts,
         wal,
-        state: replay.state,
+        state,
         degraded: None,
         log,
-        run_id: 0,
+        run_id,
         counts: Counts::default(),
         failed_this_run: 0,
         stopped: false,
@@ -385,17 +446,9 @@ fn run_inner(
         group: Vec::new(),
         group_msgs: Vec::new(),
     };
-    s.run_id = s.state.next_run_id.max(1);
-    s.record(vec![Record::RunStarted(RunStarted {
-        run_id: s.run_id,
-        started_ms: now_ms(),
-        pid: std::process::id(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        target: opts.target_name.clone(),
-        batch_size: opts.batch_size as u32,
-        on_error: opts.on_error.as_str().into(),
-        max_retries: opts.max_retries,
-    })]);
+    if let Some(e) = start_degraded {
+        s.enter_degraded(e);
+    }
     for m in abandon {
         let remaining = m.total_lines.saturating_sub(m.lines_done());
         s.say(
@@ -428,7 +481,12 @@ fn run_inner(
     }
     for (i, m) in queue.iter().enumerate() {
         let from = if i == last { opts.from_line } else { None };
-        s.process(m, from)?;
+        if let Err(e) = s.process(m, from) {
+            // Input errors (a manifest changed while read, --from-line past
+            // its end) end the run too: `--status` says so, not interrupted.
+            s.end_with_error(&e);
+            return Err(e);
+        }
         if s.stopped || s.fatal.is_some() {
             break;
         }
@@ -484,7 +542,7 @@ struct Syncer<'a> {
 fn progress_bar(total: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} lines ({per_sec}, ETA {eta})",
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} lines ({per_sec}, ETA {eta}) {msg}",
     ) {
         bar.set_style(style);
     }
@@ -507,30 +565,51 @@ impl<'a> Syncer<'a> {
     fn record(&mut self, records: Vec<Record>) {
         if self.degraded.is_none() {
             if let Err(e) = self.wal.append(&records) {
-                self.say(
-                    "WARNING",
-                    format!("STATE NOT SAVED: {e}. Continuing with in-memory state; this run will exit 3 and the next run redoes the unsaved batches (index writes are idempotent)"),
-                    serde_json::json!({"degraded": true}),
-                );
-                self.degraded = Some(e.to_string());
-                // An empty file needs no data block, so this usually works
-                // even on a full disk; `--status` reports it.
-                let _ = std::fs::File::create(degraded_marker(&self.opts.state_dir));
-                if e.is_fsync() {
-                    // Never retried, and no point going on: the device
-                    // failed a flush. Stop with what is durable.
-                    self.say(
-                        "FATAL",
-                        format!("the WAL could not be flushed to disk ({e}); the flush is not retried and the run stops here, state saved up to the last durable batch"),
-                        serde_json::json!({"fsync_failed": true}),
-                    );
-                    self.fatal.get_or_insert_with(|| e.to_string());
-                }
+                self.enter_degraded(e);
             }
         }
         for r in &records {
             self.state.apply(r);
         }
+    }
+
+    /// The WAL could not be written: go on with in-memory state, loudly, or
+    /// stop if the device failed a flush.
+    fn enter_degraded(&mut self, e: wal::Error) {
+        self.say(
+            "WARNING",
+            format!("STATE NOT SAVED: {e}. Continuing with in-memory state; this run will exit 3 and the next run redoes the unsaved batches (index writes are idempotent)"),
+            serde_json::json!({"degraded": true}),
+        );
+        self.degraded = Some(e.to_string());
+        // An empty file needs no data block, so this usually works even on
+        // a full disk; `--status` reports it.
+        let _ = std::fs::File::create(degraded_marker(&self.opts.state_dir));
+        if e.is_fsync() {
+            // Never retried, and no point going on: the device failed a
+            // flush. Stop with what is durable.
+            self.say(
+                "FATAL",
+                format!("the WAL could not be flushed to disk ({e}); the flush is not retried and the run stops here, state saved up to the last durable batch"),
+                serde_json::json!({"fsync_failed": true}),
+            );
+            self.fatal.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    /// Record the end of a run that stopped on an error (before `finish`).
+    fn end_with_error(&mut self, e: &Error) {
+        self.flush_group();
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        self.record(vec![Record::RunFinished(RunFinished {
+            run_id: self.run_id,
+            finished_ms: now_ms(),
+            status: RunStatus::Fatal,
+            counts: self.counts,
+            message: Some(e.to_string()),
+        })]);
     }
 
     fn process(&mut self, m: &Manifest, from_line: Option<u64>) -> Result<(), Error> {
@@ -623,12 +702,12 @@ impl<'a> Syncer<'a> {
             backoff: self.opts.backoff,
             permits: &permits,
             halt: &halt,
-            stop_on_failure: self.opts.on_error == OnError::Stop,
+            on_error: self.opts.on_error,
         };
         std::thread::scope(|scope| -> Result<(), Error> {
             let (job_tx, job_rx) = mpsc::channel::<Job<'_>>();
             let job_rx = Arc::new(Mutex::new(job_rx));
-            let (done_tx, done_rx) = mpsc::channel::<Done>();
+            let (done_tx, done_rx) = mpsc::channel::<Msg>();
             for _ in 0..workers {
                 let rx = Arc::clone(&job_rx);
                 let tx = done_tx.clone();
@@ -641,7 +720,8 @@ impl<'a> Syncer<'a> {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        if tx.send(ctx.run(&mut parser, job)).is_err() {
+                        let done = ctx.run(&mut parser, job, &tx);
+                        if tx.send(Msg::Done(done)).is_err() {
                             return;
                         }
                     }
@@ -654,6 +734,8 @@ impl<'a> Syncer<'a> {
                 waiting: HashMap::new(),
                 limit: workers,
                 sent: 0,
+                next_settle: self.seq + 1,
+                ready: BTreeMap::new(),
             };
             let res = self.feed(m, &progress, &mut pipe);
             pipe.job_tx = None;
@@ -674,7 +756,6 @@ impl<'a> Syncer<'a> {
         progress: &ManifestProgress,
         pipe: &mut Pipe<'m>,
     ) -> Result<(), Error> {
-        let bytes = m.bytes();
         let fp = m.id.fingerprint;
         // 1. Lines that failed in earlier runs.
         let failed: Vec<FailedEntry> = progress
@@ -691,11 +772,7 @@ impl<'a> Syncer<'a> {
             let mut lines = Vec::new();
             let mut spans = Vec::new();
             for f in chunk {
-                let raw = bytes
-                    .get(f.offset as usize..f.end as usize)
-                    .unwrap_or_default();
-                let body = raw.strip_suffix(b"\n").unwrap_or(raw);
-                let body = body.strip_suffix(b"\r").unwrap_or(body);
+                let body = m.line_at(f.offset, f.end);
                 lines.push(RawLine {
                     line: f.line,
                     offset: f.offset,
@@ -795,14 +872,6 @@ impl<'a> Syncer<'a> {
         lines: Vec<RawLine<'m>>,
         retry_pass: bool,
     ) {
-        self.seq += 1;
-        let batch = Batch {
-            seq: self.seq,
-            fingerprint: fp,
-            spans,
-            items: Vec::new(),
-            retry_pass,
-        };
         while pipe.waiting.len() >= pipe.limit {
             self.collect_one(pipe);
         }
@@ -811,8 +880,11 @@ impl<'a> Syncer<'a> {
             // was being read: it is not applied, and the next run starts here.
             return;
         }
+        // Numbered only once sent: batches settle in `seq` order, so there
+        // is no gap to wait for.
+        let seq = self.seq + 1;
         let job = Job {
-            seq: batch.seq,
+            seq,
             ticket: pipe.sent,
             fingerprint: fp,
             lines,
@@ -823,33 +895,78 @@ impl<'a> Syncer<'a> {
             .map(|tx| tx.send(job).is_ok())
             .unwrap_or(false);
         if sent {
+            self.seq = seq;
             pipe.sent += 1;
-            pipe.waiting.insert(batch.seq, batch);
+            pipe.waiting.insert(
+                seq,
+                Batch {
+                    seq,
+                    fingerprint: fp,
+                    spans,
+                    items: Vec::new(),
+                    retry_pass,
+                },
+            );
         } else {
             self.fatal = Some("worker threads ended unexpectedly".into());
         }
     }
 
-    /// Wait for one batch to come back and record it.
+    /// Wait until at least one batch is settled, and record it.
     ///
-    /// Group commit: every other batch that has finished meanwhile is
-    /// recorded too, with the same single WAL write and fdatasync. Each
-    /// `BatchDone` names its own byte ranges, so their order in the log does
-    /// not matter, and nothing is reported done before that fsync returns.
+    /// Batches settle in the order they were read (`seq`), whatever order
+    /// the workers finish them in. Group commit: every batch that can
+    /// settle meanwhile is recorded too, with the same single WAL write and
+    /// fdatasync, and nothing is reported done before that fsync returns.
     fn collect_one(&mut self, pipe: &mut Pipe<'_>) {
-        let Ok(done) = pipe.done_rx.recv() else {
-            pipe.waiting.clear();
-            return;
-        };
-        self.handle(pipe, done);
-        while let Ok(done) = pipe.done_rx.try_recv() {
-            self.handle(pipe, done);
+        loop {
+            let Ok(msg) = pipe.done_rx.recv() else {
+                pipe.waiting.clear();
+                pipe.ready.clear();
+                break;
+            };
+            self.take(pipe, msg);
+            while let Ok(msg) = pipe.done_rx.try_recv() {
+                self.take(pipe, msg);
+            }
+            let mut settled = 0;
+            while let Some(done) = pipe.ready.remove(&pipe.next_settle) {
+                pipe.next_settle += 1;
+                self.handle(pipe, done);
+                settled += 1;
+            }
+            if settled > 0 {
+                break;
+            }
         }
         self.flush_group();
         if self.should_stop() {
             // A failed WAL flush, a fatal target error or `--on-error stop`:
             // batches planned ahead are not applied.
             self.halt.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn take(&mut self, pipe: &mut Pipe<'_>, msg: Msg) {
+        match msg {
+            Msg::Done(done) => {
+                pipe.ready.insert(done.seq, done);
+            }
+            Msg::Retry {
+                first_line,
+                last_line,
+                attempt,
+                failed,
+                error,
+                wait,
+            } => self.say(
+                "RETRY",
+                format!(
+                    "lines {first_line}-{last_line}: {failed} item(s) refused by the index ({error}); retrying the batch in {:.1}s (attempt {attempt}, --on-error retry)",
+                    wait.as_secs_f64()
+                ),
+                serde_json::json!({"first_line": first_line, "last_line": last_line, "attempt": attempt, "failed": failed, "error": error, "wait_secs": wait.as_secs_f64()}),
+            ),
         }
     }
 
@@ -872,7 +989,6 @@ impl<'a> Syncer<'a> {
             return;
         };
         batch.items = done.items;
-        let ops = done.ops;
         let applied = match done.outcome {
             Outcome::Applied(a) => a,
             Outcome::Skipped => return,
@@ -901,55 +1017,7 @@ impl<'a> Syncer<'a> {
                 return;
             }
         };
-        if self.opts.on_error == OnError::Retry && self.retry_batch(&batch, &ops, &outcomes) {
-            // retry_batch re-applied the batch until it succeeded.
-            return self.finish_batch(batch, &vec![OpOutcome::Ok; ops.len()]);
-        }
         self.finish_batch(batch, &outcomes);
-    }
-
-    /// `--on-error retry`: re-apply a batch whose index writes failed until
-    /// they succeed (or the process is stopped). Malformed lines and files
-    /// that cannot be read do not get better by retrying the write: they are
-    /// recorded as failed, as with `continue`, and retried by the next run.
-    fn retry_batch(&mut self, batch: &Batch, ops: &[Op], outcomes: &[OpOutcome]) -> bool {
-        let failing = |outcomes: &[OpOutcome]| {
-            batch
-                .items
-                .iter()
-                .any(|it| outcomes[it.ops.clone()].iter().any(|o| !o.is_ok()))
-        };
-        if !failing(outcomes) {
-            return false;
-        }
-        let cap = Backoff {
-            base: self.opts.backoff.base,
-            cap: self.opts.backoff.cap.max(Duration::from_secs(1)),
-        };
-        let mut jitter = retry::Jitter::new();
-        let mut attempt = 0u32;
-        loop {
-            let first = batch.spans.first().map(|s| s.first_line).unwrap_or(0);
-            let last = batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0);
-            self.say(
-                "RETRY",
-                format!(
-                    "lines {first}-{last}: failed items, retrying the batch (--on-error retry)"
-                ),
-                serde_json::json!({"first_line": first, "last_line": last, "attempt": attempt}),
-            );
-            std::thread::sleep(cap.delay(attempt, None, &mut jitter));
-            attempt = attempt.saturating_add(1);
-            match retry::apply_with_retries(
-                self.target,
-                ops,
-                self.opts.max_retries,
-                self.opts.backoff,
-            ) {
-                retry::Applied::Done(o) if !failing(&o) => return true,
-                _ => continue,
-            }
-        }
     }
 
     fn finish_batch(&mut self, batch: Batch, outcomes: &[OpOutcome]) {
@@ -1074,6 +1142,9 @@ impl<'a> Syncer<'a> {
         let last = batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0);
         if let Some(bar) = &self.bar {
             bar.inc(batch.spans.iter().map(|s| s.next_line - s.first_line).sum());
+            if self.counts.failed > 0 {
+                bar.set_message(format!("{} failed", self.counts.failed));
+            }
         } else if self.opts.progress {
             let ok = batch.items.len() as u64 - counts.failed;
             let tag = if batch.retry_pass {
@@ -1217,14 +1288,18 @@ impl<'a> Syncer<'a> {
         let Ok(entries) = std::fs::read_dir(self.opts.state_dir.join("spool")) else {
             return;
         };
+        // Matched by file name: spool names are unique (the content's
+        // fingerprint), and the state dir may have been named differently
+        // (relative, `./`, a symlink) by the run that spooled it.
         for e in entries.flatten() {
             let path = e.path();
-            let p = path.to_string_lossy();
-            let needed = self
-                .state
-                .manifests
-                .iter()
-                .any(|m| m.id.spooled && m.id.path == p && !m.complete() && !m.abandoned);
+            let name = e.file_name();
+            let needed = self.state.manifests.iter().any(|m| {
+                m.id.spooled
+                    && !m.complete()
+                    && !m.abandoned
+                    && manifest::path_of_stored(&m.id.path).file_name() == Some(name.as_os_str())
+            });
             if !needed {
                 let _ = std::fs::remove_file(&path);
             }
@@ -1234,11 +1309,17 @@ impl<'a> Syncer<'a> {
 
 struct Pipe<'m> {
     job_tx: Option<mpsc::Sender<Job<'m>>>,
-    done_rx: mpsc::Receiver<Done>,
+    done_rx: mpsc::Receiver<Msg>,
     waiting: HashMap<u64, Batch>,
     limit: usize,
     /// Jobs sent so far: the next job's ticket.
     sent: u64,
+    /// The next batch (by `seq`) to settle: batches are recorded in the
+    /// order they were read, whatever order they come back in, so a failure
+    /// is always recorded before a later line that supersedes it.
+    next_settle: u64,
+    /// Batches back from the workers, waiting for the ones before them.
+    ready: BTreeMap<u64, Done>,
 }
 
 /// One manifest line handed to a worker.
@@ -1259,12 +1340,25 @@ struct Job<'m> {
     lines: Vec<RawLine<'m>>,
 }
 
-/// A worker's answer: the planned lines, their ops, and what the target
+/// What workers tell the feed thread.
+enum Msg {
+    Done(Done),
+    /// `--on-error retry` is about to retry a batch.
+    Retry {
+        first_line: u64,
+        last_line: u64,
+        attempt: u32,
+        failed: usize,
+        error: String,
+        wait: Duration,
+    },
+}
+
+/// A worker's answer: the planned lines and what the target
 /// said (or that the manifest changed while the lines were read).
 struct Done {
     seq: u64,
     items: Vec<Item>,
-    ops: Vec<Op>,
     outcome: Outcome,
 }
 
@@ -1289,12 +1383,34 @@ struct WorkerCtx<'a> {
     /// Set by a worker whose batch ends the run (fatal, a changed manifest,
     /// or a failure under `--on-error stop`): later batches are not applied.
     halt: &'a AtomicBool,
-    stop_on_failure: bool,
+    on_error: OnError,
+}
+
+/// The first failure among the target's outcomes for planned items, and
+/// how many items failed at the target.
+fn target_failures(items: &[Item], outcomes: &[OpOutcome]) -> (usize, Option<String>) {
+    let mut n = 0;
+    let mut first = None;
+    for it in items {
+        let failed = outcomes
+            .get(it.ops.clone())
+            .unwrap_or_default()
+            .iter()
+            .find_map(|o| match o {
+                OpOutcome::Failed { message, .. } => Some(message),
+                OpOutcome::Ok => None,
+            });
+        if let Some(m) = failed {
+            n += 1;
+            first.get_or_insert_with(|| m.clone());
+        }
+    }
+    (n, first)
 }
 
 impl WorkerCtx<'_> {
-    /// Plan every line of the job, then apply its ops under a permit.
-    fn run(&self, parser: &mut LineParser, job: Job<'_>) -> Done {
+    /// Plan every line of a batch: parse, look at the disk, build the ops.
+    fn plan(&self, parser: &mut LineParser, job: &Job<'_>) -> (Vec<Item>, Vec<Op>) {
         let mut items = Vec::with_capacity(job.lines.len());
         let mut ops = Vec::new();
         for raw in &job.lines {
@@ -1321,10 +1437,26 @@ impl WorkerCtx<'_> {
                 ops: start..ops.len(),
             });
         }
+        (items, ops)
+    }
+
+    /// Plan a job, then apply its ops under a permit.
+    fn run(&self, parser: &mut LineParser, job: Job<'_>, tell: &mpsc::Sender<Msg>) -> Done {
+        let (mut items, mut ops) = self.plan(parser, &job);
         // Batches reach the target in the order they were read: with one
         // batch at a time the index is always a prefix of the manifest, and
-        // with several they start in order.
-        let permit = self.permits.acquire(job.ticket);
+        // with several they start in order, and a batch that writes an
+        // object an earlier batch still in flight writes waits for it (so a
+        // retried write never lands after a later line's write).
+        let ids: Vec<uuid::Uuid> = if self.permits.total > 1 {
+            let mut ids: Vec<_> = ops.iter().map(Op::id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        } else {
+            Vec::new()
+        };
+        let permit = self.permits.acquire(job.ticket, ids);
         // Nothing read from a manifest that changed meanwhile is applied
         // (a truncated mapping reads as zeros; see manifest::sigbus).
         let outcome = if let Err(e) = self.manifest.check_unchanged() {
@@ -1336,12 +1468,16 @@ impl WorkerCtx<'_> {
             // `--on-error stop` applies nothing after the failing batch.
             Outcome::Skipped
         } else {
-            let applied =
+            let mut applied =
                 retry::apply_with_retries(self.target, &ops, self.max_retries, self.backoff);
+            if self.on_error == OnError::Retry {
+                applied =
+                    self.retry_until_applied(parser, &job, &mut items, &mut ops, applied, tell);
+            }
             let halts = match &applied {
                 retry::Applied::Fatal(_) => true,
                 retry::Applied::Done(outcomes) => {
-                    self.stop_on_failure
+                    self.on_error == OnError::Stop
                         && (outcomes.iter().any(|o| !o.is_ok())
                             || items
                                 .iter()
@@ -1357,52 +1493,136 @@ impl WorkerCtx<'_> {
         Done {
             seq: job.seq,
             items,
-            ops,
             outcome,
+        }
+    }
+
+    /// `--on-error retry`: while the target refuses some of the batch's
+    /// writes, wait (capped full-jitter backoff) and apply the batch again,
+    /// planned afresh from the disk, under the same permit. Lines that are
+    /// malformed or unreadable do not get better by retrying the write: they
+    /// are recorded as failed, as with `continue`. A fatal error (the target
+    /// refuses for good, or is unreachable) ends the retries and the run, as
+    /// does another batch ending the run.
+    fn retry_until_applied(
+        &self,
+        parser: &mut LineParser,
+        job: &Job<'_>,
+        items: &mut Vec<Item>,
+        ops: &mut Vec<Op>,
+        mut applied: retry::Applied,
+        tell: &mpsc::Sender<Msg>,
+    ) -> retry::Applied {
+        let cap = Backoff {
+            base: self.backoff.base,
+            cap: self.backoff.cap.max(Duration::from_secs(1)),
+        };
+        let mut jitter = retry::Jitter::new();
+        let mut attempt = 0u32;
+        loop {
+            let (failed, error) = match &applied {
+                retry::Applied::Fatal(_) => return applied,
+                retry::Applied::Done(outcomes) => target_failures(items, outcomes),
+            };
+            if failed == 0 || self.halt.load(Ordering::SeqCst) {
+                return applied;
+            }
+            let wait = cap.delay(attempt, None, &mut jitter);
+            let _ = tell.send(Msg::Retry {
+                first_line: job.lines.first().map(|l| l.line).unwrap_or(0),
+                last_line: job.lines.last().map(|l| l.line).unwrap_or(0),
+                attempt: attempt.saturating_add(1),
+                failed,
+                error: error.unwrap_or_default(),
+                wait,
+            });
+            std::thread::sleep(wait);
+            attempt = attempt.saturating_add(1);
+            if self.halt.load(Ordering::SeqCst) {
+                return applied;
+            }
+            (*items, *ops) = self.plan(parser, job);
+            applied = retry::apply_with_retries(self.target, ops, self.max_retries, self.backoff);
         }
     }
 }
 
 /// A counting semaphore handed out in ticket order: at most `n` batches are
-/// at the target at once, and batch `k` (its ticket, in the order the feed
-/// sent them) starts only after every batch before it has started.
+/// at the target at once, batch `k` (its ticket, in the order the feed sent
+/// them) starts only after every batch before it has started, and never
+/// while an earlier batch that writes one of its objects is still in flight.
 ///
 /// No deadlock: the feed sends jobs in ticket order and workers take them
 /// from one queue, so the lowest outstanding ticket is always held by a
-/// worker, which gets the next free permit.
+/// worker, which gets the next free permit; a batch only ever waits for
+/// batches before it.
 struct Permits {
-    /// (free permits, next ticket to serve)
-    state: Mutex<(usize, u64)>,
+    total: usize,
+    state: Mutex<PermitState>,
     changed: Condvar,
 }
 
-struct Permit<'a>(&'a Permits);
+struct PermitState {
+    free: usize,
+    /// The next ticket to serve.
+    next: u64,
+    /// Object ids (sorted) of the batches at the target, by ticket.
+    in_flight: Vec<(u64, Vec<uuid::Uuid>)>,
+}
+
+impl PermitState {
+    fn conflicts(&self, ids: &[uuid::Uuid]) -> bool {
+        self.in_flight
+            .iter()
+            .any(|(_, theirs)| ids.iter().any(|id| theirs.binary_search(id).is_ok()))
+    }
+}
+
+struct Permit<'a> {
+    permits: &'a Permits,
+    ticket: u64,
+}
 
 impl Permits {
     fn new(n: usize) -> Permits {
         Permits {
-            state: Mutex::new((n, 0)),
+            total: n,
+            state: Mutex::new(PermitState {
+                free: n,
+                next: 0,
+                in_flight: Vec::new(),
+            }),
             changed: Condvar::new(),
         }
     }
 
-    fn acquire(&self, ticket: u64) -> Permit<'_> {
+    /// Wait for ticket `ticket`'s turn; `ids` are the sorted object ids the
+    /// batch writes.
+    fn acquire(&self, ticket: u64, ids: Vec<uuid::Uuid>) -> Permit<'_> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while st.0 == 0 || st.1 != ticket {
+        while st.free == 0 || st.next != ticket || st.conflicts(&ids) {
             st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-        st.0 -= 1;
-        st.1 += 1;
+        st.free -= 1;
+        st.next += 1;
+        if !ids.is_empty() {
+            st.in_flight.push((ticket, ids));
+        }
         self.changed.notify_all();
-        Permit(self)
+        Permit {
+            permits: self,
+            ticket,
+        }
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        let mut st = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.0 += 1;
-        self.0.changed.notify_all();
+        let mut st = self.permits.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.free += 1;
+        let ticket = self.ticket;
+        st.in_flight.retain(|(t, _)| *t != ticket);
+        self.permits.changed.notify_all();
     }
 }
 
