@@ -51,12 +51,16 @@ enum Command {
     )]
     Completions { shell: clap_complete::Shell },
     /// Search the local index: best matches with repo/path and a snippet.
-    #[command(after_help = "Example:\n  elysiactl search 'parse_config' --limit 5")]
+    #[command(
+        after_help = "Examples:\n  elysiactl search 'parse_config' --limit 5\n  elysiactl search 'repo:ServiceB \"fn post(\"'\n\nWords match the file content and the words of the repo-relative path (split at\nevery non-alphanumeric character, any case); repo:NAME and path:REL/PATH match\nexactly. A query that does not parse is an error (exit 2): quote code in \"...\"."
+    )]
     Search {
-        /// Query (words are ANDed; "quoted phrases", field:term work).
+        /// Query: words are ANDed; "a phrase"; repo:NAME, path:REL/PATH, size:BYTES.
         query: String,
+        /// Hits to print, best first.
         #[arg(long, default_value_t = 10)]
         limit: usize,
+        /// The state dir whose local index is searched.
         #[arg(long, env = "ELYSIACTL_STATE_DIR")]
         state_dir: Option<PathBuf>,
         /// One JSON object per hit.
