@@ -107,7 +107,11 @@ fn export_and_search_write_nothing_in_the_state_dir() {
     let out = run(&["search", "ledger", "--state-dir", sd(&state)]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("ServiceB/lib/ledger.rs"));
-    assert_eq!(snapshot(&state), before, "a read command changed the state dir");
+    assert_eq!(
+        snapshot(&state),
+        before,
+        "a read command changed the state dir"
+    );
 }
 
 /// Root ignores file modes, so the state dir is made read-only for real: a
@@ -256,7 +260,11 @@ fn search_matches_content_and_path_words_and_exact_repo_and_path_fields() {
             .lines()
             .map(|l| {
                 let h: serde_json::Value = serde_json::from_str(l).unwrap();
-                format!("{}/{}", h["repo"].as_str().unwrap(), h["path"].as_str().unwrap())
+                format!(
+                    "{}/{}",
+                    h["repo"].as_str().unwrap(),
+                    h["path"].as_str().unwrap()
+                )
             })
             .collect();
         v.sort();

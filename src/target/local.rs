@@ -421,7 +421,9 @@ pub fn export(state_dir: &Path) -> Result<Vec<Exported>, ReadError> {
     };
     let mut out = Vec::new();
     for seg in searcher.segment_readers() {
-        let store = seg.get_store_reader(64).map_err(|e| bad("read store", &e))?;
+        let store = seg
+            .get_store_reader(64)
+            .map_err(|e| bad("read store", &e))?;
         for doc_id in seg.doc_ids_alive() {
             let doc: TantivyDocument = store.get(doc_id).map_err(|e| bad("read", &e))?;
             let s = |field| {
