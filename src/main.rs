@@ -51,12 +51,16 @@ enum Command {
     )]
     Completions { shell: clap_complete::Shell },
     /// Search the local index: best matches with repo/path and a snippet.
-    #[command(after_help = "Example:\n  elysiactl search 'parse_config' --limit 5")]
+    #[command(
+        after_help = "Examples:\n  elysiactl search 'parse_config' --limit 5\n  elysiactl search 'repo:ServiceB \"fn post(\"'\n\nWords match the file content and the words of the repo-relative path (split at\nevery non-alphanumeric character, any case); repo:NAME and path:REL/PATH match\nexactly. A query that does not parse is an error (exit 2): quote code in \"...\"."
+    )]
     Search {
-        /// Query (words are ANDed; "quoted phrases", field:term work).
+        /// Query: words are ANDed; "a phrase"; repo:NAME, path:REL/PATH, size:BYTES.
         query: String,
+        /// Hits to print, best first.
         #[arg(long, default_value_t = 10)]
         limit: usize,
+        /// The state dir whose local index is searched.
         #[arg(long, env = "ELYSIACTL_STATE_DIR")]
         state_dir: Option<PathBuf>,
         /// One JSON object per hit.
@@ -291,7 +295,7 @@ fn run(cli: Cli) -> u8 {
                     state_dir: sd,
                     json,
                 },
-        } => match sync::status::failures(&state_dir(sd)) {
+        } => match failures_of(&state_dir(sd)) {
             Ok(list) => {
                 for f in &list {
                     let line = if json {
@@ -323,9 +327,9 @@ fn run(cli: Cli) -> u8 {
                 }
                 0
             }
-            Err(e) => {
+            Err((code, e)) => {
                 eprintln!("elysiactl: {e}");
-                3
+                code
             }
         },
         Command::Index {
@@ -345,9 +349,9 @@ fn run(cli: Cli) -> u8 {
                 }
                 0
             }
-            Err(e) => {
+            Err((code, e)) => {
                 eprintln!("elysiactl: {e}");
-                3
+                code
             }
         },
         Command::Wal {
@@ -383,7 +387,7 @@ fn run(cli: Cli) -> u8 {
             }
             Err(e) => {
                 eprintln!("elysiactl: {e}");
-                3
+                e.exit_code()
             }
         },
     }
@@ -413,15 +417,39 @@ fn changes_cmd(a: elysiactl::changes::ChangesArgs) -> u8 {
     elysiactl::changes::exit_code(&result) as u8
 }
 
-/// Every object of the chosen index. The local index is read without
-/// opening a writer, so this works while a sync runs.
-fn export(t: &TargetArgs, sd: PathBuf) -> Result<Vec<elysiactl::target::local::Exported>, String> {
-    if t.kind() == TargetArg::Local {
-        return elysiactl::target::local::export(&sd).map_err(|e| e.to_string());
+/// The failed lines of a state dir, or the exit code and message. A state
+/// dir that does not exist is a mistyped path (exit 2), not "no failures".
+fn failures_of(sd: &std::path::Path) -> Result<Vec<serde_json::Value>, (u8, String)> {
+    match std::fs::metadata(sd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err((2, format!("state dir {} is not a directory", sd.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err((
+                2,
+                format!(
+                    "state dir {} does not exist: pass the --state-dir of your syncs",
+                    sd.display()
+                ),
+            ))
+        }
+        Err(e) => return Err((3, format!("state dir {}: {e}", sd.display()))),
     }
-    let open = t.opener(sd)?;
-    let target = open().map_err(|e| e.to_string())?;
-    target.export().map_err(|e| e.to_string())
+    sync::status::failures(sd).map_err(|e| (3, e.to_string()))
+}
+
+/// Every object of the chosen index, or the exit code and message. The
+/// local index is read without writing anything, so this works while a
+/// sync runs and on a read-only state dir.
+fn export(
+    t: &TargetArgs,
+    sd: PathBuf,
+) -> Result<Vec<elysiactl::target::local::Exported>, (u8, String)> {
+    if t.kind() == TargetArg::Local {
+        return elysiactl::target::local::export(&sd).map_err(|e| (e.exit_code(), e.to_string()));
+    }
+    let open = t.opener(sd).map_err(|e| (2, e))?;
+    let target = open().map_err(|e| (3, e.to_string()))?;
+    target.export().map_err(|e| (3, e.to_string()))
 }
 
 fn sync_cmd(a: Box<SyncArgs>) -> u8 {
