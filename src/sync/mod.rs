@@ -341,25 +341,34 @@ fn run_inner(
             "--from-line applies to one manifest, but an earlier manifest is unfinished; finish it first (run without --from-line)".into(),
         ));
     }
-    if opts.retry_failed {
-        // Every other manifest with failed lines that is still there as it was.
+    // Every other manifest with failed lines: retried with --retry-failed
+    // while it is still there as it was; dropped with --abandon-pending
+    // once it is gone or changed (its failures can never be retried).
+    if opts.retry_failed || opts.abandon_pending {
         for m in &replay.state.manifests {
-            let queued = queue.iter().any(|q| q.id.same_content(&m.id)) || is_current(&m.id);
+            let queued = queue.iter().any(|q| q.id.same_content(&m.id))
+                || is_current(&m.id)
+                || abandon.iter().any(|a| a.id.same_content(&m.id));
             if queued || m.abandoned || m.failed.is_empty() {
                 continue;
             }
             match Manifest::open(&manifest::path_of_stored(&m.id.path), m.id.spooled) {
-                Ok(old) if old.id.same_content(&m.id) => queue.push(old),
+                Ok(old) if old.id.same_content(&m.id) => {
+                    if opts.retry_failed {
+                        queue.push(old);
+                    }
+                }
+                _ if opts.abandon_pending => abandon.push(m.clone()),
                 _ => emit(
                     log,
                     opts.log_format,
                     "WARNING",
                     &format!(
-                        "{} has {} failed line(s) but is gone or changed; they stay listed (--abandon-pending drops them)",
+                        "{} has {} failed line(s) but is gone or changed, so they cannot be retried; they stay outstanding until a later line applies their files (--abandon-pending drops them)",
                         m.id.path,
                         m.failed.len()
                     ),
-                    serde_json::Value::Null,
+                    serde_json::json!({"manifest": m.id.path, "failed": m.failed.len()}),
                 ),
             }
         }
@@ -454,10 +463,12 @@ fn run_inner(
         s.say(
             "ABANDONED",
             format!(
-                "{}: {} lines never applied are dropped (--abandon-pending)",
-                m.id.path, remaining
+                "{}: {} lines never applied and {} failed line(s) are dropped (--abandon-pending)",
+                m.id.path,
+                remaining,
+                m.failed.len()
             ),
-            serde_json::json!({"manifest": m.id.path, "remaining_lines": remaining}),
+            serde_json::json!({"manifest": m.id.path, "remaining_lines": remaining, "failed_lines": m.failed.len()}),
         );
         s.record(vec![Record::ManifestAbandoned(ManifestAbandoned {
             run_id: s.run_id,
@@ -720,8 +731,7 @@ impl<'a> Syncer<'a> {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        let done = ctx.run(&mut parser, job, &tx);
-                        if tx.send(Msg::Done(done)).is_err() {
+                        if !ctx.run(&mut parser, job, &tx) {
                             return;
                         }
                     }
@@ -734,8 +744,6 @@ impl<'a> Syncer<'a> {
                 waiting: HashMap::new(),
                 limit: workers,
                 sent: 0,
-                next_settle: self.seq + 1,
-                ready: BTreeMap::new(),
             };
             let res = self.feed(m, &progress, &mut pipe);
             pipe.job_tx = None;
@@ -912,32 +920,27 @@ impl<'a> Syncer<'a> {
         }
     }
 
-    /// Wait until at least one batch is settled, and record it.
+    /// Wait for one batch to come back and record it.
     ///
-    /// Batches settle in the order they were read (`seq`), whatever order
-    /// the workers finish them in. Group commit: every batch that can
-    /// settle meanwhile is recorded too, with the same single WAL write and
-    /// fdatasync, and nothing is reported done before that fsync returns.
+    /// Group commit: every other batch that has finished meanwhile is
+    /// recorded too, with the same single WAL write and fdatasync. Each
+    /// `BatchDone` names its own byte ranges, so their order in the log does
+    /// not matter, and nothing is reported done before that fsync returns.
+    /// Two batches that write one object come back in the order they were
+    /// read (see [`Permits`]), so a failure is always recorded before the
+    /// later line that supersedes it.
     fn collect_one(&mut self, pipe: &mut Pipe<'_>) {
         loop {
             let Ok(msg) = pipe.done_rx.recv() else {
                 pipe.waiting.clear();
-                pipe.ready.clear();
-                break;
+                return;
             };
-            self.take(pipe, msg);
-            while let Ok(msg) = pipe.done_rx.try_recv() {
-                self.take(pipe, msg);
-            }
-            let mut settled = 0;
-            while let Some(done) = pipe.ready.remove(&pipe.next_settle) {
-                pipe.next_settle += 1;
-                self.handle(pipe, done);
-                settled += 1;
-            }
-            if settled > 0 {
+            if self.take(pipe, msg) {
                 break;
             }
+        }
+        while let Ok(msg) = pipe.done_rx.try_recv() {
+            self.take(pipe, msg);
         }
         self.flush_group();
         if self.should_stop() {
@@ -947,10 +950,12 @@ impl<'a> Syncer<'a> {
         }
     }
 
-    fn take(&mut self, pipe: &mut Pipe<'_>, msg: Msg) {
+    /// Handle one message from a worker; true when it finished a batch.
+    fn take(&mut self, pipe: &mut Pipe<'_>, msg: Msg) -> bool {
         match msg {
             Msg::Done(done) => {
-                pipe.ready.insert(done.seq, done);
+                self.handle(pipe, done);
+                true
             }
             Msg::Retry {
                 first_line,
@@ -959,14 +964,17 @@ impl<'a> Syncer<'a> {
                 failed,
                 error,
                 wait,
-            } => self.say(
+            } => {
+                self.say(
                 "RETRY",
                 format!(
                     "lines {first_line}-{last_line}: {failed} item(s) refused by the index ({error}); retrying the batch in {:.1}s (attempt {attempt}, --on-error retry)",
                     wait.as_secs_f64()
                 ),
                 serde_json::json!({"first_line": first_line, "last_line": last_line, "attempt": attempt, "failed": failed, "error": error, "wait_secs": wait.as_secs_f64()}),
-            ),
+                );
+                false
+            }
         }
     }
 
@@ -1314,12 +1322,6 @@ struct Pipe<'m> {
     limit: usize,
     /// Jobs sent so far: the next job's ticket.
     sent: u64,
-    /// The next batch (by `seq`) to settle: batches are recorded in the
-    /// order they were read, whatever order they come back in, so a failure
-    /// is always recorded before a later line that supersedes it.
-    next_settle: u64,
-    /// Batches back from the workers, waiting for the ones before them.
-    ready: BTreeMap<u64, Done>,
 }
 
 /// One manifest line handed to a worker.
@@ -1440,8 +1442,9 @@ impl WorkerCtx<'_> {
         (items, ops)
     }
 
-    /// Plan a job, then apply its ops under a permit.
-    fn run(&self, parser: &mut LineParser, job: Job<'_>, tell: &mpsc::Sender<Msg>) -> Done {
+    /// Plan a job, apply its ops under a permit, and send the outcome
+    /// before giving the permit back. False once nobody listens.
+    fn run(&self, parser: &mut LineParser, job: Job<'_>, tell: &mpsc::Sender<Msg>) -> bool {
         let (mut items, mut ops) = self.plan(parser, &job);
         // Batches reach the target in the order they were read: with one
         // batch at a time the index is always a prefix of the manifest, and
@@ -1449,7 +1452,15 @@ impl WorkerCtx<'_> {
         // object an earlier batch still in flight writes waits for it (so a
         // retried write never lands after a later line's write).
         let ids: Vec<uuid::Uuid> = if self.permits.total > 1 {
-            let mut ids: Vec<_> = ops.iter().map(Op::id).collect();
+            // A line that failed to plan names its object too: its failure
+            // must be recorded before a later line for the same file.
+            let failed = items.iter().filter_map(|it| match &it.planned {
+                Planned::Failed { repo, path, .. } if !path.is_empty() => {
+                    Some(crate::target::object_id(repo, path))
+                }
+                _ => None,
+            });
+            let mut ids: Vec<_> = ops.iter().map(Op::id).chain(failed).collect();
             ids.sort_unstable();
             ids.dedup();
             ids
@@ -1489,12 +1500,17 @@ impl WorkerCtx<'_> {
             }
             Outcome::Applied(applied)
         };
+        // Sent under the permit: a later batch writing one of these objects
+        // cannot start, let alone come back, before this answer is queued.
+        let sent = tell
+            .send(Msg::Done(Done {
+                seq: job.seq,
+                items,
+                outcome,
+            }))
+            .is_ok();
         drop(permit);
-        Done {
-            seq: job.seq,
-            items,
-            outcome,
-        }
+        sent
     }
 
     /// `--on-error retry`: while the target refuses some of the batch's
@@ -1550,7 +1566,9 @@ impl WorkerCtx<'_> {
 /// A counting semaphore handed out in ticket order: at most `n` batches are
 /// at the target at once, batch `k` (its ticket, in the order the feed sent
 /// them) starts only after every batch before it has started, and never
-/// while an earlier batch that writes one of its objects is still in flight.
+/// while an earlier batch that writes one of its objects is still in flight
+/// (so a retried write never lands after a later line's write, and the
+/// earlier batch's outcome is queued for recording first).
 ///
 /// No deadlock: the feed sends jobs in ticket order and workers take them
 /// from one queue, so the lowest outstanding ticket is always held by a
