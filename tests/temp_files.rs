@@ -236,3 +236,30 @@ fn published_modes_are_the_documented_ones_whatever_the_umask() {
     assert_eq!(mode(&out), 0o600);
     assert_eq!(mode(&prom), 0o644);
 }
+
+#[test]
+fn a_metrics_path_that_is_not_a_regular_file_is_written_in_place_never_renamed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("metrics.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: no mkfifo");
+        return;
+    }
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let m = elysiactl::sync::metrics::RunMetrics {
+        finished_unix: 1_735_650_600,
+        ..Default::default()
+    };
+    elysiactl::sync::metrics::write(&fifo, &m).unwrap();
+    assert_eq!(reader.join().unwrap(), elysiactl::sync::metrics::render(&m));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
