@@ -1,7 +1,6 @@
 //! `changes --root` given the wrong directory says what it found and how to
 //! fix it, and exits 2 without publishing a manifest (docs/changes.md).
 
-#[allow(dead_code)]
 #[path = "changes_support/mod.rs"]
 mod support;
 

@@ -8,7 +8,6 @@
 
 mod support;
 
-#[allow(dead_code)]
 #[path = "changes_support/mod.rs"]
 mod csupport;
 
