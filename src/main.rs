@@ -186,6 +186,9 @@ impl TargetArgs {
                     Duration::from_secs(self.timeout.max(1)),
                     self.concurrency as usize,
                 );
+                // A bad URL or collection is a usage error, found before the
+                // state dir is touched.
+                cfg.validate().map_err(|e| e.to_string())?;
                 Ok(Box::new(move || -> Result<Box<dyn Target>, _> {
                     Ok(Box::new(WeaviateTarget::new(cfg.clone())?))
                 }))

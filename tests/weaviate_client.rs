@@ -257,6 +257,8 @@ fn converges_to_exact_contents_with_out_of_order_completion_and_all_faults() {
             p_object_fail: 0.1,
             retry_after_secs: 0,
             all_endpoints: false,
+            // Not the permanent or echoing kinds: the run must converge.
+            ..Faults::default()
         },
         // apply_then_drop is drawn last (after drop, 429, 500, 503), so at
         // 10 % each it hits ~6.6 % of ~120 requests: "at least 5" failed

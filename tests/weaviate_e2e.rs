@@ -308,6 +308,8 @@ fn ten_thousand_lines_with_twenty_sigkills_under_mixed_faults_leave_the_exact_in
         p_apply_drop: 0.05,
         p_object_fail: 0.04,
         all_endpoints: false,
+        // Not the permanent or echoing kinds: the run must converge.
+        ..Faults::default()
     });
     let args = ["--concurrency", "4", "--batch-size", "25"];
     let n = w.line_ids.len();

@@ -55,6 +55,13 @@ struct Args {
     /// Fraction of objects reported FAILED with a rate-limit message.
     #[arg(long, default_value_t = 0.0)]
     p_object_fail: f64,
+    /// Fraction of objects reported FAILED with a permanent validation message.
+    #[arg(long, default_value_t = 0.0)]
+    p_object_reject: f64,
+    /// Quote the request's headers (Authorization included) in every error
+    /// body and per-object failure, as a leaky proxy would.
+    #[arg(long)]
+    echo_headers: bool,
     /// Fault every /v1 endpoint except readiness, not only /v1/batch/*.
     #[arg(long)]
     fault_all_endpoints: bool,
@@ -75,6 +82,7 @@ fn main() -> std::io::Result<()> {
         ("--p-drop", a.p_drop),
         ("--p-apply-drop", a.p_apply_drop),
         ("--p-object-fail", a.p_object_fail),
+        ("--p-object-reject", a.p_object_reject),
     ] {
         if !(0.0..=1.0).contains(&p) {
             eprintln!("weaviate-standin: {name} must be between 0 and 1, got {p}");
@@ -97,6 +105,8 @@ fn main() -> std::io::Result<()> {
             p_drop: a.p_drop,
             p_apply_drop: a.p_apply_drop,
             p_object_fail: a.p_object_fail,
+            p_object_reject: a.p_object_reject,
+            echo_headers: a.echo_headers,
             all_endpoints: a.fault_all_endpoints,
         },
     };

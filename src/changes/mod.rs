@@ -128,6 +128,23 @@ pub enum Error {
     RootNotDir { path: PathBuf },
     #[error("no root given (use --root DIR)")]
     NoRoot,
+    /// A root that is itself a repository (and holds none): `--root` was
+    /// given the repository instead of the directory that holds it.
+    #[error(
+        "{} is itself a git repository; --root takes the directory that holds the \
+         repositories, e.g. --root {}",
+        path.display(),
+        parent.display()
+    )]
+    RootIsRepository { path: PathBuf, parent: PathBuf },
+    /// No repository under any root and none known from earlier runs: a
+    /// wrong or unmounted root, not an empty manifest to publish.
+    #[error(
+        "no git repository under {roots}: a repository is a directory directly under a root \
+         with a .git entry; --root takes the directory that holds the repositories \
+         (e.g. /srv/repos for /srv/repos/ServiceA)"
+    )]
+    NoRepositories { roots: String },
     /// git itself cannot be run.
     #[error("{0}")]
     GitUnavailable(GitError),
@@ -152,6 +169,8 @@ impl Error {
             Error::Root { .. }
                 | Error::RootNotDir { .. }
                 | Error::NoRoot
+                | Error::RootIsRepository { .. }
+                | Error::NoRepositories { .. }
                 | Error::EverythingMissing { .. }
         )
     }
@@ -252,6 +271,11 @@ pub fn run(
     let mut report = ChangesReport::default();
     let repos = discover(&opts.roots, &mut report, log)?;
     report.repos_scanned = repos.len();
+    if repos.is_empty() && report.failures.is_empty() && bases.is_empty() {
+        return Err(Error::NoRepositories {
+            roots: shown_roots(&opts.roots),
+        });
+    }
 
     if opts.pull {
         for failure in pull::pull_all(&opts.git, &repos, opts.jobs.max(1), log)? {
@@ -303,12 +327,7 @@ pub fn run(
         if repos.is_empty() {
             return Err(Error::EverythingMissing {
                 known: bases.len(),
-                roots: opts
-                    .roots
-                    .iter()
-                    .map(|r| r.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                roots: shown_roots(&opts.roots),
             });
         }
         for (name, base) in &missing {
@@ -395,6 +414,14 @@ pub fn run(
     Ok(report)
 }
 
+fn shown_roots(roots: &[PathBuf]) -> String {
+    roots
+        .iter()
+        .map(|r| r.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 enum RepoError {
     Git(GitError),
     Output(Error),
@@ -414,7 +441,8 @@ impl From<Error> for RepoError {
 
 /// Every directory directly under a root that has a `.git` entry. Names
 /// that are not UTF-8 or that an earlier root already provides are reported
-/// as failures.
+/// as failures. A root that holds none is refused when it is itself a
+/// repository (the usual slip: `--root` given the repository), else logged.
 fn discover(
     roots: &[PathBuf],
     report: &mut ChangesReport,
@@ -448,6 +476,21 @@ fn discover(
             if dir.is_dir() && dir.join(".git").exists() {
                 found.push((entry.file_name(), dir));
             }
+        }
+        if found.is_empty() {
+            if root_abs.join(".git").exists() {
+                return Err(Error::RootIsRepository {
+                    path: root.clone(),
+                    parent: root_abs
+                        .parent()
+                        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+                });
+            }
+            let _ = writeln!(
+                log,
+                "[EMPTY-ROOT] {}: no git repository directly under it",
+                root.display()
+            );
         }
         found.sort();
         for (name, dir) in found {

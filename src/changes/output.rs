@@ -1,42 +1,30 @@
-//! Writing the manifest to a file atomically: a temporary file in the same
-//! directory, fsynced, renamed over the target, and the directory fsynced.
-//! A reader (the sync) therefore sees the previous manifest or the complete
-//! new one, never half of one, even after a crash or kill.
+//! Writing the manifest to a file atomically ([`crate::publish`]): an
+//! exclusive temporary file in the same directory (a symlink planted at any
+//! temporary name is never written through), fsynced, renamed over the
+//! target, and the directory fsynced. A reader (the sync) therefore sees the
+//! previous manifest or the complete new one, never half of one, even after
+//! a crash or kill; what a killed run left behind is cleaned by the next.
+//! The file gets mode 0666 less the umask, as a shell redirect would.
 
-use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::publish::{Mode, Pending};
 
 /// A manifest being written; [`AtomicFile::commit`] publishes it, dropping it
 /// without committing removes the temporary file.
 pub struct AtomicFile {
-    target: PathBuf,
-    temp: PathBuf,
-    file: Option<BufWriter<File>>,
+    file: Option<BufWriter<Pending>>,
 }
 
 impl AtomicFile {
     pub fn create(target: &Path) -> io::Result<Self> {
-        let dir = match target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = target.file_name().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "output has no file name")
-        })?;
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(".tmp.{}", std::process::id()));
-        let temp = dir.join(temp_name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
+        let started = SystemTime::now();
+        let pending = Pending::create(target, Mode::Umask(0o666))?;
+        pending.clean_leftovers(started);
         Ok(AtomicFile {
-            target: target.to_path_buf(),
-            temp,
-            file: Some(BufWriter::with_capacity(1 << 16, file)),
+            file: Some(BufWriter::with_capacity(1 << 16, pending)),
         })
     }
 
@@ -45,19 +33,7 @@ impl AtomicFile {
         let Some(w) = self.file.take() else {
             return Err(io::Error::other("already committed"));
         };
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&self.temp, &self.target)?;
-        if let Some(dir) = self.target.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        w.into_inner().map_err(|e| e.into_error())?.commit()
     }
 }
 
@@ -73,14 +49,6 @@ impl Write for AtomicFile {
         match self.file.as_mut() {
             Some(f) => f.flush(),
             None => Ok(()),
-        }
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = std::fs::remove_file(&self.temp);
         }
     }
 }

@@ -28,6 +28,14 @@ pub struct Faults {
     /// Per object of a batch upsert: report FAILED with a provider rate-limit
     /// message and store nothing for it.
     pub p_object_fail: f64,
+    /// Per object of a batch upsert: report FAILED with a permanent
+    /// validation message and store nothing for it.
+    pub p_object_reject: f64,
+    /// A server or proxy that quotes the request in its errors: every error
+    /// reply (injected or not, the 401s included) and every per-object
+    /// failure message carries the request's headers, `Authorization` and
+    /// provider keys included.
+    pub echo_headers: bool,
     /// Fault every `/v1` endpoint except readiness, not only the batch ones.
     pub all_endpoints: bool,
 }

@@ -36,6 +36,8 @@ const RATE_LIMIT_MESSAGE: &str =
      error: Rate limit reached for text-embedding-3-small in organization org-standin on \
      requests per min (RPM): Limit 3000, Used 3000, Requested 1. Please try again in 20ms.";
 
+const REJECT_MESSAGE: &str = "invalid object: rejected by the stand-in (validation fault)";
+
 const PRIMITIVE_TYPES: &[&str] = &[
     "text",
     "int",
@@ -133,7 +135,64 @@ fn query_params(query: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
+/// Serve one request; with [`Faults::echo_headers`], every error reply
+/// (but those of the control endpoints) quotes the request's headers.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, DropConnection> {
+    let echo = (shared.lock().faults.echo_headers && !req.uri().path().starts_with("/__standin/"))
+        .then(|| headers_text(req.headers()));
+    let resp = serve_one(shared, req, echo.clone()).await?;
+    Ok(match echo {
+        Some(e) if !resp.status().is_success() => echo_error(resp, &e).await,
+        _ => resp,
+    })
+}
+
+/// The request's headers as one line, as a leaky proxy would quote them
+/// (`content-length` left out: it is noise, and its digits could read as a
+/// status code to a classifier).
+fn headers_text(headers: &hyper::HeaderMap) -> String {
+    headers
+        .iter()
+        .filter(|(k, _)| *k != hyper::header::CONTENT_LENGTH)
+        .map(|(k, v)| format!("{}: {}", k.as_str(), String::from_utf8_lossy(v.as_bytes())))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// An error reply rewritten to carry `echo` in its message.
+async fn echo_error(resp: Resp, echo: &str) -> Resp {
+    let (parts, body) = resp.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let original = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/0/message")
+                .or_else(|| v.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    let mut r = error_list(
+        parts.status.as_u16(),
+        &format!("{original} (request headers: {echo})"),
+    );
+    for (k, v) in &parts.headers {
+        if k != hyper::header::CONTENT_TYPE && k != hyper::header::CONTENT_LENGTH {
+            r.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    r
+}
+
+async fn serve_one(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    echo: Option<String>,
+) -> Result<Resp, DropConnection> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
@@ -256,7 +315,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp,
                 }
                 r
             }
-            Ok(parsed) => {
+            Ok(mut parsed) => {
+                parsed.echo = echo;
                 let stored = {
                     let mut st = shared.lock();
                     let stored = batch_store(&mut st, parsed);
@@ -608,6 +668,9 @@ fn object_error(st: &State, class: &str, props: &Map<String, Value>) -> Option<S
 /// step; only the stand-in's own throughput changes.
 pub(super) struct ParsedBatch {
     objects: Vec<Value>,
+    /// With [`Faults::echo_headers`]: the request's headers, quoted in
+    /// every per-object failure.
+    echo: Option<String>,
 }
 
 /// One object's fate, between the store and the reply.
@@ -628,6 +691,7 @@ pub(super) fn batch_parse(
     let v = parse_body(body)?;
     Ok(ParsedBatch {
         objects: validate_batch_body(v)?,
+        echo: None,
     })
 }
 
@@ -635,6 +699,7 @@ pub(super) fn batch_store(st: &mut State, parsed: ParsedBatch) -> StoredBatch {
     let objects = parsed.objects;
     let now = now_ms();
     let p_fail = st.faults.p_object_fail;
+    let p_reject = st.faults.p_object_reject;
     let empty = Map::new();
     let mut fates = Vec::with_capacity(objects.len());
     for o in &objects {
@@ -654,6 +719,13 @@ pub(super) fn batch_store(st: &mut State, parsed: ParsedBatch) -> StoredBatch {
         if err.is_none() && st.rng.chance(p_fail) {
             err = Some(RATE_LIMIT_MESSAGE.to_string());
             *st.stats.injected.entry("object_fail".into()).or_default() += 1;
+        }
+        if err.is_none() && st.rng.chance(p_reject) {
+            err = Some(REJECT_MESSAGE.to_string());
+            *st.stats.injected.entry("object_reject".into()).or_default() += 1;
+        }
+        if let (Some(e), Some(echo)) = (&mut err, &parsed.echo) {
+            e.push_str(&format!(" (request headers: {echo})"));
         }
         fates.push((class, id, err));
     }

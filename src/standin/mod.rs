@@ -5,9 +5,11 @@
 //! of `shared/weaviate/CONTRACT.md` (auto-schema off, the duplicate-id rule,
 //! the batch-delete limit, 401 on any Authorization header when no key is
 //! configured …). Faults (latency, 429 + Retry-After, 500, 503, dropped
-//! connections before or after applying, per-object rate-limit failures)
-//! apply to the batch endpoints, or to every `/v1` endpoint but readiness
-//! with `fault_all`.
+//! connections before or after applying, per-object rate-limit or validation
+//! failures) apply to the batch endpoints, or to every `/v1` endpoint but
+//! readiness with `fault_all`. `echo_headers` plays a leaky proxy: every
+//! error reply and per-object failure quotes the request's headers, the
+//! `Authorization` header included.
 //!
 //! The module is compiled into `src/bin/weaviate-standin.rs` and into the
 //! integration tests (`#[path]`), not into the library: the product build

@@ -1,11 +1,16 @@
 //! Prometheus textfile metrics (for node_exporter's textfile collector),
-//! written atomically: a temporary file in the same directory, fsync,
-//! rename, directory fsync. Names follow the seed design.
+//! written atomically ([`crate::publish`]): an exclusive temporary file in
+//! the same directory (never written through a planted symlink), fsync,
+//! rename, directory fsync; leftovers of killed runs are cleaned. The file
+//! is 0644 whatever the umask: node_exporter usually runs as another user,
+//! and the metrics are not secret. Names follow the seed design.
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::publish::{Mode, Pending};
 use crate::wal::{Counts, FailureKind, RunStatus};
 
 /// What one run reports.
@@ -132,34 +137,22 @@ pub fn write(path: &Path, m: &RunMetrics) -> io::Result<()> {
             return f.flush();
         }
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("metrics path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        // node_exporter usually runs as another user: the metrics are not
-        // secret, whatever the process umask.
-        f.set_permissions(
-            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
-        )?;
-        f.write_all(render(m).as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let mut pending = Pending::create(path, Mode::Exact(0o644))?;
+    pending.clean_leftovers(run_started(m));
+    pending.write_all(render(m).as_bytes())?;
+    pending.commit()
+}
+
+/// When the run `m` describes started (the epoch when unknown, which cleans
+/// nothing).
+fn run_started(m: &RunMetrics) -> SystemTime {
+    let ended = UNIX_EPOCH + Duration::from_secs(m.finished_unix);
+    let took = Duration::try_from_secs_f64(m.duration_secs).unwrap_or(Duration::ZERO);
+    if m.finished_unix == 0 {
+        UNIX_EPOCH
+    } else {
+        ended.checked_sub(took).unwrap_or(UNIX_EPOCH)
     }
-    res
 }
 
 #[cfg(test)]

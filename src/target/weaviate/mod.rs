@@ -7,14 +7,19 @@
 //!   is harmless — which is why a dropped connection is `Transient`;
 //! - a batch is reduced to the last op per id before sending, so the two
 //!   requests touch disjoint ids and their order does not matter;
-//! - secrets (API key, provider keys) live only in sensitive header values:
-//!   never in `Debug`, `Display` or error messages.
+//! - secrets (API key, provider keys, URL credentials) live only in sensitive
+//!   header values: never in `Debug` or `Display`, and every reply body and
+//!   every message leaving the target goes through [`redact::Redactor`], so a
+//!   server that echoes the request's headers cannot leak them downstream;
+//! - a configuration is checked ([`WeaviateConfig::validate`]) before any
+//!   state is touched: a bad URL or collection name is a usage error.
 //!
 //! The wire rules come from `shared/weaviate/CONTRACT.md`; see
 //! `docs/weaviate.md` for the user-facing description.
 
 pub mod classify;
 pub mod client;
+pub mod redact;
 pub mod schema;
 pub mod wire;
 
@@ -28,6 +33,7 @@ use uuid::Uuid;
 
 use self::classify::{classify_delete, classify_upsert, status_error, transport_error, Reply};
 use self::client::{Client, Exchange};
+use self::redact::Redactor;
 use crate::target::{Error, Op, OpOutcome, Target};
 
 /// The default collection name.
@@ -134,6 +140,99 @@ impl WeaviateConfig {
             concurrency: concurrency.max(1),
         }
     }
+
+    /// Whether the URL and the collection name can work, checked before
+    /// anything is written: the error names the flag, the value (without
+    /// credentials) and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_url(&self.url)?;
+        if schema::normalize_class(&self.collection).is_err() {
+            return Err(ConfigError::Collection {
+                name: self.collection.clone(),
+                suggestion: suggest_class(&self.collection),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A configuration value that cannot work; each message names the flag, the
+/// value and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error(
+        "--weaviate-url (or ELYSIACTL_WEAVIATE_URL) {shown:?} needs an http:// or https:// scheme: \
+         give e.g. {suggestion}"
+    )]
+    UrlScheme { shown: String, suggestion: String },
+    #[error(
+        "--weaviate-url (or ELYSIACTL_WEAVIATE_URL) {shown:?} ends in /v1: drop the /v1 \
+         (elysiactl adds it), i.e. {suggestion}"
+    )]
+    UrlV1 { shown: String, suggestion: String },
+    #[error(
+        "--weaviate-url (or ELYSIACTL_WEAVIATE_URL) {shown:?} {reason}: give the server's root, \
+         e.g. http://localhost:8080"
+    )]
+    UrlInvalid { shown: String, reason: String },
+    #[error(
+        "--collection {name:?} is not a Weaviate collection name (a letter, then letters, digits \
+         or _, at most 255; the server uppercases the first letter): use e.g. {suggestion}"
+    )]
+    Collection { name: String, suggestion: String },
+}
+
+fn validate_url(url: &str) -> Result<(), ConfigError> {
+    let shown = client::redact_url(url.trim());
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        let rest = shown.split_once("://").map_or(shown.as_str(), |(_, r)| r);
+        return Err(ConfigError::UrlScheme {
+            suggestion: format!("http://{}", rest.trim_start_matches('/')),
+            shown,
+        });
+    }
+    let invalid = |reason: &str| ConfigError::UrlInvalid {
+        shown: shown.clone(),
+        reason: reason.to_string(),
+    };
+    if url.trim() != url || url.chars().any(char::is_whitespace) {
+        return Err(invalid("contains whitespace"));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(&format!("is not a URL ({e})")))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid("has a query or fragment"));
+    }
+    let path = parsed.path().trim_end_matches('/');
+    if path == "/v1" || path.ends_with("/v1") {
+        let base = shown.trim_end_matches('/');
+        return Err(ConfigError::UrlV1 {
+            suggestion: base.strip_suffix("/v1").unwrap_or(base).to_string(),
+            shown,
+        });
+    }
+    Ok(())
+}
+
+/// A valid class name close to `name`: other characters become `_`, leading
+/// characters that cannot start a name are dropped, the first letter is
+/// uppercased.
+fn suggest_class(name: &str) -> String {
+    let mapped: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .skip_while(|c| !c.is_ascii_alphabetic())
+        .take(255)
+        .collect();
+    let mut chars = mapped.chars();
+    match chars.next() {
+        Some(f) => f.to_ascii_uppercase().to_string() + chars.as_str(),
+        None => DEFAULT_COLLECTION.to_string(),
+    }
 }
 
 pub struct WeaviateTarget {
@@ -144,6 +243,8 @@ pub struct WeaviateTarget {
     shown_url: String,
     concurrency: usize,
     client: Client,
+    /// Removes our secrets from reply bodies and from every message out.
+    redactor: Redactor,
     /// Owned so `apply` can be called from plain threads, several at once.
     rt: tokio::runtime::Runtime,
 }
@@ -159,19 +260,15 @@ impl fmt::Debug for WeaviateTarget {
 
 impl WeaviateTarget {
     pub fn new(cfg: WeaviateConfig) -> Result<Self, Error> {
+        let redactor = Redactor::new(&cfg);
+        Self::build(cfg, redactor.clone()).map_err(|e| redactor.error(e))
+    }
+
+    fn build(cfg: WeaviateConfig, redactor: Redactor) -> Result<Self, Error> {
         let fatal = |message: String| Error::Fatal { message };
         let shown_url = client::redact_url(&cfg.url);
-        if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
-            return Err(fatal(format!(
-                "Weaviate URL {shown_url:?} must start with http:// or https://"
-            )));
-        }
+        cfg.validate().map_err(|e| fatal(e.to_string()))?;
         let base = cfg.url.trim_end_matches('/');
-        if base.ends_with("/v1") {
-            return Err(fatal(format!(
-                "Weaviate URL {shown_url} must not end in /v1 (give the server root)"
-            )));
-        }
         let class = schema::normalize_class(&cfg.collection).map_err(fatal)?;
         let headers =
             client::default_headers(cfg.api_key.as_deref(), &cfg.headers).map_err(fatal)?;
@@ -188,8 +285,32 @@ impl WeaviateTarget {
             shown_url,
             concurrency: cfg.concurrency.max(1),
             client,
+            redactor,
             rt,
         })
+    }
+
+    /// One request; the reply's body comes back with our secrets removed,
+    /// before anything can quote (and truncate) it.
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Exchange {
+        match self.client.send(method, path, body).await {
+            Exchange::Http {
+                status,
+                headers,
+                body,
+            } => {
+                let body = match self.redactor.bytes(&body) {
+                    std::borrow::Cow::Borrowed(_) => body,
+                    std::borrow::Cow::Owned(b) => bytes::Bytes::from(b),
+                };
+                Exchange::Http {
+                    status,
+                    headers,
+                    body,
+                }
+            }
+            no_reply => no_reply,
+        }
     }
 
     /// The collection name as sent to the server.
@@ -204,7 +325,7 @@ impl WeaviateTarget {
     async fn send_json(&self, method: Method, path: &str, body: &Value) -> Exchange {
         // Serializing a Value cannot fail.
         let bytes = serde_json::to_vec(body).unwrap_or_default();
-        self.client.send(method, path, Some(bytes)).await
+        self.send(method, path, Some(bytes)).await
     }
 
     async fn prepare_async(&self) -> Result<(), Error> {
@@ -214,11 +335,7 @@ impl WeaviateTarget {
             message,
             retry_after: None,
         };
-        match self
-            .client
-            .send(Method::GET, "/v1/.well-known/ready", None)
-            .await
-        {
+        match self.send(Method::GET, "/v1/.well-known/ready", None).await {
             Exchange::NoReply(f) => {
                 let e = transport_error(&target, "GET /v1/.well-known/ready", &f);
                 return Err(unreachable(match e {
@@ -247,7 +364,7 @@ impl WeaviateTarget {
         }
 
         let path = format!("/v1/schema/{}", self.class);
-        match self.client.send(Method::GET, &path, None).await {
+        match self.send(Method::GET, &path, None).await {
             Exchange::Http { status, body, .. } if status.is_success() => {
                 let class: Value = serde_json::from_slice(&body).map_err(|_| Error::Fatal {
                     message: format!("GET {path}: the reply is not a JSON class"),
@@ -328,7 +445,6 @@ impl WeaviateTarget {
             message: format!("cannot encode the batch: {e}"),
         })?;
         let ex = self
-            .client
             .send(Method::POST, "/v1/batch/objects", Some(bytes))
             .await;
         let ids: Vec<Uuid> = docs.iter().map(|d| d.id).collect();
@@ -491,7 +607,7 @@ impl WeaviateTarget {
         let what = "GET /v1/objects";
         let mut attempt = 0u32;
         loop {
-            let ex = self.client.send(Method::GET, path, None).await;
+            let ex = self.send(Method::GET, path, None).await;
             let err = match &ex {
                 Exchange::Http { status, body, .. } if status.is_success() => {
                     match serde_json::from_slice::<Value>(body) {
@@ -544,23 +660,29 @@ impl Target for WeaviateTarget {
         format!("{} (collection {})", self.target_name(), self.class)
     }
 
+    // The one way out of the target: every message is redacted here.
+
     fn prepare(&self) -> Result<(), Error> {
-        self.rt.handle().block_on(self.prepare_async())
+        let r = self.rt.handle().block_on(self.prepare_async());
+        self.redactor.result(r, |_, v| v)
     }
 
     fn apply(&self, ops: &[Op]) -> Result<Vec<OpOutcome>, Error> {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        self.rt.handle().block_on(self.apply_async(ops))
+        let r = self.rt.handle().block_on(self.apply_async(ops));
+        self.redactor.result(r, Redactor::outcomes)
     }
 
     fn list_repo(&self, repo: &str) -> Result<Vec<String>, Error> {
-        self.rt.handle().block_on(self.list_repo_async(repo))
+        let r = self.rt.handle().block_on(self.list_repo_async(repo));
+        self.redactor.result(r, |_, v| v)
     }
 
     fn export(&self) -> Result<Vec<crate::target::local::Exported>, Error> {
-        self.rt.handle().block_on(self.list_all_async())
+        let r = self.rt.handle().block_on(self.list_all_async());
+        self.redactor.result(r, |_, v| v)
     }
 
     fn max_in_flight(&self) -> usize {
@@ -613,6 +735,42 @@ mod tests {
         assert!(dbg.contains("X-OpenAI-Api-Key"));
         let t = WeaviateTarget::new(cfg).unwrap();
         assert!(!format!("{t:?} {}", t.describe()).contains("SECRET"));
+    }
+
+    #[test]
+    fn config_errors_name_the_flag_the_value_and_the_fix() {
+        let check = |url: &str, coll: &str| {
+            WeaviateConfig::from_lookup(url.into(), coll.into(), None, DEFAULT_TIMEOUT, 1, |_| None)
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        let e = check("http://h:8080/v1/", DEFAULT_COLLECTION).unwrap_err();
+        assert!(
+            e.contains("--weaviate-url") && e.contains("drop the /v1"),
+            "{e}"
+        );
+        assert!(
+            e.contains("http://h:8080/v1") && e.ends_with("http://h:8080"),
+            "{e}"
+        );
+        let e = check("localhost:8080", DEFAULT_COLLECTION).unwrap_err();
+        assert!(
+            e.contains("scheme") && e.ends_with("http://localhost:8080"),
+            "{e}"
+        );
+        let e = check("http://u:pw-SECRET@h:1/v1", DEFAULT_COLLECTION).unwrap_err();
+        assert!(!e.contains("SECRET"), "{e}");
+        let e = check("http://h:1", "bad-name").unwrap_err();
+        assert!(
+            e.contains("--collection \"bad-name\"") && e.ends_with("Bad_name"),
+            "{e}"
+        );
+        assert!(check("http://h:1", "9-x").unwrap_err().ends_with("X"));
+        assert!(check("https://h.example/weaviate", "codeChunk").is_ok());
+        assert!(check("HTTP://h:1", DEFAULT_COLLECTION).is_ok());
+        for bad in ["http://", "http://h:1/?a=b", "http://h :1"] {
+            assert!(check(bad, DEFAULT_COLLECTION).is_err(), "{bad}");
+        }
     }
 
     #[test]
