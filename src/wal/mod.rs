@@ -10,10 +10,12 @@
 //!   disk fails the reservation before any byte of a record is written; the
 //!   zero fill after the last record is a clean end, and appends go after the
 //!   last record, not at the end of the file.
-//! - Recovery replays from the newest segment that opens with a snapshot. A
-//!   torn final record is dropped (and truncated away before the next
-//!   append); damage anywhere else is an error naming segment and offset.
-//!   After recovery, appends go to a fresh segment (see [`Wal::open_in`]).
+//! - Recovery replays from the newest segment that opens with a snapshot
+//!   ([`read`]). Only the last record of the last segment can be torn: it is
+//!   dropped (and truncated away before the next append); damage anywhere
+//!   else, a snapshot whose earlier segments are gone included, is an error
+//!   naming segment and offset. After recovery, appends go to a fresh
+//!   segment (see [`Wal::open_in`]).
 //! - After a failed write, reservation or fsync the writer refuses further
 //!   appends until reopened (an fsync is never retried: the kernel may have
 //!   dropped the dirty pages it failed to write).

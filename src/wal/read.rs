@@ -243,7 +243,7 @@ fn walk_segment(
             {
                 return Err(corrupt(
                     at as u64,
-                    format!("compaction snapshot damaged ({reason}); the segments before it are deleted, so this is not a torn write"),
+                    format!("compaction snapshot damaged ({reason}); no older segment is left, so it was durable: damage, not a torn write"),
                 ))
             }
             Step::Torn { reason, .. } if newest => {

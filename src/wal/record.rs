@@ -2,8 +2,10 @@
 //!
 //! Payloads are bincode 1.3.3 (fixed-width little-endian integers, u64 length
 //! prefixes) of the structs below; the record type byte says which struct.
-//! Adding a field changes the encoding, so any change here bumps
-//! `format::VERSION` and `docs/wal-format.md`.
+//! Adding a field changes the encoding, so any change to an existing record
+//! bumps `format::VERSION` and `docs/wal-format.md`. A new record takes the
+//! next type byte instead (older logs still decode); a new `State` field, a
+//! new snapshot type (see [`Record::SnapshotV2`]).
 
 use bincode::Options;
 use serde::{Deserialize, Serialize};
