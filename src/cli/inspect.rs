@@ -7,18 +7,59 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::sync::status::counts_json;
-use crate::wal::{self, hex, Record};
+use crate::wal::{self, hex, LogRead, Place, Record, State};
 
-/// What to inspect: a state dir, a WAL directory, or one segment file.
-pub fn segments_of(path: &Path) -> Result<Vec<PathBuf>, wal::Error> {
+/// The segments to show, each with its bytes and its place in its log.
+struct Shown {
+    segments: Vec<(PathBuf, Vec<u8>, Place)>,
+    /// For a whole log: what replay reads, to check that it begins the log.
+    log: Option<LogRead>,
+}
+
+/// What to inspect: a state dir, a WAL directory, or one segment file. A
+/// whole log is read as recovery reads it (from the newest snapshot on,
+/// tolerating a compaction running under it). A segment file is judged by
+/// its place among the segments of its directory.
+fn shown(path: &Path) -> Result<Shown, wal::Error> {
     if path.is_file() {
-        return Ok(vec![path.to_owned()]);
+        let bytes = std::fs::read(path).map_err(|e| wal::Error::Io {
+            op: "read WAL segment",
+            path: path.to_owned(),
+            source: e,
+        })?;
+        return Ok(Shown {
+            segments: vec![(path.to_owned(), bytes, place_of_file(path))],
+            log: None,
+        });
     }
     let inner = wal::wal_dir(path);
-    if inner.is_dir() {
-        wal::list_segments(&inner)
+    let dir = if inner.is_dir() {
+        inner
     } else {
-        wal::list_segments(path)
+        path.to_owned()
+    };
+    let log = wal::read_log(&dir)?;
+    let segments = log
+        .iter()
+        .map(|(p, b, place)| (p.to_owned(), b.to_vec(), place))
+        .collect();
+    Ok(Shown {
+        segments,
+        log: Some(log),
+    })
+}
+
+/// A segment file's place among the segments of its directory; a file not
+/// named as a segment is read as a whole log.
+fn place_of_file(path: &Path) -> Place {
+    let (Some(dir), Some(_)) = (path.parent(), wal::segment_seq(path)) else {
+        return Place::Only;
+    };
+    let listed = wal::list_segments(dir).unwrap_or_default();
+    let name = path.file_name();
+    match listed.iter().position(|p| p.file_name() == name) {
+        Some(i) => Place::of(i, listed.len()),
+        None => Place::Only,
     }
 }
 
@@ -53,16 +94,39 @@ fn record_json(r: &Record) -> Value {
         Record::ManifestAbandoned(r) => json!({
             "run_id": r.run_id, "manifest": hex(&r.fingerprint[..6]), "path": r.path, "remaining_lines": r.remaining_lines,
         }),
-        Record::Snapshot(s) => json!({
-            "next_run_id": s.next_run_id,
-            "last_run": s.last_run.as_ref().map(|r| r.run_id),
-            "manifests": s.manifests.iter().map(|m| json!({
-                "path": m.id.path, "fingerprint": m.id.short(), "resume": m.resume_point().0,
-                "size": m.id.size, "failed": m.failed.len(), "abandoned": m.abandoned,
-            })).collect::<Vec<_>>(),
-            "repos": s.repos.iter().map(|(k, v)| (k.clone(), json!(v.commit))).collect::<serde_json::Map<_, _>>(),
+        Record::Snapshot(s) => snapshot_json(s),
+        Record::SnapshotV2(s) => {
+            let mut v = snapshot_json(s);
+            v["target"] = s.target.as_ref().map_or(Value::Null, target_json);
+            v
+        }
+        Record::ManifestRestarted(r) => json!({
+            "run_id": r.run_id, "manifest": hex(&r.fingerprint[..6]),
+        }),
+        Record::TargetBound(t) => target_json(t),
+        Record::FailuresResolved(r) => json!({
+            "run_id": r.run_id,
+            "entries": r.entries.iter().map(|(fp, offset)| json!({"manifest": hex(&fp[..6]), "offset": offset})).collect::<Vec<_>>(),
         }),
     }
+}
+
+fn snapshot_json(s: &State) -> Value {
+    json!({
+        "next_run_id": s.next_run_id,
+        "last_run": s.last_run.as_ref().map(|r| r.run_id),
+        "manifests": s.manifests.iter().map(|m| json!({
+            "path": m.id.path, "fingerprint": m.id.short(), "resume": m.resume_point().0,
+            "size": m.id.size, "failed": m.failed.len(), "abandoned": m.abandoned,
+        })).collect::<Vec<_>>(),
+        "repos": s.repos.iter().map(|(k, v)| (k.clone(), json!(v.commit))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+fn target_json(t: &wal::TargetIdentity) -> Value {
+    json!({
+        "kind": t.kind, "server": t.server, "collection": t.collection, "chunk_size": t.chunk_size,
+    })
 }
 
 fn one_line(v: &Value) -> String {
@@ -88,28 +152,33 @@ pub fn inspect(
     verify: bool,
     out: &mut dyn Write,
 ) -> std::io::Result<u8> {
-    let segments = match segments_of(path) {
+    let shown = match shown(path) {
         Ok(s) => s,
+        Err(e) if e.is_corrupt() => {
+            writeln!(out, "CORRUPT: {e}")?;
+            return Ok(3);
+        }
         Err(e) => {
             writeln!(out, "error: {e}")?;
             return Ok(3);
         }
     };
-    if segments.is_empty() {
+    if shown.segments.is_empty() {
         writeln!(out, "no WAL segments under {}", path.display())?;
         return Ok(0);
     }
+    if !as_json {
+        for old in shown.log.iter().flat_map(|l| l.superseded()) {
+            writeln!(
+                out,
+                "superseded: {} (older than the snapshot recovery starts from; not read)",
+                old.display()
+            )?;
+        }
+    }
     let mut count = 0u64;
-    for (i, seg) in segments.iter().enumerate() {
-        let bytes = match std::fs::read(seg) {
-            Ok(b) => b,
-            Err(e) => {
-                writeln!(out, "error: cannot read {}: {e}", seg.display())?;
-                return Ok(3);
-            }
-        };
-        let last = i + 1 == segments.len();
-        match wal::decode_segment(seg, &bytes, last) {
+    for (seg, bytes, place) in &shown.segments {
+        match wal::decode_segment_at(seg, bytes, *place) {
             Ok((records, torn, _)) => {
                 if !verify || as_json {
                     for l in &records {
@@ -155,11 +224,15 @@ pub fn inspect(
             }
         }
     }
+    if let Some(Err(e)) = shown.log.as_ref().map(LogRead::check_beginning) {
+        writeln!(out, "CORRUPT: {e}")?;
+        return Ok(3);
+    }
     if verify {
         writeln!(
             out,
             "ok: {count} records in {} segment(s) verified",
-            segments.len()
+            shown.segments.len()
         )?;
     }
     Ok(0)

@@ -85,7 +85,13 @@ pub enum Step<'a> {
     End,
     /// A record that fails its checks and is followed by nothing but zero
     /// bytes: what a write cut short by a crash or a full disk leaves.
-    Torn { reason: &'static str },
+    /// `kind` is its type when its header is intact (only its payload is
+    /// short or fails its checksum), `None` when the header itself is
+    /// damaged or cut short.
+    Torn {
+        reason: &'static str,
+        kind: Option<u8>,
+    },
     /// A record that fails its checks while real data follows it: damage
     /// that is not explained by an interrupted append.
     Corrupt { reason: &'static str },
@@ -112,6 +118,7 @@ pub fn decode_at(bytes: &[u8], at: usize) -> Step<'_> {
     if rest.len() < RECORD_HEADER_LEN {
         return Step::Torn {
             reason: "record header cut short",
+            kind: None,
         };
     }
     let h = &rest[..RECORD_HEADER_LEN];
@@ -124,6 +131,7 @@ pub fn decode_at(bytes: &[u8], at: usize) -> Step<'_> {
         return if all_zero(after_header) {
             Step::Torn {
                 reason: "record header damaged at the end of the log",
+                kind: None,
             }
         } else {
             Step::Corrupt {
@@ -141,6 +149,7 @@ pub fn decode_at(bytes: &[u8], at: usize) -> Step<'_> {
         // payload was cut short.
         return Step::Torn {
             reason: "record payload cut short",
+            kind: Some(kind),
         };
     }
     let payload = &after_header[..len];
@@ -148,6 +157,7 @@ pub fn decode_at(bytes: &[u8], at: usize) -> Step<'_> {
         return if all_zero(&after_header[len..]) {
             Step::Torn {
                 reason: "last record's payload checksum mismatch",
+                kind: Some(kind),
             }
         } else {
             Step::Corrupt {

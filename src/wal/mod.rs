@@ -10,15 +10,18 @@
 //!   disk fails the reservation before any byte of a record is written; the
 //!   zero fill after the last record is a clean end, and appends go after the
 //!   last record, not at the end of the file.
-//! - Recovery replays from the newest segment that opens with a snapshot. A
-//!   torn final record is dropped (and truncated away before the next
-//!   append); damage anywhere else is an error naming segment and offset.
-//!   After recovery, appends go to a fresh segment (see [`Wal::open_in`]).
+//! - Recovery replays from the newest segment that opens with a snapshot
+//!   ([`read`]). Only the last record of the last segment can be torn: it is
+//!   dropped (and truncated away before the next append); damage anywhere
+//!   else, a snapshot whose earlier segments are gone included, is an error
+//!   naming segment and offset. After recovery, appends go to a fresh
+//!   segment (see [`Wal::open_in`]).
 //! - After a failed write, reservation or fsync the writer refuses further
 //!   appends until reopened (an fsync is never retried: the kernel may have
 //!   dropped the dirty pages it failed to write).
 
 pub mod format;
+pub mod read;
 pub mod record;
 pub mod state;
 pub mod storage;
@@ -26,12 +29,12 @@ pub mod storage;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
+pub use read::*;
 pub use record::*;
 pub use state::{AppliedChangeset, FailedEntry, ManifestProgress, RunSummary, State};
 
-use format::{HeaderProblem, Step, SEGMENT_HEADER_LEN};
+use format::SEGMENT_HEADER_LEN;
 use storage::{Fs, SegmentFile, Storage};
 
 /// A segment is closed and a new one started past this size.
@@ -93,339 +96,6 @@ impl Error {
     pub fn is_corrupt(&self) -> bool {
         matches!(self, Error::Corrupt { .. })
     }
-}
-
-/// One decoded record and where it was. The records of one segment share
-/// its path.
-#[derive(Debug, Clone)]
-pub struct Located {
-    pub segment: Arc<Path>,
-    pub offset: u64,
-    pub len: u64,
-    pub record: Record,
-}
-
-/// A torn tail found (and, for a writer, cut off) during recovery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TornTail {
-    pub segment: PathBuf,
-    pub offset: u64,
-    pub dropped_bytes: u64,
-    pub reason: String,
-}
-
-/// Whether a replay keeps every record it decodes, or only the state they
-/// build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Keep {
-    /// Only [`Replay::state`]: what recovery, `--status` and resume need.
-    /// Batch records are applied in place, without being materialised.
-    State,
-    /// Also every record, in log order, in [`Replay::records`] (tests, and
-    /// whoever wants the log itself).
-    Records,
-}
-
-/// What reading the log found.
-#[derive(Debug, Default)]
-pub struct Replay {
-    pub state: State,
-    /// Every record replayed, in log order, when asked for with
-    /// [`Keep::Records`]; `None` otherwise.
-    pub records: Option<Vec<Located>>,
-    pub torn: Option<TornTail>,
-    pub segments: Vec<PathBuf>,
-    pub bytes: u64,
-    /// Where the next record goes: (segment path, offset).
-    end: Option<(PathBuf, u64)>,
-}
-
-/// The WAL directory inside a state dir.
-pub fn wal_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("wal")
-}
-
-fn segment_name(seq: u64) -> String {
-    format!("{seq:020}.wal")
-}
-
-fn segment_seq(path: &Path) -> Option<u64> {
-    let name = path.file_name()?.to_str()?;
-    let digits = name.strip_suffix(".wal")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// Segment files of a WAL directory, oldest first.
-pub fn list_segments(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    list_segments_in(&Fs, dir)
-}
-
-fn list_segments_in<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let entries = storage
-        .list(dir)
-        .map_err(|e| Error::io("read WAL directory", dir, e))?;
-    let mut segs: Vec<(u64, PathBuf)> = entries
-        .into_iter()
-        .filter_map(|p| segment_seq(&p).map(|seq| (seq, p)))
-        .collect();
-    segs.sort();
-    Ok(segs.into_iter().map(|(_, p)| p).collect())
-}
-
-/// Decode every record of one segment's bytes. `last` says whether this is
-/// the newest segment, the only place a torn tail is allowed.
-pub fn decode_segment(
-    path: &Path,
-    bytes: &[u8],
-    last: bool,
-) -> Result<(Vec<Located>, Option<TornTail>, u64), Error> {
-    let segment: Arc<Path> = Arc::from(path);
-    // A batch record is about 200 bytes: size the list once rather than
-    // growing (and page-faulting) it through a dozen doublings.
-    let mut out = Vec::with_capacity(bytes.len() / 256);
-    let (torn, end) = walk_segment(path, bytes, last, |offset, len, kind, payload| {
-        out.push(Located {
-            segment: Arc::clone(&segment),
-            offset,
-            len,
-            record: Record::decode(kind, payload)?,
-        });
-        Ok(())
-    })?;
-    Ok((out, torn, end))
-}
-
-/// Check one segment's header and framing, and hand each whole record to
-/// `each` (offset, length, type, payload) in order; a [`DecodeError`] from
-/// `each` is corruption at that record. Returns the torn tail, if any, and
-/// where the records end. `last` says whether this is the newest segment, the
-/// only place a torn tail is allowed.
-fn walk_segment(
-    path: &Path,
-    bytes: &[u8],
-    last: bool,
-    mut each: impl FnMut(u64, u64, u8, &[u8]) -> Result<(), DecodeError>,
-) -> Result<(Option<TornTail>, u64), Error> {
-    let corrupt = |offset: u64, reason: String| Error::Corrupt {
-        segment: path.to_owned(),
-        offset,
-        reason,
-    };
-    match format::check_segment_header(bytes) {
-        Ok(()) => {}
-        Err(HeaderProblem::Short | HeaderProblem::Damaged)
-            // A segment's creation cut short: a header write that did not
-            // finish, followed by nothing but zeros (preallocated space).
-            if last
-                && bytes
-                    .get(SEGMENT_HEADER_LEN..)
-                    .is_none_or(|rest| rest.iter().all(|&b| b == 0)) =>
-        {
-            return Ok((
-                Some(TornTail {
-                    segment: path.to_owned(),
-                    offset: 0,
-                    dropped_bytes: bytes.len() as u64,
-                    reason: "segment header cut short".into(),
-                }),
-                0,
-            ));
-        }
-        Err(HeaderProblem::Short) => return Err(corrupt(0, "segment header cut short".into())),
-        Err(HeaderProblem::Damaged) => {
-            return Err(corrupt(
-                0,
-                "segment header damaged (bad magic or checksum)".into(),
-            ))
-        }
-        Err(HeaderProblem::Version(v)) => {
-            return Err(corrupt(
-                0,
-                format!(
-                    "segment format version {v}, this build reads version {}",
-                    format::VERSION
-                ),
-            ))
-        }
-    }
-    let mut at = SEGMENT_HEADER_LEN;
-    loop {
-        match format::decode_at(bytes, at) {
-            Step::Record {
-                kind,
-                payload,
-                next,
-            } => {
-                each(at as u64, (next - at) as u64, kind, payload)
-                    .map_err(|e| corrupt(at as u64, e.0))?;
-                at = next;
-            }
-            Step::End => return Ok((None, at as u64)),
-            Step::Torn { reason } if last => {
-                return Ok((
-                    Some(TornTail {
-                        segment: path.to_owned(),
-                        offset: at as u64,
-                        dropped_bytes: (bytes.len() - at) as u64,
-                        reason: reason.into(),
-                    }),
-                    at as u64,
-                ))
-            }
-            Step::Torn { reason } | Step::Corrupt { reason } => {
-                return Err(corrupt(at as u64, reason.into()))
-            }
-        }
-    }
-}
-
-/// Whether a segment's first record is a whole snapshot record (not yet
-/// whether it decodes: replay finds that out).
-fn starts_with_snapshot(bytes: &[u8]) -> bool {
-    format::check_segment_header(bytes).is_ok()
-        && matches!(
-            format::decode_at(bytes, SEGMENT_HEADER_LEN),
-            Step::Record { kind: 8, .. }
-        )
-}
-
-/// Replay one segment's records into `state` (and `records`, when kept).
-fn replay_segment(
-    path: &Path,
-    bytes: &[u8],
-    last: bool,
-    state: &mut State,
-    records: Option<&mut Vec<Located>>,
-) -> Result<(Option<TornTail>, u64), Error> {
-    let Some(records) = records else {
-        // Batch records, nearly all of a log, are applied in place; the
-        // rest decode as usual.
-        return walk_segment(path, bytes, last, |_, _, kind, payload| {
-            match BatchDoneView::parse_record(kind, payload) {
-                Some(b) => state.apply_batch_done(&b),
-                None => state.apply_owned(Record::decode(kind, payload)?),
-            }
-            Ok(())
-        });
-    };
-    let segment: Arc<Path> = Arc::from(path);
-    records.reserve(bytes.len() / 256);
-    walk_segment(path, bytes, last, |offset, len, kind, payload| {
-        let record = Record::decode(kind, payload)?;
-        state.apply(&record);
-        records.push(Located {
-            segment: Arc::clone(&segment),
-            offset,
-            len,
-            record,
-        });
-        Ok(())
-    })
-}
-
-/// Read and replay the whole log of a state dir into its [`State`] without
-/// changing anything (for `--status`; safe while a sync runs).
-pub fn replay(state_dir: &Path) -> Result<Replay, Error> {
-    replay_in(&Fs, &wal_dir(state_dir), Keep::State)
-}
-
-/// [`replay`], also keeping every record ([`Keep::Records`]).
-pub fn replay_records(state_dir: &Path) -> Result<Replay, Error> {
-    replay_in(&Fs, &wal_dir(state_dir), Keep::Records)
-}
-
-/// Replay the segments of a WAL directory into its state.
-pub fn replay_dir(dir: &Path) -> Result<Replay, Error> {
-    replay_in(&Fs, dir, Keep::State)
-}
-
-/// Replay the WAL directory `dir` of `storage`.
-pub fn replay_in<S: Storage>(storage: &S, dir: &Path, keep: Keep) -> Result<Replay, Error> {
-    let segments = list_segments_in(storage, dir)?;
-    replay_segments_in(storage, &segments, keep)
-}
-
-/// Replay the given segments (oldest first) into their state.
-pub fn replay_segments(segments: &[PathBuf]) -> Result<Replay, Error> {
-    replay_segments_in(&Fs, segments, Keep::State)
-}
-
-/// Replay starts at the newest segment that opens with a snapshot:
-/// compaction writes one before deleting what it summarises, so anything
-/// older is already folded into it.
-///
-/// The segments are read newest first back to that one, then decoded and
-/// applied oldest first, in one pass. Which error a damaged log reports is
-/// [`first_error`]'s: the one a newest-first decode meets first.
-fn replay_segments_in<S: Storage>(
-    storage: &S,
-    segments: &[PathBuf],
-    keep: Keep,
-) -> Result<Replay, Error> {
-    let mut read: Vec<Vec<u8>> = Vec::new();
-    let mut start = 0;
-    for (i, seg) in segments.iter().enumerate().rev() {
-        let bytes = match storage.read(seg) {
-            Ok(b) => b,
-            Err(e) => {
-                let newer = segments[i + 1..].iter().rev().zip(&read);
-                return Err(
-                    first_error(newer).unwrap_or_else(|| Error::io("read WAL segment", seg, e))
-                );
-            }
-        };
-        let snapshot = starts_with_snapshot(&bytes);
-        read.push(bytes);
-        if snapshot {
-            start = i;
-            break;
-        }
-    }
-    read.reverse();
-    let mut rep = Replay {
-        segments: segments[start..].to_vec(),
-        bytes: read.iter().map(|b| b.len() as u64).sum(),
-        records: (keep == Keep::Records).then(Vec::new),
-        ..Replay::default()
-    };
-    for (i, (seg, bytes)) in segments[start..].iter().zip(&read).enumerate() {
-        let last = start + i + 1 == segments.len();
-        match replay_segment(seg, bytes, last, &mut rep.state, rep.records.as_mut()) {
-            Ok((torn, end)) => {
-                if torn.is_some() {
-                    rep.torn = torn;
-                }
-                rep.end = Some((seg.clone(), end));
-            }
-            Err(e) => {
-                let newest_first = segments[start..].iter().rev().zip(read.iter().rev());
-                return Err(first_error(newest_first).unwrap_or(e));
-            }
-        }
-    }
-    Ok(rep)
-}
-
-/// The error a newest-first decode of the log meets before it reaches a
-/// segment that opens with a snapshot, if any. `newest_first` holds segments
-/// and their bytes, starting with the newest segment of the log.
-fn first_error<'a>(
-    newest_first: impl Iterator<Item = (&'a PathBuf, &'a Vec<u8>)>,
-) -> Option<Error> {
-    for (n, (seg, bytes)) in newest_first.enumerate() {
-        match decode_segment(seg, bytes, n == 0) {
-            Err(e) => return Some(e),
-            Ok((records, _, _)) => {
-                if matches!(records.first(), Some(l) if matches!(l.record, Record::Snapshot(_))) {
-                    return None;
-                }
-            }
-        }
-    }
-    None
 }
 
 /// Create a directory (and parents) owner-only.
@@ -634,7 +304,7 @@ impl<S: Storage> Wal<S> {
         let old = list_segments_in(&self.storage, &self.dir)?;
         let next = new_segment(&self.storage, &self.dir, self.seq + 1)?;
         self.install(next);
-        self.append(&[Record::Snapshot(Box::new(state.compacted()))])?;
+        self.append(&[Record::SnapshotV2(Box::new(state.compacted()))])?;
         for seg in old {
             if seg != self.path {
                 self.storage

@@ -2,13 +2,15 @@
 //!
 //! Payloads are bincode 1.3.3 (fixed-width little-endian integers, u64 length
 //! prefixes) of the structs below; the record type byte says which struct.
-//! Adding a field changes the encoding, so any change here bumps
-//! `format::VERSION` and `docs/wal-format.md`.
+//! Adding a field changes the encoding, so any change to an existing record
+//! bumps `format::VERSION` and `docs/wal-format.md`. A new record takes the
+//! next type byte instead (older logs still decode); a new `State` field, a
+//! new snapshot type (see [`Record::SnapshotV2`]).
 
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 
-use super::state::State;
+use super::state::{State, StateV1};
 
 /// Which manifest a record is about: its path when first seen, its size and a
 /// SHA-256 fingerprint of its size, first MiB and last MiB. Progress is keyed
@@ -333,7 +335,38 @@ pub struct ManifestAbandoned {
     pub remaining_lines: u64,
 }
 
-/// Every record the WAL holds.
+/// A manifest that was completely applied, given again: it is applied again
+/// from line 1. Its applied ranges are forgotten (so a run killed midway
+/// resumes it); its failed lines stay, their attempts going on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRestarted {
+    pub run_id: u64,
+    pub fingerprint: [u8; 32],
+}
+
+/// The index a state dir belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetIdentity {
+    /// `local` or `weaviate`.
+    pub kind: String,
+    /// The server's URL with any credentials removed; `""` for local.
+    pub server: String,
+    /// The collection; `""` for local.
+    pub collection: String,
+    /// Bytes per chunk; 0 is one object per file.
+    pub chunk_size: u64,
+}
+
+/// Failed lines that are no longer outstanding because a later line
+/// applied the same file: (manifest fingerprint, byte offset of the line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailuresResolved {
+    pub run_id: u64,
+    pub entries: Vec<([u8; 32], u64)>,
+}
+
+/// Every record the WAL holds. New records take new type bytes after the
+/// existing ones, so every log an older build wrote still decodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Record {
     RunStarted(RunStarted),
@@ -343,8 +376,24 @@ pub enum Record {
     ChangesetSeen(ChangesetSeen),
     RunFinished(RunFinished),
     ManifestAbandoned(ManifestAbandoned),
-    /// The whole recovered state, written first in a segment by compaction.
+    /// The whole recovered state as builds before [`State::target`] wrote
+    /// it (type 8): it decodes with no target, and encodes without one.
     Snapshot(Box<State>),
+    ManifestRestarted(ManifestRestarted),
+    TargetBound(TargetIdentity),
+    FailuresResolved(FailuresResolved),
+    /// The whole recovered state, written first in a segment by compaction
+    /// (type 12: type 8's fields, then the target).
+    SnapshotV2(Box<State>),
+}
+
+/// The type bytes of snapshot records (what compaction writes first in a
+/// segment, and where replay may start).
+pub const SNAPSHOT_KINDS: [u8; 2] = [8, 12];
+
+/// Whether `kind` is the type of a snapshot record.
+pub fn is_snapshot_kind(kind: u8) -> bool {
+    SNAPSHOT_KINDS.contains(&kind)
 }
 
 /// A payload that passed its checksum but does not decode: a bug or a
@@ -372,7 +421,16 @@ impl Record {
             Record::RunFinished(_) => 6,
             Record::ManifestAbandoned(_) => 7,
             Record::Snapshot(_) => 8,
+            Record::ManifestRestarted(_) => 9,
+            Record::TargetBound(_) => 10,
+            Record::FailuresResolved(_) => 11,
+            Record::SnapshotV2(_) => 12,
         }
+    }
+
+    /// A snapshot of the whole state (either layout).
+    pub fn is_snapshot(&self) -> bool {
+        matches!(self, Record::Snapshot(_) | Record::SnapshotV2(_))
     }
 
     pub fn name(&self) -> &'static str {
@@ -385,6 +443,10 @@ impl Record {
             Record::RunFinished(_) => "RunFinished",
             Record::ManifestAbandoned(_) => "ManifestAbandoned",
             Record::Snapshot(_) => "Snapshot",
+            Record::ManifestRestarted(_) => "ManifestRestarted",
+            Record::TargetBound(_) => "TargetBound",
+            Record::FailuresResolved(_) => "FailuresResolved",
+            Record::SnapshotV2(_) => "SnapshotV2",
         }
     }
 
@@ -399,7 +461,11 @@ impl Record {
             Record::ChangesetSeen(r) => c.serialize(r),
             Record::RunFinished(r) => c.serialize(r),
             Record::ManifestAbandoned(r) => c.serialize(r),
-            Record::Snapshot(r) => c.serialize(r.as_ref()),
+            Record::Snapshot(r) => c.serialize(&r.as_v1()),
+            Record::ManifestRestarted(r) => c.serialize(r),
+            Record::TargetBound(r) => c.serialize(r),
+            Record::FailuresResolved(r) => c.serialize(r),
+            Record::SnapshotV2(r) => c.serialize(r.as_ref()),
         };
         // Serializing plain structs into a Vec cannot fail.
         let payload = payload.unwrap_or_default();
@@ -419,8 +485,14 @@ impl Record {
             6 => c.deserialize(payload).map(Record::RunFinished),
             7 => c.deserialize(payload).map(Record::ManifestAbandoned),
             8 => c
+                .deserialize::<StateV1>(payload)
+                .map(|s| Record::Snapshot(Box::new(State::from_v1(s)))),
+            9 => c.deserialize(payload).map(Record::ManifestRestarted),
+            10 => c.deserialize(payload).map(Record::TargetBound),
+            11 => c.deserialize(payload).map(Record::FailuresResolved),
+            12 => c
                 .deserialize::<State>(payload)
-                .map(|s| Record::Snapshot(Box::new(s))),
+                .map(|s| Record::SnapshotV2(Box::new(s))),
             other => return Err(DecodeError(format!("unknown record type {other}"))),
         };
         r.map_err(|e| DecodeError(format!("record type {kind} does not decode: {e}")))

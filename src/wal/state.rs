@@ -199,9 +199,57 @@ pub struct State {
     pending_failures: Vec<ItemFailed>,
     #[serde(skip)]
     pending_changesets: Vec<ChangesetSeen>,
+    /// The index this state dir belongs to: the last `TargetBound`.
+    /// Encoded last, and only in a `SnapshotV2` (type 12).
+    pub target: Option<TargetIdentity>,
+}
+
+/// [`State`] as a type-8 snapshot holds it: every field but `target`, in
+/// the same order. Only decoded.
+#[derive(Deserialize)]
+pub(crate) struct StateV1 {
+    next_run_id: u64,
+    last_run: Option<RunSummary>,
+    last_successful_run_ms: Option<u64>,
+    manifests: Vec<ManifestProgress>,
+    repos: BTreeMap<String, AppliedChangeset>,
+}
+
+/// [`StateV1`]'s layout, borrowed from a [`State`]: what a type-8 snapshot
+/// encodes. (A slice encodes as a `Vec` does.)
+#[derive(Serialize)]
+pub(crate) struct StateV1Ref<'a> {
+    next_run_id: u64,
+    last_run: &'a Option<RunSummary>,
+    last_successful_run_ms: &'a Option<u64>,
+    manifests: &'a [ManifestProgress],
+    repos: &'a BTreeMap<String, AppliedChangeset>,
 }
 
 impl State {
+    /// A type-8 snapshot's state: no target recorded.
+    pub(crate) fn from_v1(v: StateV1) -> State {
+        State {
+            next_run_id: v.next_run_id,
+            last_run: v.last_run,
+            last_successful_run_ms: v.last_successful_run_ms,
+            manifests: v.manifests,
+            repos: v.repos,
+            ..State::default()
+        }
+    }
+
+    /// What a type-8 snapshot of this state encodes (the target is left out).
+    pub(crate) fn as_v1(&self) -> StateV1Ref<'_> {
+        StateV1Ref {
+            next_run_id: self.next_run_id,
+            last_run: &self.last_run,
+            last_successful_run_ms: &self.last_successful_run_ms,
+            manifests: &self.manifests,
+            repos: &self.repos,
+        }
+    }
+
     pub fn manifest(&self, fingerprint: &[u8; 32]) -> Option<&ManifestProgress> {
         self.manifests
             .iter()
@@ -231,6 +279,16 @@ impl State {
             .iter()
             .filter(|m| !m.abandoned)
             .flat_map(|m| m.failed.values().map(move |f| (m, f)))
+    }
+
+    /// How many failed lines are outstanding (dead letters included), in
+    /// manifests not abandoned: what keeps a run from being `complete`.
+    pub fn outstanding_count(&self) -> u64 {
+        self.manifests
+            .iter()
+            .filter(|m| !m.abandoned)
+            .map(|m| m.failed.len() as u64)
+            .fold(0, u64::saturating_add)
     }
 
     /// Apply one record. Records that name an unknown manifest are ignored
@@ -309,9 +367,37 @@ impl State {
                     m.abandoned = true;
                 }
             }
-            Record::Snapshot(s) => {
+            Record::Snapshot(s) | Record::SnapshotV2(s) => {
                 *self = (**s).clone();
             }
+            Record::ManifestRestarted(r) => {
+                if let Some(m) = self.manifest_mut(&r.fingerprint) {
+                    // Applied again from line 1: nothing counts as done (so a
+                    // kill midway resumes it), the pass's counters start over,
+                    // and its failed lines stay outstanding.
+                    m.done.clear();
+                    m.counts = Counts::default();
+                }
+            }
+            Record::TargetBound(t) => self.target = Some(t.clone()),
+            Record::FailuresResolved(r) => self.resolve_failures(&r.entries),
+        }
+    }
+
+    /// Forget failed lines a later line made good; unknown ones are ignored.
+    /// A repo's changeset waiting on one of them may become applied.
+    fn resolve_failures(&mut self, entries: &[([u8; 32], u64)]) {
+        let mut touched: Vec<[u8; 32]> = Vec::new();
+        for (fingerprint, offset) in entries {
+            let Some(m) = self.manifest_mut(fingerprint) else {
+                continue;
+            };
+            if m.failed.remove(offset).is_some() && !touched.contains(fingerprint) {
+                touched.push(*fingerprint);
+            }
+        }
+        for fingerprint in &touched {
+            self.promote_changesets(fingerprint);
         }
     }
 
@@ -321,7 +407,7 @@ impl State {
         match record {
             Record::ItemFailed(r) => self.pending_failures.push(r),
             Record::ChangesetSeen(r) => self.pending_changesets.push(r),
-            Record::Snapshot(s) => *self = *s,
+            Record::Snapshot(s) | Record::SnapshotV2(s) => *self = *s,
             other => self.apply(&other),
         }
     }
