@@ -168,6 +168,27 @@ impl TargetArgs {
         }
     }
 
+    /// Which index this is, as the state dir records it.
+    fn identity(&self) -> elysiactl::wal::TargetIdentity {
+        let (kind, server, collection) = match (self.kind(), &self.weaviate_url) {
+            (TargetArg::Weaviate, Some(url)) => (
+                "weaviate",
+                elysiactl::target::weaviate::client::redact_url(url)
+                    .trim_end_matches('/')
+                    .to_string(),
+                self.collection.clone(),
+            ),
+            (TargetArg::Weaviate, None) => ("weaviate", String::new(), self.collection.clone()),
+            (TargetArg::Local, _) => ("local", String::new(), String::new()),
+        };
+        elysiactl::wal::TargetIdentity {
+            kind: kind.into(),
+            server,
+            collection,
+            chunk_size: 0,
+        }
+    }
+
     /// A function that opens the target (called once the state dir is locked).
     #[allow(clippy::type_complexity)]
     fn opener(
@@ -254,13 +275,17 @@ struct SyncArgs {
     retry_base_ms: u64,
 }
 
+/// The state dir, absolute and without `.` parts, whatever form it was
+/// given in (what the WAL records of it, such as spool paths, is then the
+/// same from run to run).
 fn state_dir(given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| {
+    let dir = given.unwrap_or_else(|| {
         std::env::var_os("HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."))
             .join(".elysiactl")
-    })
+    });
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 fn main() -> ExitCode {
@@ -511,6 +536,7 @@ fn sync_cmd(a: Box<SyncArgs>) -> u8 {
             TargetArg::Local => "local".into(),
             TargetArg::Weaviate => "weaviate".into(),
         },
+        target: a.target.identity(),
         metrics_file: a.metrics_file,
         retry_failed: a.retry_failed,
         log_format,

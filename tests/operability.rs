@@ -68,6 +68,12 @@ fn options(manifest: Option<&Path>, root: &Path, state: &Path) -> Options {
         },
         progress: true,
         target_name: "test".into(),
+        target: elysiactl::wal::TargetIdentity {
+            kind: "test".into(),
+            server: String::new(),
+            collection: String::new(),
+            chunk_size: 0,
+        },
         metrics_file: None,
         retry_failed: false,
         log_format: sync::LogFormat::Text,
@@ -136,7 +142,15 @@ fn failed_items_are_retried_by_later_runs_then_kept_as_dead_letters() {
         log.contains("0 failed line(s) to retry") && log.contains("2 dead letter(s)"),
         "{log}"
     );
-    assert_eq!(code, 0, "nothing was attempted, nothing failed: {log}");
+    // Nothing was attempted, but two files are still missing from the
+    // index: outstanding dead letters keep exit 1 (SPEC: exit 0 and
+    // `complete` mean nothing is outstanding).
+    assert_eq!(code, 1, "dead letters are outstanding: {log}");
+    assert!(
+        log.contains("2 failed line(s) outstanding (2 dead letter(s))"),
+        "{log}"
+    );
+    assert_eq!(sync::status::status(&state)["status"], "partially_complete");
     assert_eq!(sync::status::failures(&state).unwrap().len(), 2);
     let st = sync::status::status(&state);
     assert_eq!(st["dead_letters"], 2);
@@ -212,7 +226,7 @@ fn metrics_textfile_is_written_atomically_with_the_run_outcome() {
     assert_eq!(out.status.code(), Some(1));
     let t = std::fs::read_to_string(&prom).unwrap();
     for want in [
-        "elysiactl_sync_last_run_timestamp{status=\"partial\"}",
+        "elysiactl_sync_last_run_timestamp{status=\"partially_complete\"}",
         "elysiactl_sync_files_processed_total{operation=\"add\"} 1",
         "elysiactl_sync_files_processed_total{operation=\"update\"} 1",
         "elysiactl_sync_files_processed_total{operation=\"delete\"} 1",

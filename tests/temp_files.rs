@@ -143,7 +143,7 @@ fn the_binary_never_writes_through_a_symlink_at_any_pids_old_temp_name() {
     assert!(std::fs::read_to_string(&out).unwrap().contains("\"a.txt\""));
     assert!(std::fs::read_to_string(&prom)
         .unwrap()
-        .contains("elysiactl_sync_last_run_timestamp{status=\"success\"}"));
+        .contains("elysiactl_sync_last_run_timestamp{status=\"complete\"}"));
 }
 
 #[test]

@@ -594,7 +594,9 @@ fn auth_failures_never_reveal_the_key() {
     let e = t.prepare().unwrap_err();
     assert!(matches!(e, Error::Fatal { .. }), "{e:?}");
     let e2 = t.apply(&[Op::Upsert(doc("R", "a", 1))]).unwrap_err();
-    assert!(matches!(e2, Error::Rejected { .. }), "{e2:?}");
+    // Authentication refused ends the run (SPEC: a permanent refusal of
+    // the target is fatal under every --on-error).
+    assert!(matches!(e2, Error::Fatal { .. }), "{e2:?}");
     // Wrong key.
     let locked = standin(Config {
         api_key: Some("other".into()),

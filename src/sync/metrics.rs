@@ -25,15 +25,17 @@ pub struct RunMetrics {
     pub failures: Vec<(FailureKind, u64)>,
     pub resume_offset: u64,
     pub degraded: bool,
+    /// Failed lines not yet applied, of this run or earlier ones.
+    pub outstanding_failures: u64,
+    /// Of those, the dead letters (no longer retried automatically).
+    pub dead_letters: u64,
 }
 
+/// The `status` label: the words of `--status` (complete,
+/// partially_complete, stopped, failed), so alerts and the health document
+/// speak one vocabulary.
 fn status_label(s: Option<RunStatus>) -> &'static str {
-    match s {
-        Some(RunStatus::Complete) => "success",
-        Some(RunStatus::Failures) => "partial",
-        Some(RunStatus::Stopped) => "stopped",
-        Some(RunStatus::Fatal) | None => "failed",
-    }
+    s.unwrap_or(RunStatus::Fatal).as_str()
 }
 
 /// Render the textfile.
@@ -114,6 +116,18 @@ pub fn render(m: &RunMetrics) -> String {
     ] {
         let _ = writeln!(s, "elysiactl_sync_objects{{result=\"{r}\"}} {n}");
     }
+    let _ = writeln!(s, "# HELP elysiactl_sync_outstanding_failures Failed lines not yet applied (of any run), by kind: retried, or dead letters kept until --retry-failed. Nonzero means the index is not complete.");
+    let _ = writeln!(s, "# TYPE elysiactl_sync_outstanding_failures gauge");
+    let _ = writeln!(
+        s,
+        "elysiactl_sync_outstanding_failures{{kind=\"retrying\"}} {}",
+        m.outstanding_failures.saturating_sub(m.dead_letters)
+    );
+    let _ = writeln!(
+        s,
+        "elysiactl_sync_outstanding_failures{{kind=\"dead_letter\"}} {}",
+        m.dead_letters
+    );
     let _ = writeln!(s, "# HELP elysiactl_sync_resume_offset Byte offset the next run of the current manifest resumes at.");
     let _ = writeln!(s, "# TYPE elysiactl_sync_resume_offset gauge");
     let _ = writeln!(s, "elysiactl_sync_resume_offset {}", m.resume_offset);
@@ -176,7 +190,7 @@ mod tests {
         };
         let t = render(&m);
         for want in [
-            "elysiactl_sync_last_run_timestamp{status=\"success\"} 1735650600",
+            "elysiactl_sync_last_run_timestamp{status=\"complete\"} 1735650600",
             "elysiactl_sync_files_processed_total{operation=\"add\"} 1523",
             "elysiactl_sync_files_processed_total{operation=\"update\"} 8934",
             "elysiactl_sync_files_processed_total{operation=\"delete\"} 234",

@@ -80,6 +80,8 @@ pub struct Options {
     pub progress: bool,
     /// Name of the target, for the WAL and status ("local", "weaviate").
     pub target_name: String,
+    /// The index this run writes to; a state dir belongs to one.
+    pub target: TargetIdentity,
     /// Prometheus textfile written at the end of the run.
     pub metrics_file: Option<PathBuf>,
     /// Retry every outstanding failed line of every known manifest that is
@@ -258,10 +260,12 @@ pub fn run(
         };
         if let Some(m) = m {
             if let Err(e) = metrics::write(path, &m) {
-                let _ = writeln!(
+                emit(
                     log,
-                    "[WARNING] cannot write metrics file {}: {e}",
-                    path.display()
+                    opts.log_format,
+                    "WARNING",
+                    &format!("cannot write metrics file {}: {e}", path.display()),
+                    serde_json::json!({"metrics_file": path.display().to_string()}),
                 );
             }
         }
@@ -386,6 +390,9 @@ fn run_inner(
         );
     }
 
+    // One state dir, one index (kind, server, collection, chunking).
+    let bind = check_target(&replay.state, &opts.target, &opts.state_dir)?;
+
     // The run is in the log before the target is opened, so a run that
     // cannot reach its index shows as failed in `--status`, not never_run.
     let mut wal = wal;
@@ -415,6 +422,9 @@ fn run_inner(
         })],
         &mut state,
     );
+    if bind {
+        journal(vec![Record::TargetBound(opts.target.clone())], &mut state);
+    }
     let target = match open_target().and_then(|t| t.prepare().map(|()| t)) {
         Ok(t) => t,
         Err(e) => {
@@ -440,7 +450,6 @@ fn run_inner(
         log,
         run_id,
         counts: Counts::default(),
-        failed_this_run: 0,
         stopped: false,
         fatal: None,
         target: target.as_ref(),
@@ -454,7 +463,16 @@ fn run_inner(
         bar: None,
         group: Vec::new(),
         group_msgs: Vec::new(),
+        failed_paths: HashMap::new(),
     };
+    for (m, f) in s.state.outstanding_failures() {
+        if !f.path.is_empty() {
+            s.failed_paths
+                .entry((f.repo.clone(), f.path.clone()))
+                .or_default()
+                .push((m.id.fingerprint, f.offset));
+        }
+    }
     if let Some(e) = start_degraded {
         s.enter_degraded(e);
     }
@@ -505,6 +523,49 @@ fn run_inner(
     Ok(s.finish())
 }
 
+/// How people read a target identity.
+fn describe_target(t: &TargetIdentity) -> String {
+    let mut s = match t.kind.as_str() {
+        "local" => "the local index".to_string(),
+        _ => format!("{} at {}, collection {}", t.kind, t.server, t.collection),
+    };
+    if t.chunk_size != 0 {
+        s.push_str(&format!(", --chunk-size {}", t.chunk_size));
+    }
+    s
+}
+
+/// Refuse a run against another index than the one the state dir belongs
+/// to. True when the identity is to be recorded (a new state dir, or one
+/// from before identities were recorded, whose runs wrote to the same kind).
+fn check_target(state: &State, this: &TargetIdentity, dir: &Path) -> Result<bool, Error> {
+    let recorded = match &state.target {
+        Some(t) => t.clone(),
+        None => match &state.last_run {
+            Some(run) if run.target != this.kind => TargetIdentity {
+                kind: run.target.clone(),
+                server: String::new(),
+                collection: String::new(),
+                chunk_size: 0,
+            },
+            _ => return Ok(true),
+        },
+    };
+    if recorded == *this {
+        return Ok(false);
+    }
+    Err(Error::Usage(format!(
+        "the state dir {} belongs to {}, but this run writes to {}; a state dir keeps the progress of one index: give each index its own --state-dir (or run against {})",
+        dir.display(),
+        describe_target(&recorded),
+        describe_target(this),
+        describe_target(&recorded),
+    )))
+}
+
+/// Where a failed line is: its manifest's fingerprint and its byte offset.
+type FailedAt = ([u8; 32], u64);
+
 /// One batch on its way to the target.
 struct Batch {
     seq: u64,
@@ -531,7 +592,6 @@ struct Syncer<'a> {
     log: &'a mut dyn Write,
     run_id: u64,
     counts: Counts,
-    failed_this_run: u64,
     stopped: bool,
     fatal: Option<String>,
     target: &'a dyn Target,
@@ -547,6 +607,9 @@ struct Syncer<'a> {
     bar: Option<indicatif::ProgressBar>,
     /// Records of finished batches not yet appended (group commit).
     group: Vec<Record>,
+    /// Outstanding failed lines by file (repo, path): where a later line
+    /// applying the file finds the failures it supersedes.
+    failed_paths: HashMap<(String, String), Vec<FailedAt>>,
     group_msgs: Vec<(&'static str, String, serde_json::Value)>,
 }
 
@@ -644,20 +707,32 @@ impl<'a> Syncer<'a> {
             total_lines,
             from,
         })]);
-        let Some(progress) = self.state.manifest_for(&m.id).cloned() else {
+        let Some(mut progress) = self.state.manifest_for(&m.id).cloned() else {
             return Ok(());
         };
-        if progress.complete() {
+        if from.is_none() && progress.complete() {
+            // Given again after it was applied: producers that list files
+            // (find, mgit) repeat the same bytes while the files change, so
+            // every line is checked against the disk again. (One with
+            // failed lines, dead letters included, is not complete: it
+            // resumes, retrying what is still retried.)
             self.say(
-                "DONE",
+                "RESTART",
                 format!(
-                    "{} ({} lines) was already fully applied; nothing to do (use --from-line 1 to apply it again)",
+                    "{} ({} lines) was applied before; applying it again from line 1 (every line re-checked against the disk)",
                     m.path().display(),
                     total_lines
                 ),
-                serde_json::json!({"manifest": m.path().display().to_string()}),
+                serde_json::json!({"manifest": m.path().display().to_string(), "lines": total_lines}),
             );
-            return Ok(());
+            self.record(vec![Record::ManifestRestarted(ManifestRestarted {
+                run_id: self.run_id,
+                fingerprint: m.id.fingerprint,
+            })]);
+            let Some(p) = self.state.manifest_for(&m.id).cloned() else {
+                return Ok(());
+            };
+            progress = p;
         }
         let (resume_off, resume_line) = progress.resume_point();
         let dead = progress
@@ -1032,6 +1107,11 @@ impl<'a> Syncer<'a> {
         let mut records = Vec::new();
         let mut counts = Counts::default();
         let mut failed_lines = Vec::new();
+        // Failed lines of this batch, and earlier failures that a line of
+        // it supersedes by applying the same file (SPEC: the latest
+        // applied line wins; such a failure is no longer outstanding).
+        let mut failures: Vec<ItemFailed> = Vec::new();
+        let mut resolved: Vec<FailedAt> = Vec::new();
         for it in &batch.items {
             let op_failure = outcomes
                 .get(it.ops.clone())
@@ -1066,7 +1146,20 @@ impl<'a> Syncer<'a> {
                         c,
                     )
                 }
-                (Planned::Ops { counts, .. }, None) => {
+                (
+                    Planned::Ops {
+                        repo, path, counts, ..
+                    },
+                    None,
+                ) => {
+                    if !path.is_empty() {
+                        failures.retain(|f| !(f.repo == *repo && f.path == *path));
+                        if let Some(earlier) =
+                            self.failed_paths.remove(&(repo.clone(), path.clone()))
+                        {
+                            resolved.extend(earlier);
+                        }
+                    }
                     (String::new(), String::new(), None, String::new(), *counts)
                 }
                 (Planned::Changeset(cs), _) => {
@@ -1122,7 +1215,7 @@ impl<'a> Syncer<'a> {
                     ),
                     serde_json::json!({"line": it.line, "offset": it.offset, "repo": repo, "path": path, "reason": reason, "kind": kind.as_str()}),
                 ));
-                records.push(Record::ItemFailed(ItemFailed {
+                failures.push(ItemFailed {
                     run_id: self.run_id,
                     fingerprint: batch.fingerprint,
                     line: it.line,
@@ -1133,9 +1226,18 @@ impl<'a> Syncer<'a> {
                     kind,
                     reason,
                     attempts,
-                }));
+                });
             }
         }
+        for f in &failures {
+            if !f.path.is_empty() {
+                self.failed_paths
+                    .entry((f.repo.clone(), f.path.clone()))
+                    .or_default()
+                    .push((f.fingerprint, f.offset));
+            }
+        }
+        records.extend(failures.into_iter().map(Record::ItemFailed));
         records.push(Record::BatchDone(BatchDone {
             run_id: self.run_id,
             fingerprint: batch.fingerprint,
@@ -1143,9 +1245,14 @@ impl<'a> Syncer<'a> {
             spans: batch.spans.clone(),
             counts,
         }));
+        if !resolved.is_empty() {
+            records.push(Record::FailuresResolved(FailuresResolved {
+                run_id: self.run_id,
+                entries: resolved,
+            }));
+        }
         self.group.append(&mut records);
         self.counts.add_all(&counts);
-        self.failed_this_run += counts.failed;
         let first = batch.spans.first().map(|s| s.first_line).unwrap_or(0);
         let last = batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0);
         if let Some(bar) = &self.bar {
@@ -1201,17 +1308,22 @@ impl<'a> Syncer<'a> {
             failures: self.failure_kinds.values().copied().collect(),
             resume_offset: 0,
             degraded: self.degraded.is_some(),
+            outstanding_failures: self.state.outstanding_failures().count() as u64,
+            dead_letters: self.dead_letters(),
         };
         let _ = metrics::write(path, &m);
     }
 
     fn finish(mut self) -> Report {
         self.flush_group();
+        // Complete means nothing is outstanding: failed lines of this run or
+        // earlier ones, dead letters included, that no later line applied.
+        let outstanding = self.state.outstanding_failures().count() as u64;
         let status = if self.fatal.is_some() {
             RunStatus::Fatal
         } else if self.stopped {
             RunStatus::Stopped
-        } else if self.failed_this_run > 0 {
+        } else if outstanding > 0 {
             RunStatus::Failures
         } else {
             RunStatus::Complete
@@ -1237,10 +1349,18 @@ impl<'a> Syncer<'a> {
             bar.finish_and_clear();
         }
         let c = self.counts;
+        let dead = self.dead_letters();
+        let tail = if outstanding == 0 {
+            String::new()
+        } else {
+            format!(
+                "; {outstanding} failed line(s) outstanding ({dead} dead letter(s)): elysiactl index failures lists them"
+            )
+        };
         self.say(
             "SUMMARY",
             format!(
-                "{}: {} lines, {} indexed, {} removed, {} reconciled, {} skipped, {} failed",
+                "{}: {} lines, {} indexed, {} removed, {} reconciled, {} skipped, {} failed{tail}",
                 status.as_str(),
                 c.lines,
                 c.upserted,
@@ -1249,7 +1369,7 @@ impl<'a> Syncer<'a> {
                 c.skipped,
                 c.failed
             ),
-            serde_json::json!({"status": status.as_str(), "counts": status::counts_json(&c), "duration_secs": self.started.elapsed().as_secs_f64()}),
+            serde_json::json!({"status": status.as_str(), "counts": status::counts_json(&c), "outstanding_failures": outstanding, "dead_letters": dead, "duration_secs": self.started.elapsed().as_secs_f64()}),
         );
         let degraded = self.degraded.is_some();
         if degraded {
@@ -1284,8 +1404,17 @@ impl<'a> Syncer<'a> {
                 failures: self.failure_kinds.values().copied().collect(),
                 resume_offset,
                 degraded,
+                outstanding_failures: outstanding,
+                dead_letters: dead,
             }),
         }
+    }
+
+    fn dead_letters(&self) -> u64 {
+        self.state
+            .outstanding_failures()
+            .filter(|(_, f)| f.attempts >= MAX_ATTEMPTS)
+            .count() as u64
     }
 
     /// Spooled stdin manifests are deleted once nothing refers to them.
@@ -1695,10 +1824,12 @@ fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Error> {
                 counts: c, reason, ..
             } => {
                 counts.add_all(&c);
-                let _ = writeln!(
+                emit(
                     log,
-                    "[INVALID] line {} (byte {}): {reason}",
-                    raw.line, raw.offset
+                    opts.log_format,
+                    "INVALID",
+                    &format!("line {} (byte {}): {reason}", raw.line, raw.offset),
+                    serde_json::json!({"line": raw.line, "offset": raw.offset, "reason": reason}),
                 );
             }
         }
@@ -1708,10 +1839,15 @@ fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Error> {
             since_release = 0;
         }
     }
-    let _ = writeln!(
+    emit(
         log,
-        "[DRY-RUN] from line {line} (byte {start}): {} lines: {} add, {} update, {} delete, {} rename, {} changeset, {} prune, {} invalid; nothing written",
-        counts.lines, counts.add, counts.update, counts.delete, counts.rename, counts.changeset, counts.prune, counts.failed
+        opts.log_format,
+        "DRY-RUN",
+        &format!(
+            "from line {line} (byte {start}): {} lines: {} add, {} update, {} delete, {} rename, {} changeset, {} prune, {} invalid; nothing written",
+            counts.lines, counts.add, counts.update, counts.delete, counts.rename, counts.changeset, counts.prune, counts.failed
+        ),
+        serde_json::json!({"from_line": line, "offset": start, "counts": status::counts_json(&counts)}),
     );
     Ok(Report {
         exit_code: if counts.failed > 0 { 1 } else { 0 },
@@ -1721,4 +1857,58 @@ fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Error> {
         message: None,
         metrics: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    fn id(n: u128) -> uuid::Uuid {
+        uuid::Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn permits_are_served_in_ticket_order() {
+        let permits = Permits::new(2);
+        let order = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            // Spawned in reverse: each still starts in ticket order.
+            for t in (0..6u64).rev() {
+                let (permits, order) = (&permits, &order);
+                s.spawn(move || {
+                    let _p = permits.acquire(t, Vec::new());
+                    order.lock().unwrap().push(t);
+                });
+            }
+        });
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_batch_waits_for_an_earlier_one_writing_the_same_object() {
+        let permits = Permits::new(4);
+        let first = permits.acquire(0, vec![id(1), id(2)]);
+        let started = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            let (permits, started) = (&permits, &started);
+            // Ticket 1 shares object 2 with ticket 0: it waits.
+            s.spawn(move || {
+                let _p = permits.acquire(1, vec![id(2), id(3)]);
+                started.fetch_add(1, Ordering::SeqCst);
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            assert_eq!(
+                started.load(Ordering::SeqCst),
+                0,
+                "ticket 1 ran beside ticket 0"
+            );
+            drop(first);
+        });
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        // Disjoint objects share the target.
+        let a = permits.acquire(2, vec![id(7)]);
+        let b = permits.acquire(3, vec![id(8)]);
+        drop((a, b));
+    }
 }

@@ -109,7 +109,7 @@ pub fn classify_upsert(
                 Some(Err(_)) => false,
             });
     if positional {
-        return Ok(items.iter().map(object_outcome).collect());
+        return collection_present(items.iter().map(object_outcome).collect());
     }
     // Out of order or a different length: match by id, and anything the server
     // did not mention is unknown, so retried.
@@ -119,15 +119,50 @@ pub fn classify_upsert(
             by_id.insert(id, object_outcome(item));
         }
     }
-    Ok(sent
-        .iter()
-        .map(|id| {
-            by_id.remove(id).unwrap_or_else(|| OpOutcome::Failed {
-                retryable: true,
-                message: "object missing from the batch response".to_string(),
+    collection_present(
+        sent.iter()
+            .map(|id| {
+                by_id.remove(id).unwrap_or_else(|| OpOutcome::Failed {
+                    retryable: true,
+                    message: "object missing from the batch response".to_string(),
+                })
             })
-        })
-        .collect())
+            .collect(),
+    )
+}
+
+/// Whether a server message says the collection (class) does not exist.
+fn names_missing_collection(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("not present in schema")
+        || m.contains("not found in schema")
+        || m.contains("class not found")
+        || m.contains("no such class")
+        || (m.contains("class") && m.contains("does not exist"))
+}
+
+/// Objects refused because the collection is gone (deleted while the run
+/// went on) are no per-object failure: every later write would be refused
+/// too, so the run ends (exit 3) whatever `--on-error` says.
+fn collection_present(outcomes: Vec<OpOutcome>) -> Result<Vec<OpOutcome>, Error> {
+    for o in &outcomes {
+        if let OpOutcome::Failed { message, .. } = o {
+            if names_missing_collection(message) {
+                return Err(collection_gone("batch upsert", message));
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
+fn collection_gone(what: &str, message: &str) -> Error {
+    Error::Fatal {
+        message: format!(
+            "{what}: the collection does not exist ({message}); it was deleted or renamed behind this run. \
+             State is saved: the next run creates it again and resumes (an emptied index is refilled \
+             only by lines still to apply — re-run the manifests that built it)"
+        ),
+    }
 }
 
 /// Classify a reply to `DELETE /v1/batch/objects` whose filter named `sent`.
@@ -202,9 +237,12 @@ pub fn status_error(what: &str, status: u16, headers: &HeaderMap, body: &[u8]) -
     match status {
         // A slow upload hits the server's read timeout (weaviate#2966).
         400 if msg.contains("i/o timeout") => transient(message),
-        401 => Error::Rejected {
-            message: format!("{message} (check WEAVIATE_API_KEY)"),
+        // Authentication refused: every request would be, so the run ends
+        // (exit 3) whatever `--on-error` says.
+        401 | 403 => Error::Fatal {
+            message: format!("{message} (check WEAVIATE_API_KEY and its rights on the collection)"),
         },
+        422 if names_missing_collection(&msg) => collection_gone(what, &msg),
         404 => Error::Fatal {
             message: format!("{message} (is the URL a Weaviate server, given without /v1?)"),
         },
@@ -451,10 +489,11 @@ mod tests {
     }
 
     #[test]
-    fn class_not_in_schema_is_a_permanent_object_failure() {
-        let out = upsert(200, &HeaderMap::new(), &data("batch_200_no_class.json"), 1).unwrap();
+    fn class_not_in_schema_means_the_collection_is_gone_and_ends_the_run() {
+        let e = upsert(200, &HeaderMap::new(), &data("batch_200_no_class.json"), 1).unwrap_err();
         assert!(
-            matches!(&out[0], OpOutcome::Failed { retryable: false, message } if message.contains("not present in schema"))
+            matches!(&e, Error::Fatal { message } if message.contains("not present in schema") && message.contains("collection does not exist")),
+            "{e:?}"
         );
     }
 
@@ -535,14 +574,14 @@ mod tests {
     }
 
     #[test]
-    fn unauthorized_401_and_forbidden_403_are_rejected() {
+    fn unauthorized_401_and_forbidden_403_end_the_run() {
         let e = upsert(401, &HeaderMap::new(), &data("401_invalid_key.json"), 1).unwrap_err();
         assert!(
-            matches!(&e, Error::Rejected { message } if message.contains("invalid api key")),
+            matches!(&e, Error::Fatal { message } if message.contains("invalid api key")),
             "{e:?}"
         );
         let e = upsert(403, &HeaderMap::new(), &data("403_forbidden.json"), 1).unwrap_err();
-        assert!(matches!(e, Error::Rejected { .. }), "{e:?}");
+        assert!(e.is_fatal(), "{e:?}");
         assert!(!e.is_retryable());
     }
 
@@ -681,10 +720,10 @@ mod tests {
     }
 
     #[test]
-    fn delete_unknown_class_422_is_rejected_and_empty_body_transient() {
+    fn delete_unknown_class_422_ends_the_run_and_empty_body_is_transient() {
         let body = data("delete_422_unknown_class.json");
         let e = delete(422, &body).unwrap_err();
-        assert!(matches!(e, Error::Rejected { .. }), "{e:?}");
+        assert!(e.is_fatal(), "{e:?}");
         let e = delete(200, b"").unwrap_err();
         assert!(e.is_retryable());
     }

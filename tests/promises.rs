@@ -1,0 +1,250 @@
+//! Promises of the contract that testing from outside once broke, each on
+//! the real binary: the stdin spool, a FIFO as input, what `--status` says
+//! after input errors, dead holders and unreachable targets, non-UTF-8
+//! working directories, JSON logs to the last line.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn tree(dir: &Path, files: usize) -> std::path::PathBuf {
+    let root = dir.join("root");
+    for i in 0..files {
+        let f = root.join("repo").join(format!("f{i}.txt"));
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, format!("file {i}\n")).unwrap();
+    }
+    root
+}
+
+fn adds(files: std::ops::Range<usize>) -> String {
+    files
+        .map(|i| format!("{{\"op\":\"add\",\"repo\":\"repo\",\"path\":\"f{i}.txt\"}}\n"))
+        .collect()
+}
+
+/// A manifest whose line 3 is not JSON: under `--on-error stop
+/// --batch-size 1` a run ends there, with the manifest unfinished.
+fn stops_at_line_3() -> String {
+    format!("{}not json\n{}", adds(0..2), adds(2..5))
+}
+
+#[test]
+fn spool_of_an_unfinished_run_survives_any_form_of_the_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path(), 5);
+    let manifest = stops_at_line_3();
+    for (first, second) in [("st", "./st/."), ("./st2", "st2"), ("st3/", "ABS/./st3")] {
+        let abs = |s: &str| s.replace("ABS", dir.path().to_str().unwrap());
+        let run_in = |state: &str, input: &[u8]| {
+            let mut c = cmd(&[
+                "index",
+                "sync",
+                "--input",
+                "-",
+                "--root",
+                root.to_str().unwrap(),
+                "--state-dir",
+                &abs(state),
+                "--on-error",
+                "stop",
+                "--batch-size",
+                "1",
+            ]);
+            c.current_dir(dir.path())
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input).unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let out = run_in(first, manifest.as_bytes());
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        // Another manifest on stdin, the state dir named another way: the
+        // unfinished one is resumed first (its spool is still there), not
+        // reported gone.
+        let out = run_in(second, adds(0..1).as_bytes());
+        let err = text(&out.stderr);
+        assert!(
+            !err.contains("no longer readable"),
+            "{first} then {second}: the spool was deleted: {err}"
+        );
+        assert!(err.contains("[RESUME]"), "{first} then {second}: {err}");
+    }
+}
+
+#[test]
+fn a_fifo_as_input_is_refused_at_once_and_leaves_no_running_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path(), 1);
+    let state = dir.path().join("state");
+    let fifo = dir.path().join("fifo.jsonl");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut child = sync_cmd(&fifo, &root, &state, &[])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let status = status.expect("a FIFO as --input blocked the run");
+    assert_eq!(status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("FIFO"), "{}", text(&out.stderr));
+    assert_ne!(status_of(&state), "running");
+}
+
+fn status_of(state: &Path) -> String {
+    status(state)["status"].as_str().unwrap_or("").to_owned()
+}
+
+#[test]
+fn status_after_an_input_error_is_failed_not_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path(), 3);
+    let state = dir.path().join("state");
+    let manifest = dir.path().join("m.jsonl");
+    std::fs::write(&manifest, adds(0..3)).unwrap();
+    let out = sync(&manifest, &root, &state, &["--from-line", "99"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let st = status(&state);
+    assert_eq!(st["status"], "failed", "{st}");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--from-line 99"),
+        "{st}"
+    );
+}
+
+#[test]
+fn status_of_a_killed_run_is_interrupted_even_while_its_pid_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path(), 400);
+    let state = dir.path().join("state");
+    let manifest = dir.path().join("m.jsonl");
+    std::fs::write(&manifest, adds(0..400).repeat(20)).unwrap();
+    let mut child = sync_cmd(&manifest, &root, &state, &["--batch-size", "5"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    assert!(read_until_processed(&mut lines, 3, &mut log), "{log}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(status_of(&state), "interrupted");
+    // The lock file names a live process that holds no lock (a reused pid,
+    // or a holder killed while a child it forked lives on).
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    std::fs::write(state.join("lock"), sleeper.id().to_string()).unwrap();
+    let st = status(&state);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(st["status"], "interrupted", "{st}");
+    assert!(st["pid"].is_null(), "{st}");
+}
+
+#[test]
+fn a_run_that_cannot_reach_its_index_shows_failed_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path(), 1);
+    let state = dir.path().join("state");
+    let manifest = dir.path().join("m.jsonl");
+    std::fs::write(&manifest, adds(0..1)).unwrap();
+    // Nothing listens on port 1.
+    let out = sync(
+        &manifest,
+        &root,
+        &state,
+        &[
+            "--target",
+            "weaviate",
+            "--weaviate-url",
+            "http://127.0.0.1:1",
+            "--timeout",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let st = status(&state);
+    assert_eq!(st["status"], "failed", "{st}");
+    assert!(
+        st["message"].as_str().unwrap_or("").contains("127.0.0.1:1"),
+        "{st}"
+    );
+}
+
+#[test]
+fn relative_input_in_a_non_utf8_working_directory_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path(), 5);
+    let state = dir.path().join("state");
+    let cwd = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"work-\xff\xfe"));
+    std::fs::create_dir_all(&cwd).unwrap();
+    std::fs::write(cwd.join("m.jsonl"), stops_at_line_3()).unwrap();
+    // Run from the non-UTF-8 directory.
+    let out = cmd(&sync_args(
+        Path::new("m.jsonl"),
+        &root,
+        &state,
+        &["--on-error", "stop", "--batch-size", "1"],
+    ))
+    .current_dir(&cwd)
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    // A later run with another manifest must find the unfinished one again.
+    let other = dir.path().join("other.jsonl");
+    std::fs::write(&other, adds(0..1)).unwrap();
+    let out = sync(&other, &root, &state, &[]);
+    let err = text(&out.stderr);
+    assert!(!err.contains("no longer readable"), "{err}");
+    assert!(err.contains("[RESUME]"), "{err}");
+}
+
+#[test]
+fn every_stderr_line_is_json_under_log_format_json_the_fatal_one_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path(), 3);
+    let state = dir.path().join("state");
+    let manifest = dir.path().join("m.jsonl");
+    std::fs::write(&manifest, format!("{}garbage\n", adds(0..3))).unwrap();
+    for extra in [
+        &["--log-format", "json"][..],
+        &["--log-format", "json", "--from-line", "99"][..],
+        &["--log-format", "json", "--dry-run"][..],
+    ] {
+        let out = sync(&manifest, &root, &state, extra);
+        let err = text(&out.stderr);
+        assert!(!err.trim().is_empty(), "{extra:?}: nothing on stderr");
+        for line in err.lines() {
+            let v: Result<serde_json::Value, _> = serde_json::from_str(line);
+            assert!(v.is_ok(), "{extra:?}: not JSON: {line}");
+        }
+    }
+}
