@@ -177,6 +177,24 @@ impl LineParser {
         line: &[u8],
         read: fn(&[Node<'_>]) -> Result<Change, LineError>,
     ) -> Result<Change, LineError> {
+        match self.read_tape_once(line, read) {
+            // simd-json refuses numbers that are valid JSON but do not fit
+            // a u64, an i64 or a finite f64 (`1e999`, a 30-digit integer).
+            // No field we read is a number, so such a line means the same
+            // with every number replaced by `0`: parse that instead.
+            Err(LineError::Json(e)) => match zero_numbers(line) {
+                Some(zeroed) => self.read_tape_once(&zeroed, read),
+                None => Err(LineError::Json(e)),
+            },
+            other => other,
+        }
+    }
+
+    fn read_tape_once(
+        &mut self,
+        line: &[u8],
+        read: fn(&[Node<'_>]) -> Result<Change, LineError>,
+    ) -> Result<Change, LineError> {
         self.scratch.clear();
         self.scratch.extend_from_slice(line);
         let mut tape = Tape(recycle(std::mem::take(&mut self.spare)));
@@ -203,6 +221,90 @@ impl LineParser {
             }
             Err(e) => Err(LineError::Mgit(e.to_string())),
         }
+    }
+}
+
+/// `line` with every number token that is valid JSON replaced by `0` and
+/// spaces to the same length (so error columns stay where they were);
+/// `None` if it has no number that is not already `0`. Strings are skipped
+/// whole; a token that is not a valid JSON number (`01`, `1.`, `-`) is left
+/// alone, so the line stays as invalid as it was.
+pub(crate) fn zero_numbers(line: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    // A number may start only where a token may: at the start or after a
+    // structural character or whitespace (so `--5` or `x12` stay invalid).
+    let mut boundary = true;
+    let mut i = 0;
+    while i < line.len() {
+        match line[i] {
+            b'"' => {
+                i += 1;
+                while i < line.len() && line[i] != b'"' {
+                    i += if line[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                boundary = false;
+            }
+            b',' | b':' | b'[' | b']' | b'{' | b'}' | b' ' | b'\t' | b'\n' | b'\r' => {
+                boundary = true;
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' if boundary => {
+                match number_end(line, i) {
+                    Some(end) => {
+                        if &line[i..end] != b"0" {
+                            let o = out.get_or_insert_with(|| line.to_vec());
+                            o[i] = b'0';
+                            o[i + 1..end].fill(b' ');
+                        }
+                        i = end;
+                    }
+                    None => i += 1,
+                }
+                boundary = false;
+            }
+            _ => {
+                boundary = false;
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The end of the JSON number starting at `at`, if it is one (RFC 8259:
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, followed by a
+/// delimiter or the end).
+fn number_end(b: &[u8], at: usize) -> Option<usize> {
+    let digits = |mut j: usize| {
+        let start = j;
+        while b.get(j).is_some_and(u8::is_ascii_digit) {
+            j += 1;
+        }
+        (j > start).then_some(j)
+    };
+    let mut j = at;
+    if b.get(j) == Some(&b'-') {
+        j += 1;
+    }
+    j = match b.get(j) {
+        Some(b'0') => j + 1,
+        Some(b'1'..=b'9') => digits(j)?,
+        _ => return None,
+    };
+    if b.get(j) == Some(&b'.') {
+        j = digits(j + 1)?;
+    }
+    if matches!(b.get(j), Some(b'e' | b'E')) {
+        j += 1;
+        if matches!(b.get(j), Some(b'+' | b'-')) {
+            j += 1;
+        }
+        j = digits(j)?;
+    }
+    match b.get(j) {
+        None | Some(b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r') => Some(j),
+        _ => None,
     }
 }
 

@@ -109,7 +109,14 @@ pub fn normalize(value: &Value) -> Result<Normalized, Error> {
 
 /// Normalise one raw manifest line.
 pub fn normalize_bytes(line: &[u8]) -> Result<Normalized, Error> {
-    let value: Value = serde_json::from_slice(line).map_err(|_| Error::NotAnObject)?;
+    let value: Value = match serde_json::from_slice(line) {
+        Ok(v) => v,
+        // A number out of f64's range (`"size":1e999`) in a field nobody
+        // reads: the line means the same with its numbers zeroed.
+        Err(_) => super::line::zero_numbers(line)
+            .and_then(|z| serde_json::from_slice(&z).ok())
+            .ok_or(Error::NotAnObject)?,
+    };
     normalize(&value)
 }
 
