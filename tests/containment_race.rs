@@ -160,7 +160,11 @@ fn symlink_swap_race_never_opens_or_indexes_a_file_outside_the_root() {
         state.to_str().unwrap(),
     ]);
     assert!(found.status.success(), "{}", text(&found.stderr));
-    assert_eq!(text(&found.stdout).trim(), "", "outside content is searchable");
+    assert_eq!(
+        text(&found.stdout).trim(),
+        "",
+        "outside content is searchable"
+    );
 
     // The watch sees what it should (so the checks above can fail).
     let watch = OpenWatch::tree(&outside);

@@ -170,11 +170,7 @@ fn a_repo_without_a_directory_under_any_root_is_a_failed_item_never_a_deletion()
         r#"{"op":"add","repo":"ServiceA","path":"x.txt"}"#,
         r#"{"op":"delete","path":"ServiceA/x.txt"}"#,
     ];
-    let m = write_manifest(
-        &t.dir,
-        "gone.jsonl",
-        &gone.map(str::to_owned),
-    );
+    let m = write_manifest(&t.dir, "gone.jsonl", &gone.map(str::to_owned));
     let state2 = t.dir.join("state2");
     let out = sync(&add, &t.root, &state2, &[]);
     assert_eq!(out.status.code(), Some(0));

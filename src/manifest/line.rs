@@ -674,4 +674,59 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn ignored_fields_are_ignored_whatever_their_json_value() {
+        for v in [
+            "1e999",
+            "-1e999",
+            "1e-999",
+            "123456789012345678901234567890",
+            "-9223372036854775809",
+            "-1",
+            "\"12\"",
+            "null",
+            "true",
+            "[1e999,{\"a\":{\"b\":[18446744073709551616]}}]",
+        ] {
+            let line = format!(
+                r#"{{"op":"add","repo":"R","size":{v},"path":"a.txt","mime":null,"x":{{"y":{v}}}}}"#
+            );
+            let f = file(&line);
+            assert_eq!((f.op, f.path.as_str()), (Op::Add, "a.txt"), "{line}");
+        }
+        let c = parse(r#"{"repo":"R","new_changeset":{"commit":"c","n":1e999}}"#);
+        assert!(matches!(c, Ok(Some(Change::Changeset(_)))), "{c:?}");
+        let d = parse(r#"{"repo":"R","op":"add","path":"d/","size":1e999}"#);
+        assert!(matches!(d, Ok(Some(Change::UntrackedDir { .. }))), "{d:?}");
+        let r = file(r#"{"repo":"R","op":"modify","path":"a -> b","size":-1e999}"#);
+        assert_eq!((r.op, r.path.as_str()), (Op::Rename, "b"));
+        // A field we read must still have its type.
+        let e = parse(r#"{"op":"add","path":1e999}"#).expect_err("number path");
+        assert!(e.to_string().contains("must be a string"), "{e}");
+    }
+
+    #[test]
+    fn zeroing_numbers_keeps_invalid_json_invalid_and_strings_untouched() {
+        let z = |s: &str| zero_numbers(s.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            z(r#"{"a":1e999,"b":[-12.5e3, 7],"s":"1e999 \" 5"}"#).as_deref(),
+            Some(r#"{"a":0    ,"b":[0      , 0],"s":"1e999 \" 5"}"#)
+        );
+        assert_eq!(z(r#"{"a":0,"s":"12"}"#), None);
+        for bad in [
+            "01", "1.", "-", "--5", "1e", "1e+", "-a1", "x12", "1.5.3", "0x10",
+        ] {
+            let line = format!(r#"{{"a":{bad}}}"#);
+            if let Some(zeroed) = zero_numbers(line.as_bytes()) {
+                assert!(
+                    LineParser::new()
+                        .read_tape_once(&zeroed, interpret)
+                        .is_err(),
+                    "{bad} became valid: {zeroed:?}"
+                );
+            }
+            assert!(parse(&line).is_err(), "{bad}");
+        }
+    }
 }

@@ -571,4 +571,36 @@ mod tests {
         );
         assert!(expand_untracked_dir(base, "absent").expect("ok").is_empty());
     }
+
+    #[test]
+    fn untracked_directory_walk_never_follows_a_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path();
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("secret.txt"), "s").expect("write");
+        std::fs::create_dir_all(base.join("d/sub")).expect("mkdir");
+        std::fs::write(base.join("d/sub/b.txt"), "b").expect("write");
+        std::os::unix::fs::symlink(outside.path(), base.join("d/out")).expect("symlink");
+        std::os::unix::fs::symlink("/", base.join("d/slash")).expect("symlink");
+        std::os::unix::fs::symlink("sub", base.join("d/again")).expect("symlink");
+        std::os::unix::fs::symlink(outside.path(), base.join("link")).expect("symlink");
+        // Symlinked directories are listed as entries (reading them decides),
+        // never entered.
+        assert_eq!(
+            expand_untracked_dir(base, "d").expect("ok"),
+            ["d/again", "d/out", "d/slash", "d/sub/b.txt"]
+        );
+        // Nor is a symlink in the directory named.
+        assert!(expand_untracked_dir(base, "link").is_err());
+        // Deep trees keep few descriptors open.
+        let mut deep = base.join("deep");
+        for _ in 0..300 {
+            deep.push("n");
+        }
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        std::fs::write(deep.join("leaf.txt"), "l").expect("write");
+        let got = expand_untracked_dir(base, "deep").expect("ok");
+        assert_eq!(got.len(), 1);
+        assert!(got[0].ends_with("/n/leaf.txt"));
+    }
 }

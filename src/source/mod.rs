@@ -192,9 +192,10 @@ impl Roots {
                     d.display()
                 )));
             }
-            let fd = Arc::new(beneath::open_root(&canonical).map_err(|e| {
-                io::Error::new(e.kind(), format!("--root {}: {e}", d.display()))
-            })?);
+            let fd =
+                Arc::new(beneath::open_root(&canonical).map_err(|e| {
+                    io::Error::new(e.kind(), format!("--root {}: {e}", d.display()))
+                })?);
             let dir = beneath::works(&fd).then(|| fd.clone());
             roots.push(Root {
                 given,

@@ -256,7 +256,8 @@ pub(super) fn lstatat(dir: &File, name: &CStr) -> io::Result<libc::stat> {
 pub(super) fn openat(dir: &File, name: &CStr, flags: libc::c_int) -> io::Result<File> {
     // SAFETY: a valid descriptor and a NUL-terminated name; a non-negative
     // return is a new descriptor that nothing else owns.
-    let fd: RawFd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC) };
+    let fd: RawFd =
+        unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -286,4 +287,111 @@ fn readlinkat(dir: &File, name: &CStr) -> io::Result<Vec<u8>> {
     }
     buf.truncate(n);
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::super::{Absent, DirState, FileState, Roots};
+
+    /// Every verdict of the long road, with and without `openat2` in front
+    /// of it: the two roads must agree on all of them.
+    #[test]
+    fn the_descriptor_walk_gives_the_spec_verdicts_with_or_without_openat2() {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().canonicalize().unwrap();
+        let root = base.join("root");
+        let repo = root.join("R");
+        std::fs::create_dir_all(repo.join("d/e")).unwrap();
+        std::fs::create_dir_all(base.join("outside")).unwrap();
+        std::fs::write(base.join("outside/secret"), "s\n").unwrap();
+        std::fs::write(repo.join("ok.txt"), "ok\n").unwrap();
+        std::fs::write(repo.join("d/e/deep.txt"), "deep\n").unwrap();
+        // Absolute, into the root: by its canonical path and by the path
+        // given as --root (a symlink to it).
+        symlink(repo.join("ok.txt"), repo.join("abs")).unwrap();
+        symlink(&root, base.join("alias")).unwrap();
+        symlink(base.join("alias/R/ok.txt"), repo.join("abs_alias")).unwrap();
+        symlink(base.join("alias/R/d"), repo.join("abs_dir")).unwrap();
+        // `..` above the root and back in; and out.
+        symlink("../../../root/R/ok.txt", repo.join("d/updown")).unwrap();
+        symlink("../../../outside/secret", repo.join("d/out")).unwrap();
+        symlink(base.join("outside"), repo.join("outdir")).unwrap();
+        symlink("/", repo.join("slash")).unwrap();
+        symlink("/etc/passwd", repo.join("passwd")).unwrap();
+        // Chains: within the hop limit, and past it.
+        let mut prev = "ok.txt".to_owned();
+        for i in 0..60 {
+            let name = format!("hop{i}");
+            symlink(&prev, repo.join(&name)).unwrap();
+            prev = name;
+        }
+        symlink("ok.txt/../ok.txt", repo.join("through_file")).unwrap();
+        symlink("d/e/..", repo.join("up_dir")).unwrap();
+        let fifo = std::ffi::CString::new(repo.join("fifo").to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        symlink(repo.join("fifo"), repo.join("abs_fifo")).unwrap();
+
+        let cases: &[(&str, Option<&str>)] = &[
+            ("abs", Some("ok\n")),
+            ("abs_alias", Some("ok\n")),
+            ("abs_dir/e/deep.txt", Some("deep\n")),
+            ("d/updown", Some("ok\n")),
+            ("hop30", Some("ok\n")),
+        ];
+        let absent: &[(&str, Absent)] = &[
+            ("d/out", Absent::OutsideRoot),
+            ("outdir/secret", Absent::OutsideRoot),
+            ("slash/etc/passwd", Absent::OutsideRoot),
+            ("passwd", Absent::OutsideRoot),
+            ("hop59", Absent::NotRegular),
+            ("through_file", Absent::Missing),
+            ("up_dir", Absent::NotRegular),
+            ("abs_fifo", Absent::NotRegular),
+            ("abs_dir/nope", Absent::Missing),
+        ];
+        for with_openat2 in [true, false] {
+            // The root given through a symlink to it: absolute symlinks
+            // may name it either way.
+            let mut r = Roots::new(&[base.join("alias")], 1000).unwrap();
+            if !with_openat2 {
+                r.roots[0].dir = None;
+            }
+            let at = |p: &str| r.read(&r.resolve(Some("R"), p).unwrap()).unwrap();
+            for (p, want) in cases {
+                match at(p) {
+                    FileState::Eligible(d) => {
+                        assert_eq!(Some(d.content.as_str()), *want, "{p}");
+                        assert_eq!(d.path, *p);
+                    }
+                    other => panic!("{p} (openat2 {with_openat2}): {other:?}"),
+                }
+            }
+            for (p, want) in absent {
+                assert_eq!(
+                    at(p),
+                    FileState::Absent(*want),
+                    "{p} (openat2 {with_openat2})"
+                );
+            }
+            let dir = |p: &str| r.open_dir(&r.resolve(Some("R"), p).unwrap()).unwrap();
+            assert!(matches!(dir("abs_dir"), DirState::Dir(_)));
+            assert!(matches!(dir("up_dir"), DirState::Dir(_)));
+            assert!(matches!(
+                dir("outdir"),
+                DirState::Absent(Absent::OutsideRoot)
+            ));
+            assert!(matches!(
+                dir("ok.txt"),
+                DirState::NotADirectory("a regular file")
+            ));
+            assert!(matches!(dir("gone"), DirState::Absent(Absent::Missing)));
+            let loc = r.resolve(Some("R"), "x").unwrap();
+            assert!(r.has_repo(&loc).unwrap());
+            let loc = r.resolve(Some("r"), "x").unwrap();
+            assert!(!r.has_repo(&loc).unwrap());
+        }
+    }
 }
