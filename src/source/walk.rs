@@ -38,9 +38,9 @@ const LOOKUP_DIR: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY;
 pub(super) struct Base<'a> {
     /// The root's descriptor.
     pub fd: &'a File,
-    /// The root's canonical path, as components.
+    /// The root's canonical path.
     pub canonical: &'a Path,
-    /// The root as given (lexically normalised), when it differs.
+    /// The root as given (absolute, lexically normalised).
     pub given: &'a Path,
 }
 
@@ -103,8 +103,6 @@ pub(super) fn resolve(base: &Base<'_>, rel: &[u8]) -> io::Result<Found> {
     // root (an ancestor of it), outside the root.
     let mut above: Option<usize> = None;
     let mut hops = 0u32;
-    // The last step entered a directory (`.`, `..`, a symlink to one):
-    // if nothing follows, the path names that directory itself.
     while let Some(part) = pending.pop() {
         match part.as_slice() {
             b"" | b"." => continue,
