@@ -10,56 +10,11 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use support::open_watch::OpenWatch;
 use support::*;
-
-/// inotify on a directory: counts opens of anything in it.
-struct OpenWatch {
-    fd: i32,
-}
-
-impl OpenWatch {
-    fn new(dirs: &[&Path]) -> OpenWatch {
-        // SAFETY: plain syscalls on a descriptor this struct owns.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        assert!(fd >= 0, "inotify_init1");
-        for d in dirs {
-            let c = CString::new(d.as_os_str().as_bytes()).unwrap();
-            let wd =
-                unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN | libc::IN_ACCESS) };
-            assert!(wd >= 0, "inotify_add_watch {}", d.display());
-        }
-        OpenWatch { fd }
-    }
-
-    /// Names opened or read since the watch began.
-    fn events(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                return out;
-            }
-            let mut at = 0usize;
-            while at + 16 <= n as usize {
-                let len = u32::from_ne_bytes(buf[at + 12..at + 16].try_into().unwrap()) as usize;
-                let name = &buf[at + 16..at + 16 + len];
-                let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
-                out.push(String::from_utf8_lossy(name).into_owned());
-                at += 16 + len;
-            }
-        }
-    }
-}
-
-impl Drop for OpenWatch {
-    fn drop(&mut self) {
-        unsafe { libc::close(self.fd) };
-    }
-}
 
 /// What a manifest line must come to.
 #[derive(Debug, Clone, PartialEq)]

@@ -177,6 +177,24 @@ impl LineParser {
         line: &[u8],
         read: fn(&[Node<'_>]) -> Result<Change, LineError>,
     ) -> Result<Change, LineError> {
+        match self.read_tape_once(line, read) {
+            // simd-json refuses numbers that are valid JSON but do not fit
+            // a u64, an i64 or a finite f64 (`1e999`, a 30-digit integer).
+            // No field we read is a number, so such a line means the same
+            // with every number replaced by `0`: parse that instead.
+            Err(LineError::Json(e)) => match zero_numbers(line) {
+                Some(zeroed) => self.read_tape_once(&zeroed, read),
+                None => Err(LineError::Json(e)),
+            },
+            other => other,
+        }
+    }
+
+    fn read_tape_once(
+        &mut self,
+        line: &[u8],
+        read: fn(&[Node<'_>]) -> Result<Change, LineError>,
+    ) -> Result<Change, LineError> {
         self.scratch.clear();
         self.scratch.extend_from_slice(line);
         let mut tape = Tape(recycle(std::mem::take(&mut self.spare)));
@@ -203,6 +221,90 @@ impl LineParser {
             }
             Err(e) => Err(LineError::Mgit(e.to_string())),
         }
+    }
+}
+
+/// `line` with every number token that is valid JSON replaced by `0` and
+/// spaces to the same length (so error columns stay where they were);
+/// `None` if it has no number that is not already `0`. Strings are skipped
+/// whole; a token that is not a valid JSON number (`01`, `1.`, `-`) is left
+/// alone, so the line stays as invalid as it was.
+pub(crate) fn zero_numbers(line: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    // A number may start only where a token may: at the start or after a
+    // structural character or whitespace (so `--5` or `x12` stay invalid).
+    let mut boundary = true;
+    let mut i = 0;
+    while i < line.len() {
+        match line[i] {
+            b'"' => {
+                i += 1;
+                while i < line.len() && line[i] != b'"' {
+                    i += if line[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                boundary = false;
+            }
+            b',' | b':' | b'[' | b']' | b'{' | b'}' | b' ' | b'\t' | b'\n' | b'\r' => {
+                boundary = true;
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' if boundary => {
+                match number_end(line, i) {
+                    Some(end) => {
+                        if &line[i..end] != b"0" {
+                            let o = out.get_or_insert_with(|| line.to_vec());
+                            o[i] = b'0';
+                            o[i + 1..end].fill(b' ');
+                        }
+                        i = end;
+                    }
+                    None => i += 1,
+                }
+                boundary = false;
+            }
+            _ => {
+                boundary = false;
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The end of the JSON number starting at `at`, if it is one (RFC 8259:
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, followed by a
+/// delimiter or the end).
+fn number_end(b: &[u8], at: usize) -> Option<usize> {
+    let digits = |mut j: usize| {
+        let start = j;
+        while b.get(j).is_some_and(u8::is_ascii_digit) {
+            j += 1;
+        }
+        (j > start).then_some(j)
+    };
+    let mut j = at;
+    if b.get(j) == Some(&b'-') {
+        j += 1;
+    }
+    j = match b.get(j) {
+        Some(b'0') => j + 1,
+        Some(b'1'..=b'9') => digits(j)?,
+        _ => return None,
+    };
+    if b.get(j) == Some(&b'.') {
+        j = digits(j + 1)?;
+    }
+    if matches!(b.get(j), Some(b'e' | b'E')) {
+        j += 1;
+        if matches!(b.get(j), Some(b'+' | b'-')) {
+            j += 1;
+        }
+        j = digits(j)?;
+    }
+    match b.get(j) {
+        None | Some(b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r') => Some(j),
+        _ => None,
     }
 }
 
@@ -570,6 +672,61 @@ mod tests {
                 Ok(Some(Change::File(f))) => assert_eq!(f.path, format!("p/{i}.rs")),
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn ignored_fields_are_ignored_whatever_their_json_value() {
+        for v in [
+            "1e999",
+            "-1e999",
+            "1e-999",
+            "123456789012345678901234567890",
+            "-9223372036854775809",
+            "-1",
+            "\"12\"",
+            "null",
+            "true",
+            "[1e999,{\"a\":{\"b\":[18446744073709551616]}}]",
+        ] {
+            let line = format!(
+                r#"{{"op":"add","repo":"R","size":{v},"path":"a.txt","mime":null,"x":{{"y":{v}}}}}"#
+            );
+            let f = file(&line);
+            assert_eq!((f.op, f.path.as_str()), (Op::Add, "a.txt"), "{line}");
+        }
+        let c = parse(r#"{"repo":"R","new_changeset":{"commit":"c","n":1e999}}"#);
+        assert!(matches!(c, Ok(Some(Change::Changeset(_)))), "{c:?}");
+        let d = parse(r#"{"repo":"R","op":"add","path":"d/","size":1e999}"#);
+        assert!(matches!(d, Ok(Some(Change::UntrackedDir { .. }))), "{d:?}");
+        let r = file(r#"{"repo":"R","op":"modify","path":"a -> b","size":-1e999}"#);
+        assert_eq!((r.op, r.path.as_str()), (Op::Rename, "b"));
+        // A field we read must still have its type.
+        let e = parse(r#"{"op":"add","path":1e999}"#).expect_err("number path");
+        assert!(e.to_string().contains("must be a string"), "{e}");
+    }
+
+    #[test]
+    fn zeroing_numbers_keeps_invalid_json_invalid_and_strings_untouched() {
+        let z = |s: &str| zero_numbers(s.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            z(r#"{"a":1e999,"b":[-12.5e3, 7],"s":"1e999 \" 5"}"#).as_deref(),
+            Some(r#"{"a":0    ,"b":[0      , 0],"s":"1e999 \" 5"}"#)
+        );
+        assert_eq!(z(r#"{"a":0,"s":"12"}"#), None);
+        for bad in [
+            "01", "1.", "-", "--5", "1e", "1e+", "-a1", "x12", "1.5.3", "0x10",
+        ] {
+            let line = format!(r#"{{"a":{bad}}}"#);
+            if let Some(zeroed) = zero_numbers(line.as_bytes()) {
+                assert!(
+                    LineParser::new()
+                        .read_tape_once(&zeroed, interpret)
+                        .is_err(),
+                    "{bad} became valid: {zeroed:?}"
+                );
+            }
+            assert!(parse(&line).is_err(), "{bad}");
         }
     }
 }

@@ -16,7 +16,13 @@
 //! directory expansion that an untracked `dir/` needs is [`expand_untracked_dir`],
 //! run by the caller against the disk. docs/changes.md has the full mapping.
 
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
@@ -103,7 +109,14 @@ pub fn normalize(value: &Value) -> Result<Normalized, Error> {
 
 /// Normalise one raw manifest line.
 pub fn normalize_bytes(line: &[u8]) -> Result<Normalized, Error> {
-    let value: Value = serde_json::from_slice(line).map_err(|_| Error::NotAnObject)?;
+    let value: Value = match serde_json::from_slice(line) {
+        Ok(v) => v,
+        // A number out of f64's range (`"size":1e999`) in a field nobody
+        // reads: the line means the same with its numbers zeroed.
+        Err(_) => super::line::zero_numbers(line)
+            .and_then(|z| serde_json::from_slice(&z).ok())
+            .ok_or(Error::NotAnObject)?,
+    };
     normalize(&value)
 }
 
@@ -234,38 +247,192 @@ pub fn unquote_c_style(quoted: &str) -> Result<String, Error> {
 }
 
 /// Every file (regular or symlink) under `<repo_dir>/<dir>` on disk, as
-/// repository-relative `/`-separated paths, sorted. Directories that are
-/// themselves repositories (a `.git` inside) and symlinked directories are
-/// not entered; names that are not UTF-8 are left out (they cannot be
-/// indexed). A directory that no longer exists yields nothing.
-pub fn expand_untracked_dir(repo_dir: &Path, dir: &str) -> std::io::Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.trim_end_matches('/').to_owned()];
-    while let Some(rel) = stack.pop() {
-        let abs = repo_dir.join(&rel);
-        let entries = match std::fs::read_dir(&abs) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+/// repository-relative `/`-separated paths, sorted (see
+/// [`untracked_files`]). No symlink is followed, in `dir` either. A
+/// directory that does not exist yields nothing.
+pub fn expand_untracked_dir(repo_dir: &Path, dir: &str) -> io::Result<Vec<String>> {
+    let mut at = File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(repo_dir)?;
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        let name = CString::new(part).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        at = match open_dir_at(at.as_raw_fd(), &name) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        for entry in entries {
-            let entry = entry?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+    }
+    untracked_files(at, dir)
+}
+
+/// Every file (regular or symlink) under the directory `dir`, whose path in
+/// the repository is `prefix`, as repository-relative `/`-separated paths,
+/// sorted. The walk goes by directory descriptors and never follows a
+/// symlink: a symlinked directory is listed as a file (reading it later
+/// decides, under the path rules), never entered, so the walk cannot leave
+/// `dir`. Directories that are themselves repositories (a `.git` inside)
+/// are not entered; names that are not UTF-8 are left out (they cannot be
+/// indexed).
+pub fn untracked_files(dir: File, prefix: &str) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let top = Rc::new(Dir::new(dir)?);
+    // Directories to list: (parent, name in it, repository path); each is
+    // opened only when its turn comes, so open descriptors stay about as
+    // many as the tree is deep.
+    let mut todo: Vec<(Rc<Dir>, Option<CString>, String)> =
+        vec![(top, None, prefix.trim_end_matches('/').to_owned())];
+    while let Some((parent, name, rel)) = todo.pop() {
+        let dir = match name {
+            None => parent,
+            Some(name) => {
+                let d = match open_dir_at(parent.fd(), &name) {
+                    Ok(d) => d,
+                    // Gone or replaced by a non-directory since listed.
+                    Err(e) if is_gone(&e) => continue,
+                    Err(e) => return Err(e),
+                };
+                if lstat_at(d.as_raw_fd(), c".git").is_ok() {
+                    continue;
+                }
+                Rc::new(Dir::new(d)?)
+            }
+        };
+        for (name, kind) in dir.entries()? {
+            let Ok(text) = std::str::from_utf8(name.as_bytes()) else {
                 continue;
             };
-            let child = format!("{rel}/{name}");
-            let ft = entry.file_type()?;
-            if ft.is_dir() {
-                if name != ".git" && !entry.path().join(".git").exists() {
-                    stack.push(child);
-                }
-            } else if ft.is_file() || ft.is_symlink() {
-                out.push(child);
+            let child = format!("{rel}/{text}");
+            let kind = match kind {
+                libc::DT_UNKNOWN => match lstat_at(dir.fd(), &name) {
+                    Ok(st) => dt_of(st.st_mode),
+                    Err(e) if is_gone(&e) => continue,
+                    Err(e) => return Err(e),
+                },
+                k => k,
+            };
+            match kind {
+                libc::DT_DIR if text != ".git" => todo.push((dir.clone(), Some(name), child)),
+                libc::DT_REG | libc::DT_LNK => out.push(child),
+                _ => {}
             }
         }
     }
     out.sort();
     Ok(out)
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+    )
+}
+
+fn dt_of(mode: libc::mode_t) -> u8 {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => libc::DT_DIR,
+        libc::S_IFREG => libc::DT_REG,
+        libc::S_IFLNK => libc::DT_LNK,
+        _ => libc::DT_UNKNOWN,
+    }
+}
+
+/// `openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)`: a directory
+/// entry that is a directory itself, never through a symlink.
+fn open_dir_at(fd: RawFd, name: &CStr) -> io::Result<File> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: a valid descriptor and a NUL-terminated name; a non-negative
+    // return is a new descriptor that nothing else owns.
+    let d = unsafe { libc::openat(fd, name.as_ptr(), flags) };
+    if d < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: see above; the File owns the descriptor from here.
+    Ok(unsafe { File::from_raw_fd(d) })
+}
+
+/// `fstatat(fd, name, AT_SYMLINK_NOFOLLOW)`.
+fn lstat_at(fd: RawFd, name: &CStr) -> io::Result<libc::stat> {
+    // SAFETY: `stat` is plain data, zero is a valid value for it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor, a NUL-terminated name and a stat buffer
+    // that outlives the call.
+    let rc = unsafe { libc::fstatat(fd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// An open directory stream (`fdopendir`), closed on drop.
+struct Dir(std::ptr::NonNull<libc::DIR>);
+
+impl Dir {
+    fn new(dir: File) -> io::Result<Dir> {
+        let fd = dir.into_raw_fd();
+        // SAFETY: `fd` is an open directory descriptor we own; on success
+        // the stream owns it (closedir closes it), on failure we close it.
+        let p = unsafe { libc::fdopendir(fd) };
+        match std::ptr::NonNull::new(p) {
+            Some(p) => Ok(Dir(p)),
+            None => {
+                let e = io::Error::last_os_error();
+                // SAFETY: still ours, see above.
+                unsafe { libc::close(fd) };
+                Err(e)
+            }
+        }
+    }
+
+    /// The stream's descriptor, for lookups relative to the directory.
+    fn fd(&self) -> RawFd {
+        // SAFETY: a live stream.
+        unsafe { libc::dirfd(self.0.as_ptr()) }
+    }
+
+    /// Every entry but `.` and `..`, with its `d_type`.
+    fn entries(&self) -> io::Result<Vec<(CString, u8)>> {
+        let mut out = Vec::new();
+        loop {
+            set_errno_zero();
+            // SAFETY: a live stream, read by this thread only (the Rc is
+            // not Send); the entry is copied out before the next call.
+            let ent = unsafe { libc::readdir(self.0.as_ptr()) };
+            if ent.is_null() {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(0) | None => Ok(out),
+                    _ => Err(e),
+                };
+            }
+            // SAFETY: readdir returned a valid entry whose `d_name` is
+            // NUL-terminated.
+            let (name, kind) = unsafe {
+                let ent = &*ent;
+                (CStr::from_ptr(ent.d_name.as_ptr()), ent.d_type)
+            };
+            if name != c"." && name != c".." {
+                out.push((name.to_owned(), kind));
+            }
+        }
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        // SAFETY: the stream is ours and closed once.
+        unsafe { libc::closedir(self.0.as_ptr()) };
+    }
+}
+
+/// readdir(3) signals an error only through errno.
+fn set_errno_zero() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: errno is this thread's.
+    unsafe {
+        *libc::__errno_location() = 0
+    };
 }
 
 #[cfg(test)]
@@ -403,5 +570,37 @@ mod tests {
             vec!["d/a.txt".to_string(), "d/sub/b.txt".to_string()]
         );
         assert!(expand_untracked_dir(base, "absent").expect("ok").is_empty());
+    }
+
+    #[test]
+    fn untracked_directory_walk_never_follows_a_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path();
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("secret.txt"), "s").expect("write");
+        std::fs::create_dir_all(base.join("d/sub")).expect("mkdir");
+        std::fs::write(base.join("d/sub/b.txt"), "b").expect("write");
+        std::os::unix::fs::symlink(outside.path(), base.join("d/out")).expect("symlink");
+        std::os::unix::fs::symlink("/", base.join("d/slash")).expect("symlink");
+        std::os::unix::fs::symlink("sub", base.join("d/again")).expect("symlink");
+        std::os::unix::fs::symlink(outside.path(), base.join("link")).expect("symlink");
+        // Symlinked directories are listed as entries (reading them decides),
+        // never entered.
+        assert_eq!(
+            expand_untracked_dir(base, "d").expect("ok"),
+            ["d/again", "d/out", "d/slash", "d/sub/b.txt"]
+        );
+        // Nor is a symlink in the directory named.
+        assert!(expand_untracked_dir(base, "link").is_err());
+        // Deep trees keep few descriptors open.
+        let mut deep = base.join("deep");
+        for _ in 0..300 {
+            deep.push("n");
+        }
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        std::fs::write(deep.join("leaf.txt"), "l").expect("write");
+        let got = expand_untracked_dir(base, "deep").expect("ok");
+        assert_eq!(got.len(), 1);
+        assert!(got[0].ends_with("/n/leaf.txt"));
     }
 }

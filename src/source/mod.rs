@@ -3,27 +3,34 @@
 //! [`Roots::resolve`] turns a line's `repo` and `path` into a repo-relative
 //! location under one `--root` (or says why the line is malformed);
 //! [`Roots::read`] decides whether that file is eligible for the index and
-//! reads it. Files outside every root are never opened: the canonical path
-//! (all symlinks resolved) must lie under the root's canonical path before
-//! `open` is called, and it is opened with `O_NOFOLLOW | O_NONBLOCK`.
+//! reads it. Files outside every root are never opened, whatever renames or
+//! symlink swaps happen inside the root meanwhile: no path string is checked
+//! and then opened; every open is resolved beneath a descriptor of the root.
 //!
-//! On Linux the common case takes a shorter road with the same guarantee:
-//! `openat2(RESOLVE_BENEATH)` from a descriptor of the root, where the kernel
-//! itself refuses any resolution that would leave the root. Whatever it
-//! refuses (an absolute symlink, a `..` above the root, a loop) goes the
-//! long way, so the verdicts are the same; the short road saves the
-//! `readlink` of every path component that `canonicalize` costs.
+//! The common case is one `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`
+//! from the root's descriptor, where the kernel itself refuses any
+//! resolution that would leave the root. Whatever it refuses (an absolute
+//! symlink, a `..` above the root, a loop), and every path on a kernel
+//! without `openat2`, goes the long way ([`walk`]): one component at a time
+//! from directory descriptors, symlinks read and resolved here and never
+//! followed by the kernel, so the verdicts are the same as SPEC.md's ("a
+//! symlink counts as the file it points to only while its target stays
+//! inside the same root"). Neither road opens a FIFO or a device: a look
+//! (`fstatat`) comes before the open, the open has `O_NONBLOCK`, and `fstat`
+//! on the opened file decides.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::target::{object_id, Document};
+
+mod beneath;
+mod walk;
 
 /// Bytes checked for a NUL to call a file binary.
 pub const BINARY_SNIFF_LEN: usize = 8 << 10;
@@ -46,6 +53,14 @@ pub enum PathError {
     NoFile(String),
     #[error("invalid repo name {0:?}")]
     BadRepo(String),
+    /// mgit's `dir/` form for something that is not a directory.
+    #[error("path {path:?} names a directory, but {repo}/{dir} is {what}")]
+    NotADirectory {
+        path: String,
+        repo: String,
+        dir: String,
+        what: &'static str,
+    },
 }
 
 /// A file's place: repo name and repo-relative path under root `root`.
@@ -101,9 +116,21 @@ struct Root {
     given: PathBuf,
     /// All symlinks resolved.
     canonical: PathBuf,
-    /// `canonical` opened `O_PATH`, for [`beneath::open`]; `None` where
-    /// that is unavailable.
+    /// `canonical` opened `O_PATH`: every lookup starts here.
+    fd: Arc<File>,
+    /// `fd` again where [`beneath::open`] works; `None` where the kernel
+    /// has no `openat2` (then every file goes the long way).
     dir: Option<Arc<File>>,
+}
+
+/// A directory named by a line (mgit's `dir/`), as found on disk.
+#[derive(Debug)]
+pub enum DirState {
+    /// Opened for listing its entries.
+    Dir(File),
+    /// Something else is there (a regular file, a FIFO …), described.
+    NotADirectory(&'static str),
+    Absent(Absent),
 }
 
 /// The `--root` directories.
@@ -165,10 +192,15 @@ impl Roots {
                     d.display()
                 )));
             }
-            let dir = beneath::open_root(&canonical).map(Arc::new);
+            let fd =
+                Arc::new(beneath::open_root(&canonical).map_err(|e| {
+                    io::Error::new(e.kind(), format!("--root {}: {e}", d.display()))
+                })?);
+            let dir = beneath::works(&fd).then(|| fd.clone());
             roots.push(Root {
                 given,
                 canonical,
+                fd,
                 dir,
             });
         }
@@ -263,46 +295,89 @@ impl Roots {
         Err(PathError::OutsideRoots(path.to_owned()))
     }
 
-    /// The repo directory of a location (canonical root joined with the
-    /// repo), when it is a directory inside its root.
-    pub fn repo_dir(&self, loc: &Location) -> Option<PathBuf> {
-        let root = self.roots.get(loc.root)?;
-        let dir = std::fs::canonicalize(root.canonical.join(&loc.repo)).ok()?;
-        (dir.starts_with(&root.canonical) && dir.is_dir()).then_some(dir)
+    /// The `--root`s as given, for messages.
+    pub fn describe(&self) -> String {
+        let names: Vec<String> = self
+            .roots
+            .iter()
+            .map(|r| r.given.display().to_string())
+            .collect();
+        names.join(", ")
+    }
+
+    fn root_of(&self, loc: &Location) -> &Root {
+        &self.roots[loc.root.min(self.roots.len() - 1)]
+    }
+
+    /// Resolve `<repo>/<path>` of `loc` the long way: one component at a
+    /// time beneath the root's descriptor.
+    fn walk(&self, root: &Root, repo: &str, path: &str) -> io::Result<walk::Found> {
+        let base = walk::Base {
+            fd: &root.fd,
+            canonical: &root.canonical,
+            given: &root.given,
+        };
+        let mut rel = Vec::with_capacity(repo.len() + 1 + path.len());
+        rel.extend_from_slice(repo.as_bytes());
+        if !path.is_empty() {
+            rel.push(b'/');
+            rel.extend_from_slice(path.as_bytes());
+        }
+        walk::resolve(&base, &rel)
+    }
+
+    /// Whether the location's repo has a directory under its root (a
+    /// symlink to one inside the root counts). One `fstatat` for a plain
+    /// directory; asked only when a file is missing, so the hot path of
+    /// files that exist pays nothing.
+    pub fn has_repo(&self, loc: &Location) -> io::Result<bool> {
+        let root = self.root_of(loc);
+        Ok(matches!(
+            self.walk(root, &loc.repo, "")?,
+            walk::Found::At { mode, .. } if mode == libc::S_IFDIR
+        ))
+    }
+
+    /// The directory at a location (mgit's untracked `dir/`), resolved like
+    /// a file's path: symlinks count only while they stay inside the root.
+    pub fn open_dir(&self, loc: &Location) -> io::Result<DirState> {
+        let root = self.root_of(loc);
+        let found = self.walk(root, &loc.repo, &loc.path)?;
+        let mode = match &found {
+            walk::Found::Absent(a) => return Ok(DirState::Absent(*a)),
+            walk::Found::At { mode, .. } => *mode,
+        };
+        match found.open_dir(&root.fd) {
+            Ok(Some(d)) => Ok(DirState::Dir(d)),
+            Ok(None) => Ok(DirState::NotADirectory(describe_mode(mode))),
+            Err(e) => match e.raw_os_error() {
+                // Replaced since the look.
+                Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) => {
+                    Ok(DirState::Absent(Absent::Missing))
+                }
+                _ => Err(e),
+            },
+        }
     }
 
     /// The file's state on disk. `Err` only for failures that may pass
     /// (permission denied, I/O errors): the line fails and is retried later.
     pub fn read(&self, loc: &Location) -> io::Result<FileState> {
-        let root = &self.roots[loc.root.min(self.roots.len() - 1)];
+        let root = self.root_of(loc);
         if let Some(dir) = &root.dir {
             if let Some(state) = self.read_beneath(dir, loc)? {
                 return Ok(state);
             }
         }
-        let full = root.canonical.join(&loc.repo).join(&loc.path);
-        let canonical = match std::fs::canonicalize(&full) {
-            Ok(c) => c,
-            Err(e) => return absent_or_err(e),
-        };
-        if !canonical.starts_with(&root.canonical) {
-            return Ok(FileState::Absent(Absent::OutsideRoot));
+        let found = self.walk(root, &loc.repo, &loc.path)?;
+        if let walk::Found::Absent(a) = found {
+            return Ok(FileState::Absent(a));
         }
-        // Never open a device or FIFO (opening can have side effects).
-        match std::fs::symlink_metadata(&canonical) {
-            Ok(m) if !m.is_file() => return Ok(FileState::Absent(Absent::NotRegular)),
-            Ok(_) => {}
-            Err(e) => return absent_or_err(e),
+        match found.open_file(&root.fd) {
+            Ok(Some(file)) => self.read_open(loc, file),
+            Ok(None) => Ok(FileState::Absent(Absent::NotRegular)),
+            Err(e) => absent_or_err(e),
         }
-        let file = match File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&canonical)
-        {
-            Ok(f) => f,
-            Err(e) => return absent_or_err(e),
-        };
-        self.read_open(loc, file)
     }
 
     /// [`Roots::read`]'s short road: `None` when the kernel refused to
@@ -411,98 +486,16 @@ fn beneath_absent_or_fallback(e: io::Error) -> io::Result<Option<FileState>> {
     }
 }
 
-/// `openat2(2)` with `RESOLVE_BENEATH`: opening a path relative to a
-/// directory such that no step of the resolution (`..`, a symlink, an
-/// absolute symlink, a magic link) leaves that directory.
-mod beneath {
-    use std::ffi::CStr;
-    use std::fs::File;
-    use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd};
-    use std::os::unix::fs::OpenOptionsExt;
-    use std::path::Path;
-
-    /// `struct open_how` of linux/openat2.h (the libc crate's is
-    /// non-exhaustive, so it cannot be built outside libc).
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-
-    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-    const RESOLVE_BENEATH: u64 = 0x08;
-
-    /// The root's descriptor, or `None` when the kernel has no `openat2`
-    /// (before 5.6, or filtered by seccomp): then every file goes the long way.
-    #[cfg(target_os = "linux")]
-    pub fn open_root(dir: &Path) -> Option<File> {
-        let d = File::options()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(dir)
-            .ok()?;
-        match open(&d, c".", libc::O_PATH) {
-            Ok(_) => Some(d),
-            Err(_) => None,
-        }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    pub fn open_root(_dir: &Path) -> Option<File> {
-        None
-    }
-
-    /// Whether `rel` under `dir` is a regular file, by `fstatat` (following
-    /// symlinks, never triggering an automount). Only a look: it opens
-    /// nothing, and confinement is the later `openat2`'s job.
-    pub fn is_regular(dir: &File, rel: &CStr) -> bool {
-        use std::os::fd::AsRawFd;
-        // SAFETY: `stat` is plain data, zero is a valid value for it.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid descriptor, a NUL-terminated path and a stat buffer
-        // that outlives the call.
-        let rc = unsafe {
-            libc::fstatat(
-                dir.as_raw_fd(),
-                rel.as_ptr(),
-                &mut st,
-                libc::AT_NO_AUTOMOUNT,
-            )
-        };
-        rc == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
-    }
-
-    #[cfg(target_os = "linux")]
-    pub fn open(dir: &File, rel: &CStr, flags: i32) -> io::Result<File> {
-        let how = OpenHow {
-            flags: (flags | libc::O_CLOEXEC) as u64,
-            mode: 0,
-            resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
-        };
-        // SAFETY: `rel` is NUL-terminated and `how` a live open_how of the
-        // size passed; the kernel reads both and writes neither. A
-        // non-negative return is a new descriptor that nothing else owns.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dir.as_raw_fd(),
-                rel.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: see above; the descriptor is owned by the File from here.
-        Ok(unsafe { File::from_raw_fd(fd as i32) })
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    pub fn open(_dir: &File, _rel: &CStr, _flags: i32) -> io::Result<File> {
-        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+/// What a file type is, for a message.
+fn describe_mode(mode: libc::mode_t) -> &'static str {
+    match mode {
+        libc::S_IFREG => "a regular file",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR | libc::S_IFBLK => "a device",
+        _ => "not a directory",
     }
 }
 

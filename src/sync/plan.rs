@@ -2,7 +2,7 @@
 //! the line's `op`; see SPEC.md, "What a line does").
 
 use crate::manifest::{Change, FileChange, LineError, Op as LineOp};
-use crate::source::{Absent, FileState, Location, PathError, Roots};
+use crate::source::{Absent, DirState, FileState, Location, PathError, Roots};
 use crate::target::{Op, Target};
 use crate::wal::{ChangesetSeen, Counts, FailureKind};
 
@@ -134,17 +134,17 @@ fn plan_file(f: FileChange, roots: &Roots, read_disk: bool, mut counts: Counts) 
     let mut ops = Vec::with_capacity(2);
     if let Some(from) = &from {
         if from != &loc {
-            match roots.read(from) {
+            match read_in_repo(roots, from) {
                 Ok(state) => push_state(&mut ops, &mut counts, from, state, false),
-                Err(e) => return source_failed(counts, from, e),
+                Err(failure) => return failure.planned(counts, roots, from),
             }
         }
     }
     let state = match f.content {
         Some(bytes) => roots.inline(&loc, bytes),
-        None => match roots.read(&loc) {
+        None => match read_in_repo(roots, &loc) {
             Ok(s) => s,
-            Err(e) => return source_failed(counts, &loc, e),
+            Err(failure) => return failure.planned(counts, roots, &loc),
         },
     };
     let wants_file = f.op != LineOp::Delete;
@@ -188,6 +188,54 @@ fn push_state(
     }
 }
 
+/// Why the disk gave no verdict on a file.
+enum NoVerdict {
+    Io(std::io::Error),
+    /// The file is missing because its whole repo is: never a deletion
+    /// (SPEC.md: only `prune` removes the objects of a repo that is gone).
+    NoRepo,
+}
+
+impl NoVerdict {
+    fn planned(self, counts: Counts, roots: &Roots, loc: &Location) -> Planned {
+        match self {
+            NoVerdict::Io(e) => source_failed(counts, loc, e),
+            NoVerdict::NoRepo => no_repo(counts, roots, loc),
+        }
+    }
+}
+
+/// [`Roots::read`], except that a file missing because its repo has no
+/// directory under the root is not a verdict.
+fn read_in_repo(roots: &Roots, loc: &Location) -> Result<FileState, NoVerdict> {
+    match roots.read(loc).map_err(NoVerdict::Io)? {
+        FileState::Absent(Absent::Missing) => match roots.has_repo(loc) {
+            Ok(true) => Ok(FileState::Absent(Absent::Missing)),
+            Ok(false) => Err(NoVerdict::NoRepo),
+            Err(e) => Err(NoVerdict::Io(e)),
+        },
+        state => Ok(state),
+    }
+}
+
+/// A line whose repo has no directory under any root (a wrong or unmounted
+/// `--root`, a repo name in the wrong case): a failed item, retried by the
+/// next run like a file that cannot be read.
+fn no_repo(mut counts: Counts, roots: &Roots, loc: &Location) -> Planned {
+    counts.failed += 1;
+    Planned::Failed {
+        repo: loc.repo.clone(),
+        path: loc.path.clone(),
+        kind: FailureKind::Source,
+        reason: format!(
+            "repo directory {} not found under any --root ({})",
+            loc.repo,
+            roots.describe()
+        ),
+        counts,
+    }
+}
+
 fn source_failed(mut counts: Counts, loc: &Location, e: std::io::Error) -> Planned {
     counts.failed += 1;
     Planned::Failed {
@@ -215,13 +263,35 @@ fn plan_dir(
     if !read_disk {
         return no_ops(loc, counts);
     }
-    let files = match roots
-        .repo_dir(&loc)
-        .map(|d| crate::manifest::mgit::expand_untracked_dir(&d, &loc.path))
-    {
-        Some(Ok(f)) => f,
-        Some(Err(e)) => return source_failed(counts, &loc, e),
-        None => Vec::new(),
+    let handle = match roots.open_dir(&loc) {
+        Ok(DirState::Dir(d)) => d,
+        Ok(DirState::NotADirectory(what)) => {
+            let why = PathError::NotADirectory {
+                path: format!("{dir}/"),
+                repo: loc.repo.clone(),
+                dir: loc.path.clone(),
+                what,
+            };
+            return malformed(counts, &loc.repo, &loc.path, Why::Path(why));
+        }
+        Ok(DirState::Absent(Absent::Missing)) => {
+            return match roots.has_repo(&loc) {
+                Ok(true) => no_ops(loc, counts),
+                Ok(false) => no_repo(counts, roots, &loc),
+                Err(e) => source_failed(counts, &loc, e),
+            };
+        }
+        Ok(DirState::Absent(_)) => {
+            // A directory outside the root (or a symlink loop): nothing
+            // under it is listed.
+            counts.skipped += 1;
+            return no_ops(loc, counts);
+        }
+        Err(e) => return source_failed(counts, &loc, e),
+    };
+    let files = match crate::manifest::mgit::untracked_files(handle, &loc.path) {
+        Ok(f) => f,
+        Err(e) => return source_failed(counts, &loc, e),
     };
     let mut ops = Vec::new();
     for f in files {
