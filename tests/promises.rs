@@ -248,3 +248,141 @@ fn every_stderr_line_is_json_under_log_format_json_the_fatal_one_included() {
         }
     }
 }
+
+fn sync_ok(manifest: &Path, root: &Path, state: &Path, extra: &[&str]) -> (i32, String) {
+    let out = sync(manifest, root, state, extra);
+    (out.status.code().unwrap_or(-1), text(&out.stderr))
+}
+
+#[test]
+fn a_failed_first_line_after_a_byte_order_mark_is_retried_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path(), 1);
+    let state = dir.path().join("state");
+    let manifest = dir.path().join("bom.jsonl");
+    // Line 1 names a repo that has no directory yet: a failed item.
+    std::fs::write(
+        &manifest,
+        format!(
+            "\u{feff}{{\"op\":\"add\",\"repo\":\"late\",\"path\":\"a.txt\"}}\n{}",
+            adds(0..1)
+        ),
+    )
+    .unwrap();
+    let (code, err) = sync_ok(&manifest, &root, &state, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("late"), "{err}");
+    std::fs::create_dir_all(root.join("late")).unwrap();
+    std::fs::write(root.join("late/a.txt"), "late\n").unwrap();
+    // The retry reads line 1 again: without its BOM, so it parses.
+    let (code, err) = sync_ok(&manifest, &root, &state, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("invalid JSON"), "{err}");
+    assert!(exported_paths(&state).contains(&"late/a.txt".to_string()));
+}
+
+#[test]
+fn dead_letters_keep_exit_1_and_partially_complete_until_a_later_line_applies_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path(), 2);
+    let state = dir.path().join("state");
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        format!(
+            "{{\"op\":\"add\",\"repo\":\"late\",\"path\":\"a.txt\"}}\n{}",
+            adds(0..1)
+        ),
+    )
+    .unwrap();
+    for night in 1..=5 {
+        let (code, err) = sync_ok(&bad, &root, &state, &[]);
+        assert_eq!(code, 1, "night {night}: {err}");
+    }
+    assert_eq!(status(&state)["dead_letters"], 1);
+    // A healthy night with another manifest: the dead letter is still
+    // outstanding (the file is still not in the index).
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(&good, adds(1..2)).unwrap();
+    let metrics = dir.path().join("m.prom");
+    let (code, err) = sync_ok(
+        &good,
+        &root,
+        &state,
+        &["--metrics-file", metrics.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    let st = status(&state);
+    assert_eq!(st["status"], "partially_complete", "{st}");
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.contains("elysiactl_sync_outstanding_failures{kind=\"dead_letter\"} 1"),
+        "{prom}"
+    );
+    assert!(prom.contains("status=\"partially_complete\""), "{prom}");
+    // The repo appears and a later manifest applies the file: no longer
+    // outstanding, and the run is complete.
+    std::fs::create_dir_all(root.join("late")).unwrap();
+    std::fs::write(root.join("late/a.txt"), "late\n").unwrap();
+    let later = dir.path().join("later.jsonl");
+    std::fs::write(
+        &later,
+        "{\"op\":\"add\",\"repo\":\"late\",\"path\":\"a.txt\"}\n",
+    )
+    .unwrap();
+    let (code, err) = sync_ok(&later, &root, &state, &[]);
+    assert_eq!(code, 0, "{err}");
+    let st = status(&state);
+    assert_eq!(st["status"], "complete", "{st}");
+    assert_eq!(st["errors"], 0, "{st}");
+}
+
+#[test]
+fn a_finished_manifest_given_again_is_applied_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path(), 2);
+    let state = dir.path().join("state");
+    let manifest = dir.path().join("find.jsonl");
+    std::fs::write(&manifest, adds(0..2)).unwrap();
+    let (code, err) = sync_ok(&manifest, &root, &state, &[]);
+    assert_eq!(code, 0, "{err}");
+    // The same bytes tomorrow (a find-style producer), the files changed.
+    std::fs::write(root.join("repo/f0.txt"), "changed\n").unwrap();
+    std::fs::remove_file(root.join("repo/f1.txt")).unwrap();
+    let (code, err) = sync_ok(&manifest, &root, &state, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("[RESTART]"), "{err}");
+    let index = export(&state);
+    let shas: Vec<&(String, String)> = index.values().collect();
+    assert_eq!(
+        shas,
+        vec![&("repo/f0.txt".to_string(), sha256_hex(b"changed\n"))],
+        "f0 has its new content, f1 is gone"
+    );
+}
+
+#[test]
+fn a_state_dir_refuses_a_run_against_another_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path(), 1);
+    let state = dir.path().join("state");
+    let manifest = dir.path().join("m.jsonl");
+    std::fs::write(&manifest, adds(0..1)).unwrap();
+    let (code, err) = sync_ok(&manifest, &root, &state, &[]);
+    assert_eq!(code, 0, "{err}");
+    // ELYSIACTL_WEAVIATE_URL exported by mistake: weaviate by default now.
+    // Refused before anything is contacted or recorded (nothing listens).
+    let out = cmd(&sync_args(&manifest, &root, &state, &[]))
+        .env("ELYSIACTL_WEAVIATE_URL", "http://127.0.0.1:1")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the local index"), "{err}");
+    assert!(err.contains("weaviate at http://127.0.0.1:1"), "{err}");
+    assert!(err.contains("--state-dir"), "{err}");
+    assert_eq!(status(&state)["status"], "complete");
+    // The right index still works.
+    let (code, err) = sync_ok(&manifest, &root, &state, &[]);
+    assert_eq!(code, 0, "{err}");
+}

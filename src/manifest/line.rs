@@ -88,7 +88,7 @@ pub enum LineError {
         field: &'static str,
         expected: &'static str,
     },
-    #[error("unknown op `{0}` (expected add, update, modify, delete, rename)")]
+    #[error("unknown op `{0}` (expected add, update, modify, delete, rename, prune)")]
     UnknownOp(String),
     #[error("field `{0}` is empty")]
     Empty(&'static str),
@@ -199,7 +199,7 @@ impl LineParser {
         self.scratch.extend_from_slice(line);
         let mut tape = Tape(recycle(std::mem::take(&mut self.spare)));
         let res = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape)
-            .map_err(|e| LineError::Json(json_error_text(&e)))
+            .map_err(|e| LineError::Json(json_error_text(&e, line)))
             .and_then(|()| read(&tape.0));
         self.spare = recycle(tape.0);
         res
@@ -308,18 +308,44 @@ fn number_end(b: &[u8], at: usize) -> Option<usize> {
     }
 }
 
-fn json_error_text(e: &simd_json::Error) -> String {
-    // simd-json's own names ("InternalError", "ExpectedTrue") mean little to
-    // a reader of a cron log; say what is wrong and where on the line.
-    let kind = format!("{:?}", e.error());
-    let what = if kind.starts_with("InternalError") || kind.starts_with("Syntax") {
-        "unexpected character".to_owned()
-    } else if kind.starts_with("Eof") {
-        "line ends early".to_owned()
-    } else {
-        kind.chars().take(80).collect()
+fn json_error_text(e: &simd_json::Error, line: &[u8]) -> String {
+    // simd-json's own names ("ExpectedNull", "InternalError") mean little to
+    // a reader of a cron log; say in words what is wrong and where.
+    use simd_json::ErrorType as E;
+    let first = line.iter().position(|b| !b.is_ascii_whitespace());
+    if let Some(i) = first.filter(|&i| line[i] != b'{') {
+        return format!(
+            "not a JSON object: found {} at column {}; a manifest line looks like {{\"op\":\"add\",\"repo\":\"R\",\"path\":\"src/a.py\"}}",
+            describe_byte(line[i]),
+            i + 1
+        );
+    }
+    // simd-json reports most structural errors as one kind; serde_json's
+    // words are better ("expected `,` or `}`"), and this is the error path.
+    if let Err(se) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+        let text = se.to_string();
+        let words = text.split(" at line ").next().unwrap_or(&text);
+        return format!("{words} at column {}", se.column());
+    }
+    let what = match e.error() {
+        E::Eof | E::UnterminatedString | E::ExpectedMapEnd => {
+            "the line ends before the JSON value does (cut short?)"
+        }
+        E::InvalidUtf8 => "the line is not valid UTF-8",
+        E::TrailingData => "there is more after the JSON object (two objects on one line?)",
+        _ => "unexpected character",
     };
     format!("{what} at column {}", e.index() + 1)
+}
+
+fn describe_byte(b: u8) -> String {
+    match b {
+        b'[' => "an array `[`".into(),
+        b'"' => "a string".into(),
+        b'0'..=b'9' | b'-' => "a number".into(),
+        0x21..=0x7e => format!("`{}`", b as char),
+        _ => format!("byte 0x{b:02x}"),
+    }
 }
 
 /// Fields of interest, borrowed from the tape or the line.

@@ -1201,6 +1201,14 @@ impl<'a> Syncer<'a> {
                     .map(|f| f.attempts)
                     .unwrap_or(0)
                     + 1;
+                // A malformed line reads the same in every run of its
+                // manifest: it is a dead letter at once (listed and
+                // outstanding, retried only by --retry-failed).
+                let attempts = if kind == FailureKind::Malformed {
+                    attempts.max(MAX_ATTEMPTS)
+                } else {
+                    attempts
+                };
                 failed_lines.push((
                     format!(
                         "line {} (byte {}){}: {}",
