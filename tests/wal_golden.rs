@@ -150,10 +150,6 @@ fn data_path(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn golden_path() -> PathBuf {
-    data_path("golden.wal")
-}
-
 /// `name` holds exactly `records`, both ways, with these type bytes.
 fn holds_exactly(name: &str, records: Vec<Record>, kinds: &[u8]) {
     let path = data_path(name);

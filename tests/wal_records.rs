@@ -343,3 +343,75 @@ fn outstanding_count_counts_failed_lines_and_dead_letters_of_manifests_not_aband
     }));
     assert_eq!(state_of(&recs).outstanding_count(), 2);
 }
+
+#[test]
+fn wal_inspect_shows_the_new_records_as_text_and_json() {
+    let tmp = scratch();
+    let dir = tmp.path().join("s");
+    let mut recs = applied_with_two_failures();
+    recs.extend([
+        Record::TargetBound(target("http://h:8080")),
+        Record::FailuresResolved(FailuresResolved {
+            run_id: 1,
+            entries: vec![(A, 20)],
+        }),
+        Record::ManifestRestarted(ManifestRestarted {
+            run_id: 1,
+            fingerprint: A,
+        }),
+    ]);
+    let state = state_of(&recs);
+    let (mut w, _) = Wal::open(&dir).unwrap();
+    w.append(&recs).unwrap();
+    w.compact(&state).unwrap();
+    drop(w);
+    // The compacted log, then the same records again after it.
+    let (mut w, _) = Wal::open(&dir).unwrap();
+    w.append(&recs[5..]).unwrap();
+    drop(w);
+    let bin = env!("CARGO_BIN_EXE_elysiactl");
+    let inspect = |extra: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(["wal", "inspect", "--state-dir"])
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let human = inspect(&[]);
+    for want in [
+        "SnapshotV2",
+        "TargetBound",
+        "FailuresResolved",
+        "ManifestRestarted",
+        "server=\"http://h:8080\"",
+        "chunk_size=4096",
+    ] {
+        assert!(human.contains(want), "{want} missing:\n{human}");
+    }
+    let json: Vec<serde_json::Value> = inspect(&["--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let types: Vec<&str> = json.iter().map(|v| v["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "SnapshotV2",
+            "TargetBound",
+            "FailuresResolved",
+            "ManifestRestarted"
+        ]
+    );
+    let short = &"a1".repeat(6);
+    assert_eq!(json[0]["record"]["target"]["collection"], "Docs");
+    assert_eq!(json[0]["record"]["manifests"][0]["failed"], 1);
+    assert_eq!(json[1]["record"]["kind"], "weaviate");
+    assert_eq!(json[1]["record"]["chunk_size"], 4096);
+    assert_eq!(json[2]["record"]["entries"][0]["manifest"], short.as_str());
+    assert_eq!(json[2]["record"]["entries"][0]["offset"], 20);
+    assert_eq!(json[3]["record"]["manifest"], short.as_str());
+    assert!(inspect(&["--verify"]).contains("ok: 4 records in 2 segment(s)"));
+}

@@ -23,7 +23,7 @@ struct Shown {
 fn shown(path: &Path) -> Result<Shown, wal::Error> {
     if path.is_file() {
         let bytes = std::fs::read(path).map_err(|e| wal::Error::Io {
-            op: "read WAL segment",
+            op: wal::IoOp::ReadSegment,
             path: path.to_owned(),
             source: e,
         })?;

@@ -40,6 +40,68 @@ use storage::{Fs, SegmentFile, Storage};
 /// A segment is closed and a new one started past this size.
 pub const SEGMENT_TARGET_LEN: u64 = 64 << 20;
 
+/// What the WAL was doing when an I/O call failed: carried as a kind, so
+/// whether it was an fsync is never read back from a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IoOp {
+    CreateDir,
+    ReadDir,
+    ReadSegment,
+    CreateSegment,
+    OpenSegment,
+    WriteHeader,
+    PreallocateSegment,
+    PreallocateSpace,
+    Append,
+    /// `fdatasync` of the segment after an append.
+    FdatasyncAppend,
+    /// `fsync` of a segment (its header, or what recovery read).
+    FsyncSegment,
+    /// `fsync` of the WAL directory (new or removed segments).
+    FsyncDir,
+    TruncateEmpty,
+    TruncateTorn,
+    RemoveCompacted,
+}
+
+impl IoOp {
+    /// The operation, as messages name it ("cannot {op} {path}").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoOp::CreateDir => "create WAL directory",
+            IoOp::ReadDir => "read WAL directory",
+            IoOp::ReadSegment => "read WAL segment",
+            IoOp::CreateSegment => "create WAL segment",
+            IoOp::OpenSegment => "open WAL segment",
+            IoOp::WriteHeader => "write WAL segment header",
+            IoOp::PreallocateSegment => "preallocate WAL segment",
+            IoOp::PreallocateSpace => "preallocate WAL space",
+            IoOp::Append => "append to WAL",
+            IoOp::FdatasyncAppend => "fdatasync WAL",
+            IoOp::FsyncSegment => "fsync WAL segment",
+            IoOp::FsyncDir => "fsync directory",
+            IoOp::TruncateEmpty => "truncate empty WAL segment",
+            IoOp::TruncateTorn => "truncate torn WAL tail",
+            IoOp::RemoveCompacted => "remove compacted segment",
+        }
+    }
+
+    /// An fsync or fdatasync, of a segment or of the directory.
+    pub fn is_fsync(self) -> bool {
+        matches!(
+            self,
+            IoOp::FdatasyncAppend | IoOp::FsyncSegment | IoOp::FsyncDir
+        )
+    }
+}
+
+impl std::fmt::Display for IoOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -51,16 +113,46 @@ pub enum Error {
     },
     #[error("cannot {op} {}: {source}", path.display())]
     Io {
-        op: &'static str,
+        op: IoOp,
         path: PathBuf,
         source: io::Error,
     },
-    #[error("WAL refuses appends after an earlier write failure ({0}); state will be recovered from what is durable on the next run")]
-    PreviousIo(String),
+    /// Refused: an earlier failure poisoned the writer. `op` is that
+    /// failure's operation, when it was an I/O call.
+    #[error("WAL refuses appends after an earlier write failure ({cause}); state will be recovered from what is durable on the next run")]
+    PreviousIo { cause: String, op: Option<IoOp> },
+}
+
+/// Why a writer refuses appends: the failure that poisoned it.
+#[derive(Debug, Clone)]
+struct Poison {
+    cause: String,
+    op: Option<IoOp>,
+}
+
+impl Poison {
+    fn of(e: &Error) -> Poison {
+        let op = match e {
+            Error::Io { op, .. } => Some(*op),
+            Error::PreviousIo { op, .. } => *op,
+            Error::Corrupt { .. } => None,
+        };
+        Poison {
+            cause: e.to_string(),
+            op,
+        }
+    }
+
+    fn refusal(&self) -> Error {
+        Error::PreviousIo {
+            cause: self.cause.clone(),
+            op: self.op,
+        }
+    }
 }
 
 impl Error {
-    fn io(op: &'static str, path: &Path, source: io::Error) -> Error {
+    pub(crate) fn io(op: IoOp, path: &Path, source: io::Error) -> Error {
         Error::Io {
             op,
             path: path.to_owned(),
@@ -79,17 +171,15 @@ impl Error {
         }
     }
 
-    /// An fsync (of a segment or of the WAL directory) failed. It is never
-    /// retried: the kernel may have dropped the dirty pages it could not
-    /// write, so a retry could report success for data that is gone.
+    /// An fsync (of a segment or of the WAL directory) failed, or appends
+    /// are refused because one did. It is never retried: the kernel may have
+    /// dropped the dirty pages it could not write, so a retry could report
+    /// success for data that is gone.
     pub fn is_fsync(&self) -> bool {
         match self {
-            Error::Io { op, .. } => op.contains("fsync") || op.contains("fdatasync"),
-            // Refused because of an earlier failure: its message names the op.
-            Error::PreviousIo(why) => {
-                why.starts_with("cannot fsync") || why.starts_with("cannot fdatasync")
-            }
-            _ => false,
+            Error::Io { op, .. } => op.is_fsync(),
+            Error::PreviousIo { op, .. } => op.is_some_and(IoOp::is_fsync),
+            Error::Corrupt { .. } => false,
         }
     }
 
@@ -137,7 +227,7 @@ pub struct Wal<S: Storage = Fs> {
     /// Bytes of the segment reserved on disk (`u64::MAX` once the
     /// filesystem said it cannot preallocate).
     allocated: u64,
-    poisoned: Option<String>,
+    poisoned: Option<Poison>,
     buf: Vec<u8>,
 }
 
@@ -181,7 +271,7 @@ impl<S: Storage> Wal<S> {
     pub fn open_in_keeping(storage: S, dir: &Path, keep: Keep) -> Result<(Wal<S>, Replay), Error> {
         storage
             .create_dir_all(dir)
-            .map_err(|e| Error::io("create WAL directory", dir, e))?;
+            .map_err(|e| Error::io(IoOp::CreateDir, dir, e))?;
         let rep = replay_in(&storage, dir, keep)?;
         let ready = prepare(&storage, dir, &rep);
         let mut wal = Wal {
@@ -197,7 +287,7 @@ impl<S: Storage> Wal<S> {
         };
         match ready {
             Ok(r) => wal.install(r),
-            Err(e) => wal.poisoned = Some(e.to_string()),
+            Err(e) => wal.poisoned = Some(Poison::of(&e)),
         }
         Ok((wal, rep))
     }
@@ -222,7 +312,7 @@ impl<S: Storage> Wal<S> {
 
     /// Why appends are refused, if they are.
     pub fn poisoned_by(&self) -> Option<&str> {
-        self.poisoned.as_deref()
+        self.poisoned.as_ref().map(|p| p.cause.as_str())
     }
 
     /// The storage the log lives on.
@@ -236,14 +326,14 @@ impl<S: Storage> Wal<S> {
     /// a full disk fails the append before any byte of a record is written.
     /// Any failure poisons the writer: a failed fsync is never retried.
     pub fn append(&mut self, records: &[Record]) -> Result<(), Error> {
-        if let Some(why) = &self.poisoned {
-            return Err(Error::PreviousIo(why.clone()));
+        if let Some(p) = &self.poisoned {
+            return Err(p.refusal());
         }
         if self.len >= SEGMENT_TARGET_LEN {
             match new_segment(&self.storage, &self.dir, self.seq + 1) {
                 Ok(r) => self.install(r),
                 Err(e) => {
-                    self.poisoned = Some(e.to_string());
+                    self.poisoned = Some(Poison::of(&e));
                     return Err(e);
                 }
             }
@@ -258,7 +348,7 @@ impl<S: Storage> Wal<S> {
                 Ok(())
             }
             Err(e) => {
-                self.poisoned = Some(e.to_string());
+                self.poisoned = Some(Poison::of(&e));
                 Err(e)
             }
         }
@@ -267,7 +357,10 @@ impl<S: Storage> Wal<S> {
     fn write_buf(&mut self) -> Result<(), Error> {
         let path = &self.path;
         let Some(file) = self.file.as_mut() else {
-            return Err(Error::PreviousIo("no WAL segment is open".into()));
+            return Err(Error::PreviousIo {
+                cause: "no WAL segment is open".into(),
+                op: None,
+            });
         };
         let need = self.len + self.buf.len() as u64;
         if need > self.allocated {
@@ -275,13 +368,13 @@ impl<S: Storage> Wal<S> {
             match file.allocate(self.allocated, target - self.allocated) {
                 Ok(true) => self.allocated = target,
                 Ok(false) => self.allocated = u64::MAX,
-                Err(e) => return Err(Error::io("preallocate WAL space", path, e)),
+                Err(e) => return Err(Error::io(IoOp::PreallocateSpace, path, e)),
             }
         }
         file.write_all_at(&self.buf, self.len)
-            .map_err(|e| Error::io("append to WAL", path, e))?;
+            .map_err(|e| Error::io(IoOp::Append, path, e))?;
         file.sync_data()
-            .map_err(|e| Error::io("fdatasync WAL", path, e))
+            .map_err(|e| Error::io(IoOp::FdatasyncAppend, path, e))
     }
 
     /// Replace the whole log by one snapshot of `state`: write it as the first
@@ -290,12 +383,12 @@ impl<S: Storage> Wal<S> {
     /// snapshot (recovery starts at the newest snapshot). A failure poisons
     /// the writer (the log itself stays readable).
     pub fn compact(&mut self, state: &State) -> Result<(), Error> {
-        if let Some(why) = &self.poisoned {
-            return Err(Error::PreviousIo(why.clone()));
+        if let Some(p) = &self.poisoned {
+            return Err(p.refusal());
         }
         let res = self.compact_inner(state);
         if let Err(e) = &res {
-            self.poisoned = Some(e.to_string());
+            self.poisoned = Some(Poison::of(e));
         }
         res
     }
@@ -309,12 +402,12 @@ impl<S: Storage> Wal<S> {
             if seg != self.path {
                 self.storage
                     .remove(&seg)
-                    .map_err(|e| Error::io("remove compacted segment", &seg, e))?;
+                    .map_err(|e| Error::io(IoOp::RemoveCompacted, &seg, e))?;
             }
         }
         self.storage
             .sync_dir(&self.dir)
-            .map_err(|e| Error::io("fsync directory", &self.dir, e))
+            .map_err(|e| Error::io(IoOp::FsyncDir, &self.dir, e))
     }
 
     /// Bytes in all segments, preallocated space included.
@@ -336,13 +429,13 @@ fn prepare<S: Storage>(storage: &S, dir: &Path, rep: &Replay) -> Result<Ready<S:
     let seq = segment_seq(&path).unwrap_or(1);
     let mut file = storage
         .open(&path)
-        .map_err(|e| Error::io("open WAL segment", &path, e))?;
+        .map_err(|e| Error::io(IoOp::OpenSegment, &path, e))?;
     if end <= SEGMENT_HEADER_LEN as u64 {
         // No record in the newest segment (or its header itself was torn):
         // write it over. Its header is rewritten rather than trusted: the
         // creator may have failed to sync it, or to sync its directory entry.
         file.set_len(0)
-            .map_err(|e| Error::io("truncate empty WAL segment", &path, e))?;
+            .map_err(|e| Error::io(IoOp::TruncateEmpty, &path, e))?;
         let allocated = write_header(storage, dir, &path, &mut file)?;
         return Ok(Ready {
             file,
@@ -353,14 +446,14 @@ fn prepare<S: Storage>(storage: &S, dir: &Path, rep: &Replay) -> Result<Ready<S:
     }
     if rep.torn.is_some() {
         file.set_len(end)
-            .map_err(|e| Error::io("truncate torn WAL tail", &path, e))?;
+            .map_err(|e| Error::io(IoOp::TruncateTorn, &path, e))?;
     }
     // Whatever recovery read, and the truncation, durable before going on:
     // a record an earlier writer left unsynced is either persisted now or
     // (if its write-back already failed) confined to this segment's end,
     // which the next segment leaves a clean end.
     file.sync_data()
-        .map_err(|e| Error::io("fsync WAL segment", &path, e))?;
+        .map_err(|e| Error::io(IoOp::FsyncSegment, &path, e))?;
     drop(file);
     new_segment(storage, dir, seq + 1)
 }
@@ -376,15 +469,15 @@ fn write_header<S: Storage>(
     let allocated = match file.allocate(0, PAGE) {
         Ok(true) => PAGE,
         Ok(false) => u64::MAX,
-        Err(e) => return Err(Error::io("preallocate WAL segment", path, e)),
+        Err(e) => return Err(Error::io(IoOp::PreallocateSegment, path, e)),
     };
     file.write_all_at(&format::segment_header(), 0)
-        .map_err(|e| Error::io("write WAL segment header", path, e))?;
+        .map_err(|e| Error::io(IoOp::WriteHeader, path, e))?;
     file.sync_data()
-        .map_err(|e| Error::io("fsync WAL segment", path, e))?;
+        .map_err(|e| Error::io(IoOp::FsyncSegment, path, e))?;
     storage
         .sync_dir(dir)
-        .map_err(|e| Error::io("fsync directory", dir, e))?;
+        .map_err(|e| Error::io(IoOp::FsyncDir, dir, e))?;
     Ok(allocated)
 }
 
@@ -393,7 +486,7 @@ fn new_segment<S: Storage>(storage: &S, dir: &Path, seq: u64) -> Result<Ready<S:
     let path = dir.join(segment_name(seq));
     let mut file = storage
         .create(&path)
-        .map_err(|e| Error::io("create WAL segment", &path, e))?;
+        .map_err(|e| Error::io(IoOp::CreateSegment, &path, e))?;
     let allocated = write_header(storage, dir, &path, &mut file)?;
     Ok(Ready {
         file,

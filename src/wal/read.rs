@@ -21,7 +21,7 @@ use super::format::{self, HeaderProblem, Step, SEGMENT_HEADER_LEN};
 use super::record::{is_snapshot_kind, BatchDoneView, DecodeError, Record};
 use super::state::State;
 use super::storage::{Fs, Storage};
-use super::Error;
+use super::{Error, IoOp};
 
 /// One decoded record and where it was. The records of one segment share
 /// its path.
@@ -125,7 +125,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 pub(super) fn list_segments_in<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let entries = storage
         .list(dir)
-        .map_err(|e| Error::io("read WAL directory", dir, e))?;
+        .map_err(|e| Error::io(IoOp::ReadDir, dir, e))?;
     let mut segs: Vec<(u64, PathBuf)> = entries
         .into_iter()
         .filter_map(|p| segment_seq(&p).map(|seq| (seq, p)))
@@ -423,7 +423,7 @@ fn read_listed<S: Storage>(storage: &S, listed: &[PathBuf]) -> Result<LogRead, R
                 };
                 let error = newer
                     .first_error()
-                    .unwrap_or_else(|| Error::io("read WAL segment", seg, e));
+                    .unwrap_or_else(|| Error::io(IoOp::ReadSegment, seg, e));
                 return Err(ReadFailure { error, vanished });
             }
         };
