@@ -216,12 +216,16 @@ fn last_record_cut_at_every_byte_resumes_correctly() {
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "cut {cut}: {err}");
         assert!(!err.contains("panicked"));
+        // A torn BatchDone: the run resumes at that batch. A torn
+        // RunFinished only: the manifest was complete, and a complete
+        // manifest given again is applied again from line 1 (SPEC).
         let redone = *cut < rf_off;
         assert_eq!(
-            err.contains("[PROCESSED]"),
+            err.contains("[RESUME]"),
             redone,
-            "cut {cut}: the last batch is redone exactly when its record was torn\n{err}"
+            "cut {cut}: the last batch is resumed exactly when its record was torn\n{err}"
         );
+        assert_eq!(err.contains("[RESTART]"), !redone, "cut {cut}: {err}");
         assert_eq!(export(&state), want, "cut {cut}");
         std::fs::remove_dir_all(&state).unwrap();
     }
@@ -350,15 +354,16 @@ fn status_reports_progress_resume_position_and_pending_manifests() {
     assert_eq!(st["pending_manifests"].as_array().unwrap().len(), 1);
     assert!(st["last_successful_run"].is_null());
 
-    // The next run resumes at line 3 and retries the failed line.
+    // The next run resumes at line 3; the malformed line (the same bytes
+    // in every run) is a dead letter, kept and outstanding, not retried.
     let out = sync(&m, &root, &state, &["--batch-size", "2"]);
-    assert_eq!(out.status.code(), Some(1), "the bad line still fails");
+    assert_eq!(out.status.code(), Some(1), "the bad line is outstanding");
     let err = text(&out.stderr);
     assert!(
         err.contains("[RESUME]") && err.contains("from line 3"),
         "{err}"
     );
-    assert!(err.contains("[RETRIED] Line 2-2"), "{err}");
+    assert!(err.contains("1 dead letter(s)"), "{err}");
     let st = status(&state);
     assert_eq!(st["status"], "partially_complete");
     assert!(st["next_resume_position"].is_null());
@@ -421,11 +426,14 @@ fn stdin_manifest_is_spooled_and_resumable() {
     assert_eq!(export(&state).len(), 2);
     let st = status(&state);
     assert_eq!(st["manifest"]["spooled"], true);
-    // Completed spool files are cleaned up; the same input again is a no-op.
+    // Completed spool files are cleaned up; the same input again is
+    // applied again (every line re-checked against the disk).
     assert_eq!(std::fs::read_dir(state.join("spool")).unwrap().count(), 0);
     let again = pipe(&[]);
     assert_eq!(again.status.code(), Some(0));
-    assert!(text(&again.stderr).contains("already fully applied"));
+    assert!(text(&again.stderr).contains("[RESTART]"));
+    assert_eq!(export(&state).len(), 2);
+    assert_eq!(std::fs::read_dir(state.join("spool")).unwrap().count(), 0);
 }
 
 #[test]
@@ -506,10 +514,11 @@ fn a_new_manifest_first_finishes_the_unfinished_one_or_refuses() {
     // A new manifest finishes the old one first.
     let out = sync(&new, &root, &state, &[]);
     let err = text(&out.stderr);
-    // The old manifest's bad line is retried first and still fails.
+    // The old manifest's bad line is a dead letter (malformed lines read
+    // the same in every run): kept, outstanding, so exit 1.
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("old.jsonl: from line 2"), "{err}");
-    assert!(err.contains("[FAILED] line 1 (byte 0)"), "{err}");
+    assert!(err.contains("1 dead letter(s)"), "{err}");
     let paths = exported_paths(&state);
     assert_eq!(paths, vec!["A/README.md", "B/lib.rs"]);
 

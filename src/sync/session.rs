@@ -1,0 +1,432 @@
+//! One run's session: the state it keeps, how it records to the WAL
+//! (degraded mode included), each manifest's pass, and the end of the run.
+
+use super::*;
+
+/// Where a failed line is: its manifest's fingerprint and its byte offset.
+pub(super) type FailedAt = ([u8; 32], u64);
+
+/// One batch on its way to the target.
+pub(super) struct Batch {
+    pub(super) seq: u64,
+    pub(super) fingerprint: [u8; 32],
+    pub(super) spans: Vec<Span>,
+    pub(super) items: Vec<Item>,
+    pub(super) retry_pass: bool,
+}
+
+pub(super) struct Item {
+    pub(super) line: u64,
+    pub(super) offset: u64,
+    pub(super) end: u64,
+    pub(super) planned: Planned,
+    /// Index range of this item's ops in the batch's op list.
+    pub(super) ops: std::ops::Range<usize>,
+}
+
+pub(super) struct Syncer<'a> {
+    pub(super) opts: &'a Options,
+    pub(super) wal: Wal,
+    pub(super) state: State,
+    pub(super) degraded: Option<String>,
+    pub(super) log: &'a mut dyn Write,
+    pub(super) run_id: u64,
+    pub(super) counts: Counts,
+    pub(super) stopped: bool,
+    pub(super) fatal: Option<String>,
+    pub(super) target: &'a dyn Target,
+    pub(super) roots: &'a Roots,
+    /// The manifest changed while a worker read a batch from it.
+    pub(super) manifest_error: Option<manifest::Error>,
+    /// Shared with the workers: set once the run must apply nothing more.
+    pub(super) halt: Arc<AtomicBool>,
+    pub(super) seq: u64,
+    pub(super) started: std::time::Instant,
+    pub(super) failure_kinds: BTreeMap<&'static str, (FailureKind, u64)>,
+    pub(super) last_metrics: std::time::Instant,
+    pub(super) bar: Option<indicatif::ProgressBar>,
+    /// Records of finished batches not yet appended (group commit).
+    pub(super) group: Vec<Record>,
+    /// Outstanding failed lines by file (repo, path): where a later line
+    /// applying the file finds the failures it supersedes.
+    pub(super) failed_paths: HashMap<(String, String), Vec<FailedAt>>,
+    pub(super) group_msgs: Vec<(&'static str, String, serde_json::Value)>,
+}
+
+pub(super) fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} lines ({per_sec}, ETA {eta}) {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+impl<'a> Syncer<'a> {
+    /// One event on the log (above the progress bar when there is one).
+    pub(super) fn say(&mut self, tag: &str, message: String, fields: serde_json::Value) {
+        let (log, format) = (&mut *self.log, self.opts.log_format);
+        match &self.bar {
+            Some(bar) => bar.suspend(|| emit(log, format, tag, &message, fields)),
+            None => emit(log, format, tag, &message, fields),
+        }
+    }
+
+    /// Append records (durably) and apply them to the in-memory state. When
+    /// the WAL cannot be written the run goes on in memory, loudly.
+    pub(super) fn record(&mut self, records: Vec<Record>) {
+        if self.degraded.is_none() {
+            if let Err(e) = self.wal.append(&records) {
+                self.enter_degraded(e);
+            }
+        }
+        for r in &records {
+            self.state.apply(r);
+        }
+    }
+
+    /// The WAL could not be written: go on with in-memory state, loudly, or
+    /// stop if the device failed a flush.
+    pub(super) fn enter_degraded(&mut self, e: wal::Error) {
+        self.say(
+            "WARNING",
+            format!("STATE NOT SAVED: {e}. Continuing with in-memory state; this run will exit 3 and the next run redoes the unsaved batches (index writes are idempotent)"),
+            serde_json::json!({"degraded": true}),
+        );
+        self.degraded = Some(e.to_string());
+        // An empty file needs no data block, so this usually works even on
+        // a full disk; `--status` reports it.
+        let _ = std::fs::File::create(degraded_marker(&self.opts.state_dir));
+        if e.is_fsync() {
+            // Never retried, and no point going on: the device failed a
+            // flush. Stop with what is durable.
+            self.say(
+                "FATAL",
+                format!("the WAL could not be flushed to disk ({e}); the flush is not retried and the run stops here, state saved up to the last durable batch"),
+                serde_json::json!({"fsync_failed": true}),
+            );
+            self.fatal.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    /// Record the end of a run that stopped on an error (before `finish`).
+    pub(super) fn end_with_error(&mut self, e: &Error) {
+        self.flush_group();
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        self.record(vec![Record::RunFinished(RunFinished {
+            run_id: self.run_id,
+            finished_ms: now_ms(),
+            status: RunStatus::Fatal,
+            counts: self.counts,
+            message: Some(e.to_string()),
+        })]);
+    }
+
+    pub(super) fn process(&mut self, m: &Manifest, from_line: Option<u64>) -> Result<(), Error> {
+        let known = self.state.manifest_for(&m.id).map(|p| p.total_lines);
+        let total_lines = known.unwrap_or_else(|| m.count_lines());
+        let from = match from_line {
+            None => None,
+            Some(n) => match m.offset_of_line(n) {
+                Some(off) => Some((off, n)),
+                None => {
+                    return Err(Error::Usage(format!(
+                        "--from-line {n}: {} has only {total_lines} lines",
+                        m.path().display()
+                    )))
+                }
+            },
+        };
+        self.record(vec![Record::ManifestStarted(ManifestStarted {
+            run_id: self.run_id,
+            manifest: m.id.clone(),
+            total_lines,
+            from,
+        })]);
+        let Some(mut progress) = self.state.manifest_for(&m.id).cloned() else {
+            return Ok(());
+        };
+        if from.is_none() && progress.complete() {
+            // Given again after it was applied: producers that list files
+            // (find, mgit) repeat the same bytes while the files change, so
+            // every line is checked against the disk again. (One with
+            // failed lines, dead letters included, is not complete: it
+            // resumes, retrying what is still retried.)
+            self.say(
+                "RESTART",
+                format!(
+                    "{} ({} lines) was applied before; applying it again from line 1 (every line re-checked against the disk)",
+                    m.path().display(),
+                    total_lines
+                ),
+                serde_json::json!({"manifest": m.path().display().to_string(), "lines": total_lines}),
+            );
+            self.record(vec![Record::ManifestRestarted(ManifestRestarted {
+                run_id: self.run_id,
+                fingerprint: m.id.fingerprint,
+            })]);
+            let Some(p) = self.state.manifest_for(&m.id).cloned() else {
+                return Ok(());
+            };
+            progress = p;
+        }
+        let (resume_off, resume_line) = progress.resume_point();
+        let dead = progress
+            .failed
+            .values()
+            .filter(|f| f.attempts >= MAX_ATTEMPTS)
+            .count();
+        let retrying = if self.opts.retry_failed {
+            progress.failed.len()
+        } else {
+            progress.failed.len() - dead
+        };
+        if resume_off > 0 || !progress.failed.is_empty() {
+            let dead_note = if dead > 0 && !self.opts.retry_failed {
+                format!(", {dead} dead letter(s) after {MAX_ATTEMPTS} attempts kept (--retry-failed retries them)")
+            } else {
+                String::new()
+            };
+            self.say(
+                "RESUME",
+                format!(
+                    "{}: from line {} (byte {}), {} failed line(s) to retry{}",
+                    m.path().display(),
+                    resume_line,
+                    resume_off,
+                    retrying,
+                    dead_note
+                ),
+                serde_json::json!({"manifest": m.path().display().to_string(), "offset": resume_off, "line": resume_line, "retrying": retrying, "dead_letters": dead}),
+            );
+        }
+
+        let in_flight = self.target.max_in_flight().max(1);
+        // Workers plan a batch (parse, read, hash, build documents), then
+        // take one of `in_flight` permits to apply it. The extra workers
+        // plan the next batches while the target works, so neither the
+        // reading nor the target waits for the other, and planning runs on
+        // every core instead of the feed thread alone.
+        let planners = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 8);
+        let workers = in_flight + planners;
+        let permits = Permits::new(in_flight);
+        let halt = Arc::new(AtomicBool::new(false));
+        self.halt = Arc::clone(&halt);
+        let ctx = WorkerCtx {
+            manifest: m,
+            roots: self.roots,
+            target: self.target,
+            run_id: self.run_id,
+            max_retries: self.opts.max_retries,
+            backoff: self.opts.backoff,
+            permits: &permits,
+            halt: &halt,
+            on_error: self.opts.on_error,
+        };
+        std::thread::scope(|scope| -> Result<(), Error> {
+            let (job_tx, job_rx) = mpsc::channel::<Job<'_>>();
+            let job_rx = Arc::new(Mutex::new(job_rx));
+            let (done_tx, done_rx) = mpsc::channel::<Msg>();
+            for _ in 0..workers {
+                let rx = Arc::clone(&job_rx);
+                let tx = done_tx.clone();
+                let ctx = &ctx;
+                scope.spawn(move || {
+                    let mut parser = LineParser::new();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(g) => g.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        if !ctx.run(&mut parser, job, &tx) {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(done_tx);
+            let mut pipe = Pipe {
+                job_tx: Some(job_tx),
+                done_rx,
+                waiting: HashMap::new(),
+                limit: workers,
+                sent: 0,
+            };
+            let res = self.feed(m, &progress, &mut pipe);
+            pipe.job_tx = None;
+            while !pipe.waiting.is_empty() {
+                self.collect_one(&mut pipe);
+            }
+            match self.manifest_error.take() {
+                Some(e) => res.and(Err(e.into())),
+                None => res,
+            }
+        })
+    }
+
+    pub(super) fn should_stop(&self) -> bool {
+        self.stopped || self.fatal.is_some()
+    }
+
+    /// During long runs the metrics file is refreshed every 30 s (with the
+    /// status label `running`), so a stuck sync shows up before it ends.
+    pub(super) fn maybe_write_metrics(&mut self) {
+        let Some(path) = &self.opts.metrics_file else {
+            return;
+        };
+        if self.last_metrics.elapsed() < Duration::from_secs(30) {
+            return;
+        }
+        self.last_metrics = std::time::Instant::now();
+        let m = metrics::RunMetrics {
+            status: None,
+            running: true,
+            finished_unix: now_ms() / 1000,
+            duration_secs: self.started.elapsed().as_secs_f64(),
+            counts: self.counts,
+            failures: self.failure_kinds.values().copied().collect(),
+            resume_offset: 0,
+            degraded: self.degraded.is_some(),
+            outstanding_failures: self.state.outstanding_failures().count() as u64,
+            dead_letters: self.dead_letters(),
+        };
+        let _ = metrics::write(path, &m);
+    }
+
+    pub(super) fn finish(mut self) -> Report {
+        self.flush_group();
+        // Complete means nothing is outstanding: failed lines of this run or
+        // earlier ones, dead letters included, that no later line applied.
+        let outstanding = self.state.outstanding_failures().count() as u64;
+        let status = if self.fatal.is_some() {
+            RunStatus::Fatal
+        } else if self.stopped {
+            RunStatus::Stopped
+        } else if outstanding > 0 {
+            RunStatus::Failures
+        } else {
+            RunStatus::Complete
+        };
+        let message = self.fatal.clone().or_else(|| self.degraded.clone());
+        self.record(vec![Record::RunFinished(RunFinished {
+            run_id: self.run_id,
+            finished_ms: now_ms(),
+            status,
+            counts: self.counts,
+            message: message.clone(),
+        })]);
+        if self.degraded.is_none() && self.wal.total_len() > COMPACT_THRESHOLD {
+            if let Err(e) = self.wal.compact(&self.state) {
+                self.say("WARNING", format!("WAL compaction failed ({e}); the log is intact and will be compacted next time"), serde_json::Value::Null);
+            }
+        }
+        self.clean_spool();
+        if self.degraded.is_none() {
+            let _ = std::fs::remove_file(degraded_marker(&self.opts.state_dir));
+        }
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let c = self.counts;
+        let dead = self.dead_letters();
+        let tail = if outstanding == 0 {
+            String::new()
+        } else {
+            format!(
+                "; {outstanding} failed line(s) outstanding ({dead} dead letter(s)): elysiactl index failures lists them"
+            )
+        };
+        self.say(
+            "SUMMARY",
+            format!(
+                "{}: {} lines, {} indexed, {} removed, {} reconciled, {} skipped, {} failed{tail}",
+                status.as_str(),
+                c.lines,
+                c.upserted,
+                c.deleted,
+                c.reconciled,
+                c.skipped,
+                c.failed
+            ),
+            serde_json::json!({"status": status.as_str(), "counts": status::counts_json(&c), "outstanding_failures": outstanding, "dead_letters": dead, "duration_secs": self.started.elapsed().as_secs_f64()}),
+        );
+        let degraded = self.degraded.is_some();
+        if degraded {
+            self.say("WARNING", "the WAL could not be written during this run: progress since then is lost and will be redone next run; exiting 3".into(), serde_json::json!({"degraded": true}));
+        }
+        let exit_code = match status {
+            _ if degraded => 3,
+            RunStatus::Fatal => 3,
+            RunStatus::Complete => 0,
+            RunStatus::Failures | RunStatus::Stopped => 1,
+        };
+        let resume_offset = self
+            .state
+            .last_run
+            .as_ref()
+            .and_then(|r| r.manifest.as_ref())
+            .and_then(|fp| self.state.manifest(fp))
+            .map(|m| m.resume_point().0)
+            .unwrap_or(0);
+        Report {
+            exit_code,
+            status: Some(status),
+            counts: self.counts,
+            degraded,
+            message,
+            metrics: Some(metrics::RunMetrics {
+                status: Some(status),
+                running: false,
+                finished_unix: now_ms() / 1000,
+                duration_secs: self.started.elapsed().as_secs_f64(),
+                counts: self.counts,
+                failures: self.failure_kinds.values().copied().collect(),
+                resume_offset,
+                degraded,
+                outstanding_failures: outstanding,
+                dead_letters: dead,
+            }),
+        }
+    }
+
+    pub(super) fn dead_letters(&self) -> u64 {
+        self.state
+            .outstanding_failures()
+            .filter(|(_, f)| f.attempts >= MAX_ATTEMPTS)
+            .count() as u64
+    }
+
+    /// Spooled stdin manifests are deleted once nothing refers to them.
+    pub(super) fn clean_spool(&self) {
+        if self.degraded.is_some() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.opts.state_dir.join("spool")) else {
+            return;
+        };
+        // Matched by file name: spool names are unique (the content's
+        // fingerprint), and the state dir may have been named differently
+        // (relative, `./`, a symlink) by the run that spooled it.
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name();
+            let needed = self.state.manifests.iter().any(|m| {
+                m.id.spooled
+                    && !m.complete()
+                    && !m.abandoned
+                    && manifest::path_of_stored(&m.id.path).file_name() == Some(name.as_os_str())
+            });
+            if !needed {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}

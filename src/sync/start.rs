@@ -1,0 +1,299 @@
+//! A run from the top: lock the state dir, replay the WAL, check that it
+//! belongs to this index, choose the manifests to do, open the target, and
+//! hand over to the session.
+
+use super::*;
+
+pub(super) fn run_inner(
+    opts: &Options,
+    open_target: OpenTarget<'_>,
+    log: &mut dyn Write,
+) -> Result<Report, Error> {
+    if opts.batch_size == 0 {
+        return Err(Error::Usage("--batch-size must be at least 1".into()));
+    }
+    if opts.dry_run {
+        return dry_run(opts, log);
+    }
+    wal::create_private_dir(&opts.state_dir).map_err(|e| {
+        Error::Usage(format!(
+            "cannot create state dir {}: {e}",
+            opts.state_dir.display()
+        ))
+    })?;
+    let _lock = lock::acquire(&opts.state_dir)?;
+    let (wal, replay) = Wal::open(&opts.state_dir)?;
+    if let Some(t) = &replay.torn {
+        emit(
+            log,
+            opts.log_format,
+            "RECOVERED",
+            &format!(
+                "dropped a torn WAL record at {} byte {} ({} bytes: {}); the batch it described will be redone",
+                t.segment.display(),
+                t.offset,
+                t.dropped_bytes,
+                t.reason
+            ),
+            serde_json::json!({"segment": t.segment.display().to_string(), "offset": t.offset}),
+        );
+    }
+    manifest::clean_spool_temps(&opts.state_dir);
+    let current = match &opts.input {
+        Some(Input::File(p)) => Some(Manifest::open(p, false)?),
+        Some(Input::Stdin) => {
+            let p = manifest::spool(std::io::stdin().lock(), &opts.state_dir)?;
+            Some(Manifest::open(&p, true)?)
+        }
+        None if opts.retry_failed => None,
+        None => return Err(Error::Usage("--input FILE|- is required".into())),
+    };
+    let roots =
+        Roots::new(&opts.roots, opts.max_file_size).map_err(|e| Error::Usage(e.to_string()))?;
+
+    // Earlier manifests with lines never applied come first.
+    let mut queue: Vec<Manifest> = Vec::new();
+    let mut abandon: Vec<ManifestProgress> = Vec::new();
+    let is_current = |id: &ManifestId| current.as_ref().is_some_and(|c| c.id.same_content(id));
+    for m in replay.state.unfinished() {
+        if is_current(&m.id) {
+            continue;
+        }
+        match Manifest::open(&manifest::path_of_stored(&m.id.path), m.id.spooled) {
+            Ok(old) if old.id.same_content(&m.id) => queue.push(old),
+            _ if opts.abandon_pending => abandon.push(m.clone()),
+            _ => {
+                let (off, line) = m.resume_point();
+                return Err(Error::Usage(format!(
+                    "an earlier manifest is unfinished and is no longer readable as it was: {} (applied up to line {}, byte {} of {}); restore it, or rerun with --abandon-pending to drop its remaining lines (recorded in the WAL)",
+                    m.id.path, line.saturating_sub(1), off, m.id.size
+                )));
+            }
+        }
+    }
+    if opts.from_line.is_some() && !queue.is_empty() {
+        return Err(Error::Usage(
+            "--from-line applies to one manifest, but an earlier manifest is unfinished; finish it first (run without --from-line)".into(),
+        ));
+    }
+    // Every other manifest with failed lines: retried with --retry-failed
+    // while it is still there as it was; dropped with --abandon-pending
+    // once it is gone or changed (its failures can never be retried).
+    if opts.retry_failed || opts.abandon_pending {
+        for m in &replay.state.manifests {
+            let queued = queue.iter().any(|q| q.id.same_content(&m.id))
+                || is_current(&m.id)
+                || abandon.iter().any(|a| a.id.same_content(&m.id));
+            if queued || m.abandoned || m.failed.is_empty() {
+                continue;
+            }
+            match Manifest::open(&manifest::path_of_stored(&m.id.path), m.id.spooled) {
+                Ok(old) if old.id.same_content(&m.id) => {
+                    if opts.retry_failed {
+                        queue.push(old);
+                    }
+                }
+                _ if opts.abandon_pending => abandon.push(m.clone()),
+                _ => emit(
+                    log,
+                    opts.log_format,
+                    "WARNING",
+                    &format!(
+                        "{} has {} failed line(s) but is gone or changed, so they cannot be retried; they stay outstanding until a later line applies their files (--abandon-pending drops them)",
+                        m.id.path,
+                        m.failed.len()
+                    ),
+                    serde_json::json!({"manifest": m.id.path, "failed": m.failed.len()}),
+                ),
+            }
+        }
+    }
+    if let Some(c) = current {
+        queue.push(c);
+    }
+    if queue.is_empty() {
+        emit(
+            log,
+            opts.log_format,
+            "DONE",
+            "no failed lines to retry",
+            serde_json::Value::Null,
+        );
+    }
+
+    // One state dir, one index (kind, server, collection, chunking).
+    let bind = check_target(&replay.state, &opts.target, &opts.state_dir)?;
+
+    // The run is in the log before the target is opened, so a run that
+    // cannot reach its index shows as failed in `--status`, not never_run.
+    let mut wal = wal;
+    let mut state = replay.state;
+    let run_id = state.next_run_id.max(1);
+    let mut start_degraded = None;
+    let mut journal = |records: Vec<Record>, state: &mut State| {
+        if start_degraded.is_none() {
+            if let Err(e) = wal.append(&records) {
+                start_degraded = Some(e);
+            }
+        }
+        for r in &records {
+            state.apply(r);
+        }
+    };
+    journal(
+        vec![Record::RunStarted(RunStarted {
+            run_id,
+            started_ms: now_ms(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            target: opts.target_name.clone(),
+            batch_size: opts.batch_size as u32,
+            on_error: opts.on_error.as_str().into(),
+            max_retries: opts.max_retries,
+        })],
+        &mut state,
+    );
+    if bind {
+        journal(vec![Record::TargetBound(opts.target.clone())], &mut state);
+    }
+    let target = match open_target().and_then(|t| t.prepare().map(|()| t)) {
+        Ok(t) => t,
+        Err(e) => {
+            journal(
+                vec![Record::RunFinished(RunFinished {
+                    run_id,
+                    finished_ms: now_ms(),
+                    status: RunStatus::Fatal,
+                    counts: Counts::default(),
+                    message: Some(e.to_string()),
+                })],
+                &mut state,
+            );
+            return Err(e.into());
+        }
+    };
+
+    let mut s = Syncer {
+        opts,
+        wal,
+        state,
+        degraded: None,
+        log,
+        run_id,
+        counts: Counts::default(),
+        stopped: false,
+        fatal: None,
+        target: target.as_ref(),
+        roots: &roots,
+        manifest_error: None,
+        halt: Arc::new(AtomicBool::new(false)),
+        seq: 0,
+        started: std::time::Instant::now(),
+        failure_kinds: BTreeMap::new(),
+        last_metrics: std::time::Instant::now(),
+        bar: None,
+        group: Vec::new(),
+        group_msgs: Vec::new(),
+        failed_paths: HashMap::new(),
+    };
+    for (m, f) in s.state.outstanding_failures() {
+        if !f.path.is_empty() {
+            s.failed_paths
+                .entry((f.repo.clone(), f.path.clone()))
+                .or_default()
+                .push((m.id.fingerprint, f.offset));
+        }
+    }
+    if let Some(e) = start_degraded {
+        s.enter_degraded(e);
+    }
+    for m in abandon {
+        let remaining = m.total_lines.saturating_sub(m.lines_done());
+        s.say(
+            "ABANDONED",
+            format!(
+                "{}: {} lines never applied and {} failed line(s) are dropped (--abandon-pending)",
+                m.id.path,
+                remaining,
+                m.failed.len()
+            ),
+            serde_json::json!({"manifest": m.id.path, "remaining_lines": remaining, "failed_lines": m.failed.len()}),
+        );
+        s.record(vec![Record::ManifestAbandoned(ManifestAbandoned {
+            run_id: s.run_id,
+            fingerprint: m.id.fingerprint,
+            path: m.id.path.clone(),
+            remaining_lines: remaining,
+        })]);
+    }
+    let last = queue.len().saturating_sub(1);
+    if opts.progress_bar {
+        let total: u64 = queue
+            .iter()
+            .map(|m| {
+                s.state
+                    .manifest_for(&m.id)
+                    .map(|p| p.total_lines.saturating_sub(p.lines_done()))
+                    .unwrap_or_else(|| m.count_lines())
+            })
+            .sum();
+        s.bar = Some(progress_bar(total));
+    }
+    for (i, m) in queue.iter().enumerate() {
+        let from = if i == last { opts.from_line } else { None };
+        if let Err(e) = s.process(m, from) {
+            // Input errors (a manifest changed while read, --from-line past
+            // its end) end the run too: `--status` says so, not interrupted.
+            s.end_with_error(&e);
+            return Err(e);
+        }
+        if s.stopped || s.fatal.is_some() {
+            break;
+        }
+    }
+    Ok(s.finish())
+}
+
+/// How people read a target identity.
+pub(super) fn describe_target(t: &TargetIdentity) -> String {
+    let mut s = match t.kind.as_str() {
+        "local" => "the local index".to_string(),
+        _ => format!("{} at {}, collection {}", t.kind, t.server, t.collection),
+    };
+    if t.chunk_size != 0 {
+        s.push_str(&format!(", --chunk-size {}", t.chunk_size));
+    }
+    s
+}
+
+/// Refuse a run against another index than the one the state dir belongs
+/// to. True when the identity is to be recorded (a new state dir, or one
+/// from before identities were recorded, whose runs wrote to the same kind).
+pub(super) fn check_target(
+    state: &State,
+    this: &TargetIdentity,
+    dir: &Path,
+) -> Result<bool, Error> {
+    let recorded = match &state.target {
+        Some(t) => t.clone(),
+        None => match &state.last_run {
+            Some(run) if run.target != this.kind => TargetIdentity {
+                kind: run.target.clone(),
+                server: String::new(),
+                collection: String::new(),
+                chunk_size: 0,
+            },
+            _ => return Ok(true),
+        },
+    };
+    if recorded == *this {
+        return Ok(false);
+    }
+    Err(Error::Usage(format!(
+        "the state dir {} belongs to {}, but this run writes to {}; a state dir keeps the progress of one index: give each index its own --state-dir (or run against {})",
+        dir.display(),
+        describe_target(&recorded),
+        describe_target(this),
+        describe_target(&recorded),
+    )))
+}
