@@ -9,11 +9,24 @@ use serde_json::{json, Value};
 use crate::sync::status::counts_json;
 use crate::wal::{self, hex, LogRead, Place, Record, State};
 
-/// The segments to show, each with its bytes and its place in its log.
-struct Shown {
-    segments: Vec<(PathBuf, Vec<u8>, Place)>,
-    /// For a whole log: what replay reads, to check that it begins the log.
-    log: Option<LogRead>,
+/// What to show: a whole log as recovery reads it, or one segment file.
+enum Shown {
+    Log(LogRead),
+    File {
+        path: PathBuf,
+        bytes: Vec<u8>,
+        place: Place,
+    },
+}
+
+impl Shown {
+    /// The segments, oldest first, each with its bytes and its place.
+    fn segments(&self) -> Vec<(&Path, &[u8], Place)> {
+        match self {
+            Shown::Log(log) => log.iter().collect(),
+            Shown::File { path, bytes, place } => vec![(path.as_path(), bytes.as_slice(), *place)],
+        }
+    }
 }
 
 /// What to inspect: a state dir, a WAL directory, or one segment file. A
@@ -27,9 +40,10 @@ fn shown(path: &Path) -> Result<Shown, wal::Error> {
             path: path.to_owned(),
             source: e,
         })?;
-        return Ok(Shown {
-            segments: vec![(path.to_owned(), bytes, place_of_file(path))],
-            log: None,
+        return Ok(Shown::File {
+            path: path.to_owned(),
+            bytes,
+            place: place_of_file(path),
         });
     }
     let inner = wal::wal_dir(path);
@@ -38,15 +52,7 @@ fn shown(path: &Path) -> Result<Shown, wal::Error> {
     } else {
         path.to_owned()
     };
-    let log = wal::read_log(&dir)?;
-    let segments = log
-        .iter()
-        .map(|(p, b, place)| (p.to_owned(), b.to_vec(), place))
-        .collect();
-    Ok(Shown {
-        segments,
-        log: Some(log),
-    })
+    wal::read_log(&dir).map(Shown::Log)
 }
 
 /// A segment file's place among the segments of its directory; a file not
@@ -163,12 +169,13 @@ pub fn inspect(
             return Ok(3);
         }
     };
-    if shown.segments.is_empty() {
+    let segments = shown.segments();
+    if segments.is_empty() {
         writeln!(out, "no WAL segments under {}", path.display())?;
         return Ok(0);
     }
-    if !as_json {
-        for old in shown.log.iter().flat_map(|l| l.superseded()) {
+    if let (Shown::Log(log), false) = (&shown, as_json) {
+        for old in log.superseded() {
             writeln!(
                 out,
                 "superseded: {} (older than the snapshot recovery starts from; not read)",
@@ -177,8 +184,8 @@ pub fn inspect(
         }
     }
     let mut count = 0u64;
-    for (seg, bytes, place) in &shown.segments {
-        match wal::decode_segment_at(seg, bytes, *place) {
+    for &(seg, bytes, place) in &segments {
+        match wal::decode_segment_at(seg, bytes, place) {
             Ok((records, torn, _)) => {
                 if !verify || as_json {
                     for l in &records {
@@ -224,15 +231,17 @@ pub fn inspect(
             }
         }
     }
-    if let Some(Err(e)) = shown.log.as_ref().map(LogRead::check_beginning) {
-        writeln!(out, "CORRUPT: {e}")?;
-        return Ok(3);
+    if let Shown::Log(log) = &shown {
+        if let Err(e) = log.check_beginning() {
+            writeln!(out, "CORRUPT: {e}")?;
+            return Ok(3);
+        }
     }
     if verify {
         writeln!(
             out,
             "ok: {count} records in {} segment(s) verified",
-            shown.segments.len()
+            segments.len()
         )?;
     }
     Ok(0)

@@ -301,7 +301,7 @@ impl LogRead {
     }
 
     /// Each segment read, oldest first, with its bytes and its place.
-    pub fn iter(&self) -> impl Iterator<Item = (&Path, &[u8], Place)> {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&Path, &[u8], Place)> {
         let count = self.listed.len();
         self.segments()
             .iter()
@@ -317,8 +317,7 @@ impl LogRead {
 
     /// The error a newest-first decode of what was read meets first, if any.
     fn first_error(&self) -> Option<Error> {
-        let all: Vec<_> = self.iter().collect();
-        all.into_iter()
+        self.iter()
             .rev()
             .find_map(|(p, b, place)| decode_segment_at(p, b, place).err())
     }
