@@ -140,7 +140,7 @@ pub(super) fn settle(
                     serde_json::json!({"line": it.line, "offset": it.offset, "repo": repo, "path": path, "reason": reason, "kind": kind.as_str()}),
                 ));
                 failures.push(ItemFailed {
-                    run_id: run_id,
+                    run_id,
                     fingerprint: batch.fingerprint,
                     line: it.line,
                     offset: it.offset,
@@ -163,7 +163,7 @@ pub(super) fn settle(
         }
         records.extend(failures.into_iter().map(Record::ItemFailed));
         records.push(Record::BatchDone(BatchDone {
-            run_id: run_id,
+            run_id,
             fingerprint: batch.fingerprint,
             seq: batch.seq,
             spans: batch.spans.clone(),
@@ -171,7 +171,7 @@ pub(super) fn settle(
         }));
         if !resolved.is_empty() {
             records.push(Record::FailuresResolved(FailuresResolved {
-                run_id: run_id,
+                run_id,
                 entries: resolved,
             }));
         }
