@@ -8,6 +8,7 @@ pub mod changes;
 pub mod cli;
 pub mod manifest;
 pub mod publish;
+pub mod report;
 pub mod source;
 pub mod sync;
 pub mod target;

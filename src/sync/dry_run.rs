@@ -53,13 +53,12 @@ pub(super) fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Err
                 counts: c, reason, ..
             } => {
                 counts.add_all(&c);
-                emit(
-                    log,
-                    opts.log_format,
-                    "INVALID",
-                    &format!("line {} (byte {}): {reason}", raw.line, raw.offset),
-                    serde_json::json!({"line": raw.line, "offset": raw.offset, "reason": reason}),
-                );
+                let e = SyncEvent::Invalid {
+                    line: raw.line,
+                    offset: raw.offset,
+                    reason,
+                };
+                crate::report::write(log, opts.log_format, &e);
             }
         }
         since_release += raw.end - raw.offset;
@@ -68,16 +67,13 @@ pub(super) fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Err
             since_release = 0;
         }
     }
-    emit(
-        log,
-        opts.log_format,
-        "DRY-RUN",
-        &format!(
-            "from line {line} (byte {start}): {} lines: {} add, {} update, {} delete, {} rename, {} changeset, {} prune, {} invalid; nothing written",
-            counts.lines, counts.add, counts.update, counts.delete, counts.rename, counts.changeset, counts.prune, counts.failed
-        ),
-        serde_json::json!({"from_line": line, "offset": start, "counts": status::counts_json(&counts)}),
-    );
+    let e = SyncEvent::DryRun {
+        from_line: line,
+        offset: start,
+        counts: status::counts_json(&counts),
+        c: counts,
+    };
+    crate::report::write(log, opts.log_format, &e);
     Ok(Report {
         exit_code: if counts.failed > 0 { 1 } else { 0 },
         status: None,

@@ -42,7 +42,8 @@ use pipeline::*;
 use session::*;
 use start::*;
 
-pub use events::{emit, emit_fatal};
+pub use crate::report::LogFormat;
+pub use events::{emit_fatal, Reporter, SyncEvent};
 pub use lock::{holder as lock_holder, LockError};
 pub use plan::Planned;
 pub use retry::Backoff;
@@ -105,15 +106,6 @@ pub struct Options {
     pub log_format: LogFormat,
     /// Draw a progress bar (stderr is a terminal) instead of per-batch lines.
     pub progress_bar: bool,
-}
-
-/// `--log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    /// One JSON object per event.
-    Json,
 }
 
 /// A failed line is retried by this many runs of its manifest, then kept as
@@ -200,22 +192,15 @@ pub fn run(
             _ => None,
         };
         if let Some(reason) = fatal {
-            match failed_run::write(&opts.state_dir, &reason) {
-                Ok(p) => emit(
-                    log,
-                    opts.log_format,
-                    "FATAL",
-                    &format!("state saved; details and hints in {}", p.display()),
-                    serde_json::json!({"failed_run_file": p.display().to_string()}),
-                ),
-                Err(e) => emit(
-                    log,
-                    opts.log_format,
-                    "WARNING",
-                    &format!("cannot write the failed-run file: {e}"),
-                    serde_json::Value::Null,
-                ),
-            }
+            let e = match failed_run::write(&opts.state_dir, &reason) {
+                Ok(p) => SyncEvent::FailedRunWritten {
+                    failed_run_file: p.display().to_string(),
+                },
+                Err(e) => SyncEvent::FailedRunNotWritten {
+                    error: e.to_string(),
+                },
+            };
+            crate::report::write(log, opts.log_format, &e);
         }
     }
     if let (Some(path), false) = (&opts.metrics_file, opts.dry_run) {
@@ -232,13 +217,11 @@ pub fn run(
         };
         if let Some(m) = m {
             if let Err(e) = metrics::write(path, &m) {
-                emit(
-                    log,
-                    opts.log_format,
-                    "WARNING",
-                    &format!("cannot write metrics file {}: {e}", path.display()),
-                    serde_json::json!({"metrics_file": path.display().to_string()}),
-                );
+                let e = SyncEvent::MetricsNotWritten {
+                    metrics_file: path.display().to_string(),
+                    error: e.to_string(),
+                };
+                crate::report::write(log, opts.log_format, &e);
             }
         }
     }

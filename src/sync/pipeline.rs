@@ -49,14 +49,14 @@ impl Syncer<'_> {
                 error,
                 wait,
             } => {
-                self.say(
-                "RETRY",
-                format!(
-                    "lines {first_line}-{last_line}: {failed} item(s) refused by the index ({error}); retrying the batch in {:.1}s (attempt {attempt}, --on-error retry)",
-                    wait.as_secs_f64()
-                ),
-                serde_json::json!({"first_line": first_line, "last_line": last_line, "attempt": attempt, "failed": failed, "error": error, "wait_secs": wait.as_secs_f64()}),
-                );
+                self.report(SyncEvent::Retry {
+                    first_line,
+                    last_line,
+                    attempt,
+                    failed,
+                    error,
+                    wait_secs: wait.as_secs_f64(),
+                });
                 false
             }
         }
@@ -70,8 +70,8 @@ impl Syncer<'_> {
         }
         let records = std::mem::take(&mut self.group);
         self.record(records);
-        for (tag, msg, fields) in std::mem::take(&mut self.group_msgs) {
-            self.say(tag, msg, fields);
+        for e in std::mem::take(&mut self.group_msgs) {
+            self.report(e);
         }
         self.maybe_write_metrics();
     }
@@ -98,13 +98,11 @@ impl Syncer<'_> {
                 let first = batch.spans.first().map(|s| s.first_line).unwrap_or(0);
                 let last = batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0);
                 let what = self.target.describe();
-                self.say(
-                    "FATAL",
-                    format!(
-                        "{what}: {e}; lines {first}-{last} not applied, the next run resumes there"
-                    ),
-                    serde_json::json!({"first_line": first, "last_line": last}),
-                );
+                self.report(SyncEvent::TargetFatal {
+                    first_line: first,
+                    last_line: last,
+                    error: format!("{what}: {e}"),
+                });
                 self.fatal = Some(format!("{what}: {e}"));
                 return;
             }

@@ -15,6 +15,7 @@ pub(super) fn run_inner(
     if opts.dry_run {
         return dry_run(opts, log);
     }
+    let mut reporter = Reporter::new(log, opts.log_format, opts.progress);
     wal::create_private_dir(&opts.state_dir).map_err(|e| {
         Error::Usage(format!(
             "cannot create state dir {}: {e}",
@@ -24,19 +25,12 @@ pub(super) fn run_inner(
     let _lock = lock::acquire(&opts.state_dir)?;
     let (wal, replay) = Wal::open(&opts.state_dir)?;
     if let Some(t) = &replay.torn {
-        emit(
-            log,
-            opts.log_format,
-            "RECOVERED",
-            &format!(
-                "dropped a torn WAL record at {} byte {} ({} bytes: {}); the batch it described will be redone",
-                t.segment.display(),
-                t.offset,
-                t.dropped_bytes,
-                t.reason
-            ),
-            serde_json::json!({"segment": t.segment.display().to_string(), "offset": t.offset}),
-        );
+        reporter.report(&SyncEvent::Recovered {
+            segment: t.segment.display().to_string(),
+            offset: t.offset,
+            dropped_bytes: t.dropped_bytes,
+            reason: t.reason.to_string(),
+        });
     }
     manifest::clean_spool_temps(&opts.state_dir);
     let current = match &opts.input {
@@ -94,17 +88,10 @@ pub(super) fn run_inner(
                     }
                 }
                 _ if opts.abandon_pending => abandon.push(m.clone()),
-                _ => emit(
-                    log,
-                    opts.log_format,
-                    "WARNING",
-                    &format!(
-                        "{} has {} failed line(s) but is gone or changed, so they cannot be retried; they stay outstanding until a later line applies their files (--abandon-pending drops them)",
-                        m.id.path,
-                        m.failed.len()
-                    ),
-                    serde_json::json!({"manifest": m.id.path, "failed": m.failed.len()}),
-                ),
+                _ => reporter.report(&SyncEvent::FailuresUnretriable {
+                    manifest: m.id.path.clone(),
+                    failed: m.failed.len(),
+                }),
             }
         }
     }
@@ -112,13 +99,7 @@ pub(super) fn run_inner(
         queue.push(c);
     }
     if queue.is_empty() {
-        emit(
-            log,
-            opts.log_format,
-            "DONE",
-            "no failed lines to retry",
-            serde_json::Value::Null,
-        );
+        reporter.report(&SyncEvent::NothingToRetry);
     }
 
     // One state dir, one index (kind, server, collection, chunking).
@@ -178,7 +159,7 @@ pub(super) fn run_inner(
         wal,
         state,
         degraded: None,
-        log,
+        reporter,
         run_id,
         counts: Counts::default(),
         stopped: false,
@@ -191,7 +172,6 @@ pub(super) fn run_inner(
         started: std::time::Instant::now(),
         failure_kinds: BTreeMap::new(),
         last_metrics: std::time::Instant::now(),
-        bar: None,
         group: Vec::new(),
         group_msgs: Vec::new(),
         failed_paths: HashMap::new(),
@@ -209,16 +189,11 @@ pub(super) fn run_inner(
     }
     for m in abandon {
         let remaining = m.total_lines.saturating_sub(m.lines_done());
-        s.say(
-            "ABANDONED",
-            format!(
-                "{}: {} lines never applied and {} failed line(s) are dropped (--abandon-pending)",
-                m.id.path,
-                remaining,
-                m.failed.len()
-            ),
-            serde_json::json!({"manifest": m.id.path, "remaining_lines": remaining, "failed_lines": m.failed.len()}),
-        );
+        s.report(SyncEvent::Abandoned {
+            manifest: m.id.path.clone(),
+            remaining_lines: remaining,
+            failed_lines: m.failed.len(),
+        });
         s.record(vec![Record::ManifestAbandoned(ManifestAbandoned {
             run_id: s.run_id,
             fingerprint: m.id.fingerprint,
@@ -237,7 +212,7 @@ pub(super) fn run_inner(
                     .unwrap_or_else(|| m.count_lines())
             })
             .sum();
-        s.bar = Some(progress_bar(total));
+        s.reporter.start_bar(total);
     }
     for (i, m) in queue.iter().enumerate() {
         let from = if i == last { opts.from_line } else { None };
