@@ -6,6 +6,7 @@
 
 pub mod changes;
 pub mod cli;
+pub mod exit;
 pub mod manifest;
 pub mod publish;
 pub mod report;

@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use csupport::gitrepo::Repo;
-use elysiactl::changes::ChangesArgs;
+use elysiactl::cli::args::ChangesArgs;
 use support::*;
 
 const VICTIM: &str = "precious, not yours to write\n";

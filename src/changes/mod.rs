@@ -20,7 +20,6 @@
 //! reported and do not stop the others; the caller exits non-zero at the end.
 //! docs/changes.md is the user-facing description of all this.
 
-mod args;
 mod git;
 pub use crate::manifest::mgit;
 pub mod output;
@@ -33,7 +32,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use args::{exit_code, ChangesArgs};
 use git::{parse_ls_tree_entry, Git, Kind, RawDecoder};
 pub use git::{redact_url_credentials, GitError};
 
@@ -69,6 +67,15 @@ impl ChangesOptions {
             git: OsString::from("git"),
         }
     }
+}
+
+/// Where [`write_manifest`] puts the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    /// Replaced atomically ([`output::AtomicFile`]), so the sync never reads
+    /// half a manifest.
+    File(PathBuf),
 }
 
 /// One repository that could not be (fully) processed.
@@ -248,6 +255,32 @@ struct RepoDir {
 impl RepoDir {
     fn git(&self, program: &OsString) -> Git {
         Git::new(program.clone(), &self.dir, &self.root)
+    }
+}
+
+/// [`run`], writing the manifest to `output`. A file is published even when
+/// some repositories failed (their lines are simply absent or incomplete,
+/// and their bases do not advance); it is not published when the run fails
+/// as a whole.
+pub fn write_manifest(
+    opts: &ChangesOptions,
+    output: &Output,
+    log: &mut dyn Write,
+) -> Result<ChangesReport, Error> {
+    match output {
+        Output::Stdout => {
+            let stdout = io::stdout();
+            let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+            let report = run(opts, &mut out, log)?;
+            out.flush().map_err(Error::Output)?;
+            Ok(report)
+        }
+        Output::File(path) => {
+            let mut file = output::AtomicFile::create(path).map_err(Error::Output)?;
+            let report = run(opts, &mut file, log)?;
+            file.commit().map_err(Error::Output)?;
+            Ok(report)
+        }
     }
 }
 
