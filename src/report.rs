@@ -82,9 +82,96 @@ impl Event for Plain {
     }
 }
 
+/// A `Write` for code that writes `[TAG] message` lines (the `changes`
+/// pipeline): as text they pass through; under JSON each line becomes the
+/// event `{"event": "tag", "message": …}`, so every line of every command
+/// is JSON there. A line without a tag is an `info` event.
+pub struct Lines<'a> {
+    out: &'a mut dyn Write,
+    format: LogFormat,
+    pending: Vec<u8>,
+}
+
+impl<'a> Lines<'a> {
+    pub fn new(out: &'a mut dyn Write, format: LogFormat) -> Self {
+        Lines {
+            out,
+            format,
+            pending: Vec::new(),
+        }
+    }
+
+    fn line(&mut self, raw: &[u8]) {
+        let text = String::from_utf8_lossy(raw);
+        let (tag, message) = match text
+            .strip_prefix('[')
+            .and_then(|r| r.split_once("] "))
+            .filter(|(t, _)| {
+                !t.is_empty() && t.bytes().all(|b| b.is_ascii_uppercase() || b == b'-')
+            }) {
+            Some((t, m)) => (t.to_ascii_lowercase(), m.to_owned()),
+            None => ("info".to_owned(), text.into_owned()),
+        };
+        let mut obj = serde_json::Map::new();
+        obj.insert("ts_ms".into(), now_ms().into());
+        obj.insert("event".into(), tag.into());
+        obj.insert("message".into(), message.into());
+        let _ = writeln!(self.out, "{}", serde_json::Value::Object(obj));
+    }
+}
+
+impl Write for Lines<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.format == LogFormat::Text {
+            return self.out.write(buf);
+        }
+        self.pending.extend_from_slice(buf);
+        while let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=i).collect();
+            self.line(&line[..line.len() - 1]);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl Drop for Lines<'_> {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.line(&rest);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tagged_lines_become_json_events() {
+        let mut out = Vec::new();
+        {
+            let mut l = Lines::new(&mut out, LogFormat::Json);
+            write!(l, "[PULLED] a\n[EMPTY-ROOT] /r: none\nplain").unwrap();
+        }
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["event"], "pulled");
+        assert_eq!(lines[1]["event"], "empty-root");
+        assert_eq!(lines[1]["message"], "/r: none");
+        assert_eq!(lines[2]["event"], "info");
+        let mut out = Vec::new();
+        write!(Lines::new(&mut out, LogFormat::Text), "[PULLED] a\n").unwrap();
+        assert_eq!(out, b"[PULLED] a\n");
+    }
 
     #[test]
     fn text_and_json_come_from_one_event() {

@@ -144,7 +144,7 @@ pub enum OnErrorArg {
     Retry,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum LogFormatArg {
     Text,
     Json,
@@ -247,4 +247,7 @@ pub struct ChangesArgs {
     /// any root (for runs that cover only some of a state dir's roots).
     #[arg(long)]
     pub keep_missing: bool,
+    /// Events on stderr as text lines, or one JSON object per line.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormatArg,
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use super::args::ChangesArgs;
 use crate::changes::{self, ChangesOptions, ChangesReport, Output};
 use crate::exit::Exit;
+use crate::report;
 use crate::sync;
 
 impl ChangesArgs {
@@ -55,12 +56,16 @@ enum Failure {
 }
 
 pub fn run(args: ChangesArgs) -> Exit {
+    let format = args.log_format.into();
     let mut stderr = std::io::stderr().lock();
-    let outcome = execute(&args, &mut stderr);
+    let mut log = report::Lines::new(&mut stderr, format);
+    let outcome = execute(&args, &mut log);
+    let exit = exit(&outcome);
     if let Err(e) = &outcome {
-        let _ = writeln!(stderr, "elysiactl: {e}");
+        let _ = writeln!(log, "[FATAL] {e}");
     }
-    exit(&outcome)
+    drop(log);
+    exit
 }
 
 fn execute(args: &ChangesArgs, log: &mut dyn Write) -> Result<ChangesReport, Failure> {

@@ -99,12 +99,8 @@ pub fn run(args: SyncArgs) -> Exit {
     let mut stderr = std::io::stderr();
     let outcome = execute(args, &mut stderr);
     let exit = exit(&outcome);
-    match &outcome {
-        Err(e @ Failure::Run(_)) => {
-            sync::emit_fatal(&mut stderr, log_format, &e.to_string(), exit.code())
-        }
-        Err(e) => eprintln!("elysiactl: {e}"),
-        Ok(_) => {}
+    if let Err(e) = &outcome {
+        sync::emit_fatal(&mut stderr, log_format, &e.to_string(), exit.code());
     }
     exit
 }
