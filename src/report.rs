@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(lines[1]["message"], "/r: none");
         assert_eq!(lines[2]["event"], "info");
         let mut out = Vec::new();
-        write!(Lines::new(&mut out, LogFormat::Text), "[PULLED] a\n").unwrap();
+        writeln!(Lines::new(&mut out, LogFormat::Text), "[PULLED] a").unwrap();
         assert_eq!(out, b"[PULLED] a\n");
     }
 

@@ -75,7 +75,12 @@ pub(super) fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Err
     };
     crate::report::write(log, opts.log_format, &e);
     Ok(Report {
-        exit_code: if counts.failed > 0 { 1 } else { 0 },
+        exit_code: if counts.failed > 0 {
+            Exit::Partial
+        } else {
+            Exit::Ok
+        }
+        .code(),
         status: None,
         counts,
         degraded: false,

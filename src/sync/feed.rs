@@ -160,7 +160,9 @@ impl Syncer<'_> {
                 },
             );
         } else {
-            self.fatal = Some("worker threads ended unexpectedly".into());
+            self.stop_with(StopReason::Fatal(
+                "worker threads ended unexpectedly".into(),
+            ));
         }
     }
 }

@@ -31,6 +31,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::exit::Exit;
 use crate::manifest::{self, LineParser, Manifest};
 use crate::source::Roots;
 use crate::target::{self, Op, OpOutcome, Target};
@@ -130,13 +131,18 @@ pub enum Error {
 
 impl Error {
     /// The process exit code for this error (SPEC.md).
-    pub fn exit_code(&self) -> u8 {
+    pub fn exit(&self) -> Exit {
         match self {
-            Error::Usage(_) => 2,
-            Error::Manifest(manifest::Error::Open { .. }) => 2,
-            Error::Manifest(manifest::Error::Changed { .. }) => 2,
-            _ => 3,
+            Error::Usage(_) => Exit::Usage,
+            Error::Manifest(manifest::Error::Open { .. }) => Exit::Usage,
+            Error::Manifest(manifest::Error::Changed { .. }) => Exit::Usage,
+            _ => Exit::Fatal,
         }
+    }
+
+    /// [`Error::exit`] as the process's code.
+    pub fn exit_code(&self) -> u8 {
+        self.exit().code()
     }
 }
 
@@ -188,7 +194,7 @@ pub fn run(
                 Some(r.message.clone().unwrap_or_else(|| "fatal".into()))
             }
             Err(Error::Locked(_)) | Err(Error::Usage(_)) => None,
-            Err(e) if e.exit_code() == 3 => Some(e.to_string()),
+            Err(e) if e.exit() == Exit::Fatal => Some(e.to_string()),
             _ => None,
         };
         if let Some(reason) = fatal {

@@ -87,8 +87,7 @@ impl Syncer<'_> {
             Outcome::ManifestChanged(e) => {
                 // What was read from the changed manifest is not applied,
                 // and the run stops (exit 2).
-                self.manifest_error.get_or_insert(e);
-                self.stopped = true;
+                self.stop_with(StopReason::ManifestChanged(e));
                 return;
             }
         };
@@ -103,7 +102,7 @@ impl Syncer<'_> {
                     last_line: last,
                     error: format!("{what}: {e}"),
                 });
-                self.fatal = Some(format!("{what}: {e}"));
+                self.stop_with(StopReason::Fatal(format!("{what}: {e}")));
                 return;
             }
         };

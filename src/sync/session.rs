@@ -6,6 +6,28 @@ use super::*;
 /// Where a failed line is: its manifest's fingerprint and its byte offset.
 pub(super) type FailedAt = ([u8; 32], u64);
 
+/// Why a run stops before the end of its manifests. One reason, not one
+/// flag each: the workers see it as `halt`.
+#[derive(Debug)]
+pub(super) enum StopReason {
+    /// `--on-error stop` and a line failed (exit 1).
+    OnErrorStop,
+    /// The manifest changed while it was read (exit 2).
+    ManifestChanged(manifest::Error),
+    /// The target or the WAL cannot go on (exit 3).
+    Fatal(String),
+}
+
+impl StopReason {
+    fn rank(&self) -> u8 {
+        match self {
+            StopReason::OnErrorStop => 1,
+            StopReason::ManifestChanged(_) => 2,
+            StopReason::Fatal(_) => 3,
+        }
+    }
+}
+
 /// One batch on its way to the target.
 pub(super) struct Batch {
     pub(super) seq: u64,
@@ -32,12 +54,11 @@ pub(super) struct Syncer<'a> {
     pub(super) reporter: Reporter<'a>,
     pub(super) run_id: u64,
     pub(super) counts: Counts,
-    pub(super) stopped: bool,
-    pub(super) fatal: Option<String>,
+    /// Why the run stops early, if it does.
+    pub(super) stop: Option<StopReason>,
     pub(super) target: &'a dyn Target,
     pub(super) roots: &'a Roots,
     /// The manifest changed while a worker read a batch from it.
-    pub(super) manifest_error: Option<manifest::Error>,
     /// Shared with the workers: set once the run must apply nothing more.
     pub(super) halt: Arc<AtomicBool>,
     pub(super) seq: u64,
@@ -89,7 +110,7 @@ impl<'a> Syncer<'a> {
                 error: e.to_string(),
                 fsync_failed: true,
             });
-            self.fatal.get_or_insert_with(|| e.to_string());
+            self.stop_with(StopReason::Fatal(e.to_string()));
         }
     }
 
@@ -231,15 +252,26 @@ impl<'a> Syncer<'a> {
             while !pipe.waiting.is_empty() {
                 self.collect_one(&mut pipe);
             }
-            match self.manifest_error.take() {
-                Some(e) => res.and(Err(e.into())),
-                None => res,
+            match self.stop.take() {
+                Some(StopReason::ManifestChanged(e)) => res.and(Err(e.into())),
+                other => {
+                    self.stop = other;
+                    res
+                }
             }
         })
     }
 
     pub(super) fn should_stop(&self) -> bool {
-        self.stopped || self.fatal.is_some()
+        self.stop.is_some()
+    }
+
+    /// Stop the run early; the gravest reason wins (fatal over a changed
+    /// manifest over `--on-error stop`).
+    pub(super) fn stop_with(&mut self, reason: StopReason) {
+        if self.stop.as_ref().is_none_or(|s| s.rank() < reason.rank()) {
+            self.stop = Some(reason);
+        }
     }
 
     /// During long runs the metrics file is refreshed every 30 s (with the
@@ -272,16 +304,20 @@ impl<'a> Syncer<'a> {
         // Complete means nothing is outstanding: failed lines of this run or
         // earlier ones, dead letters included, that no later line applied.
         let outstanding = self.state.outstanding_failures().count() as u64;
-        let status = if self.fatal.is_some() {
+        let fatal = match &self.stop {
+            Some(StopReason::Fatal(m)) => Some(m.clone()),
+            _ => None,
+        };
+        let status = if fatal.is_some() {
             RunStatus::Fatal
-        } else if self.stopped {
+        } else if self.stop.is_some() {
             RunStatus::Stopped
         } else if outstanding > 0 {
             RunStatus::Failures
         } else {
             RunStatus::Complete
         };
-        let message = self.fatal.clone().or_else(|| self.degraded.clone());
+        let message = fatal.or_else(|| self.degraded.clone());
         self.record(vec![Record::RunFinished(RunFinished {
             run_id: self.run_id,
             finished_ms: now_ms(),
@@ -316,11 +352,12 @@ impl<'a> Syncer<'a> {
             self.report(SyncEvent::DegradedExit { degraded: true });
         }
         let exit_code = match status {
-            _ if degraded => 3,
-            RunStatus::Fatal => 3,
-            RunStatus::Complete => 0,
-            RunStatus::Failures | RunStatus::Stopped => 1,
-        };
+            _ if degraded => Exit::Fatal,
+            RunStatus::Fatal => Exit::Fatal,
+            RunStatus::Complete => Exit::Ok,
+            RunStatus::Failures | RunStatus::Stopped => Exit::Partial,
+        }
+        .code();
         let resume_offset = self
             .state
             .last_run

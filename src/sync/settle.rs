@@ -221,7 +221,7 @@ impl Syncer<'_> {
         });
         self.group_msgs.extend(failed_lines);
         if counts.failed > 0 && self.opts.on_error == OnError::Stop {
-            self.stopped = true;
+            self.stop_with(StopReason::OnErrorStop);
         }
     }
 }

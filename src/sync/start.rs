@@ -162,11 +162,9 @@ pub(super) fn run_inner(
         reporter,
         run_id,
         counts: Counts::default(),
-        stopped: false,
-        fatal: None,
+        stop: None,
         target: target.as_ref(),
         roots: &roots,
-        manifest_error: None,
         halt: Arc::new(AtomicBool::new(false)),
         seq: 0,
         started: std::time::Instant::now(),
@@ -222,7 +220,7 @@ pub(super) fn run_inner(
             s.end_with_error(&e);
             return Err(e);
         }
-        if s.stopped || s.fatal.is_some() {
+        if s.should_stop() {
             break;
         }
     }
