@@ -44,6 +44,7 @@ fn changes_args(root: &Path, output: &Path) -> ChangesArgs {
         pull: false,
         jobs: 1,
         keep_missing: false,
+        log_format: elysiactl::cli::args::LogFormatArg::Text,
     }
 }
 
