@@ -7,25 +7,20 @@ use super::*;
 pub(super) fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Error> {
     let path = match &opts.input {
         Some(Input::File(p)) => p.clone(),
-        Some(Input::Stdin) => return Err(Error::Usage(
-            "--dry-run reads a file; it does not spool stdin (write the manifest to a file first)"
-                .into(),
-        )),
-        None => return Err(Error::Usage("--dry-run needs --input FILE".into())),
+        Some(Input::Stdin) => return Err(Error::DryRunStdin),
+        None => return Err(Error::DryRunNeedsInput),
     };
     let m = Manifest::open(&path, false)?;
-    let roots =
-        Roots::new(&opts.roots, opts.max_file_size).map_err(|e| Error::Usage(e.to_string()))?;
+    let roots = Roots::new(&opts.roots, opts.max_file_size).map_err(Error::Roots)?;
     let state = wal::replay(&opts.state_dir)
         .map(|r| r.state)
         .unwrap_or_default();
     let (start, line) = match opts.from_line {
         Some(n) => (
-            m.offset_of_line(n).ok_or_else(|| {
-                Error::Usage(format!(
-                    "--from-line {n}: past the end of {}",
-                    path.display()
-                ))
+            m.offset_of_line(n).ok_or_else(|| Error::FromLinePastEnd {
+                line: n,
+                path: path.clone(),
+                lines: m.count_lines(),
             })?,
             n,
         ),
@@ -85,6 +80,7 @@ pub(super) fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Err
         counts,
         degraded: false,
         message: None,
+        cause: None,
         metrics: None,
     })
 }

@@ -162,6 +162,7 @@ impl Syncer<'_> {
         } else {
             self.stop_with(StopReason::Fatal(
                 "worker threads ended unexpectedly".into(),
+                failed_run::Cause::Other,
             ));
         }
     }

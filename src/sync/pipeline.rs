@@ -102,7 +102,8 @@ impl Syncer<'_> {
                     last_line: last,
                     error: format!("{what}: {e}"),
                 });
-                self.stop_with(StopReason::Fatal(format!("{what}: {e}")));
+                let cause = target_cause(&e, &self.opts.target.kind);
+                self.stop_with(StopReason::Fatal(format!("{what}: {e}"), cause));
                 return;
             }
         };

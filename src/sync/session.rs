@@ -15,7 +15,7 @@ pub(super) enum StopReason {
     /// The manifest changed while it was read (exit 2).
     ManifestChanged(manifest::Error),
     /// The target or the WAL cannot go on (exit 3).
-    Fatal(String),
+    Fatal(String, failed_run::Cause),
 }
 
 impl StopReason {
@@ -23,7 +23,7 @@ impl StopReason {
         match self {
             StopReason::OnErrorStop => 1,
             StopReason::ManifestChanged(_) => 2,
-            StopReason::Fatal(_) => 3,
+            StopReason::Fatal(..) => 3,
         }
     }
 }
@@ -110,7 +110,10 @@ impl<'a> Syncer<'a> {
                 error: e.to_string(),
                 fsync_failed: true,
             });
-            self.stop_with(StopReason::Fatal(e.to_string()));
+            self.stop_with(StopReason::Fatal(
+                e.to_string(),
+                failed_run::Cause::StateNotSaved,
+            ));
         }
     }
 
@@ -135,10 +138,11 @@ impl<'a> Syncer<'a> {
             Some(n) => match m.offset_of_line(n) {
                 Some(off) => Some((off, n)),
                 None => {
-                    return Err(Error::Usage(format!(
-                        "--from-line {n}: {} has only {total_lines} lines",
-                        m.path().display()
-                    )))
+                    return Err(Error::FromLinePastEnd {
+                        line: n,
+                        path: m.path().to_owned(),
+                        lines: total_lines,
+                    })
                 }
             },
         };
@@ -304,9 +308,9 @@ impl<'a> Syncer<'a> {
         // Complete means nothing is outstanding: failed lines of this run or
         // earlier ones, dead letters included, that no later line applied.
         let outstanding = self.state.outstanding_failures().count() as u64;
-        let fatal = match &self.stop {
-            Some(StopReason::Fatal(m)) => Some(m.clone()),
-            _ => None,
+        let (fatal, cause) = match &self.stop {
+            Some(StopReason::Fatal(m, c)) => (Some(m.clone()), Some(*c)),
+            _ => (None, None),
         };
         let status = if fatal.is_some() {
             RunStatus::Fatal
@@ -372,6 +376,7 @@ impl<'a> Syncer<'a> {
             counts: self.counts,
             degraded,
             message,
+            cause,
             metrics: Some(metrics::RunMetrics {
                 status: Some(status),
                 running: false,

@@ -10,17 +10,15 @@ pub(super) fn run_inner(
     log: &mut dyn Write,
 ) -> Result<Report, Error> {
     if opts.batch_size == 0 {
-        return Err(Error::Usage("--batch-size must be at least 1".into()));
+        return Err(Error::BatchSizeZero);
     }
     if opts.dry_run {
         return dry_run(opts, log);
     }
     let mut reporter = Reporter::new(log, opts.log_format, opts.progress);
-    wal::create_private_dir(&opts.state_dir).map_err(|e| {
-        Error::Usage(format!(
-            "cannot create state dir {}: {e}",
-            opts.state_dir.display()
-        ))
+    wal::create_private_dir(&opts.state_dir).map_err(|source| Error::StateDir {
+        dir: opts.state_dir.clone(),
+        source,
     })?;
     let _lock = lock::acquire(&opts.state_dir)?;
     let (wal, replay) = Wal::open(&opts.state_dir)?;
@@ -40,10 +38,9 @@ pub(super) fn run_inner(
             Some(Manifest::open(&p, true)?)
         }
         None if opts.retry_failed => None,
-        None => return Err(Error::Usage("--input FILE|- is required".into())),
+        None => return Err(Error::InputRequired),
     };
-    let roots =
-        Roots::new(&opts.roots, opts.max_file_size).map_err(|e| Error::Usage(e.to_string()))?;
+    let roots = Roots::new(&opts.roots, opts.max_file_size).map_err(Error::Roots)?;
 
     // Earlier manifests with lines never applied come first.
     let mut queue: Vec<Manifest> = Vec::new();
@@ -58,17 +55,17 @@ pub(super) fn run_inner(
             _ if opts.abandon_pending => abandon.push(m.clone()),
             _ => {
                 let (off, line) = m.resume_point();
-                return Err(Error::Usage(format!(
-                    "an earlier manifest is unfinished and is no longer readable as it was: {} (applied up to line {}, byte {} of {}); restore it, or rerun with --abandon-pending to drop its remaining lines (recorded in the WAL)",
-                    m.id.path, line.saturating_sub(1), off, m.id.size
-                )));
+                return Err(Error::PendingGone {
+                    path: m.id.path.clone(),
+                    applied_line: line.saturating_sub(1),
+                    offset: off,
+                    size: m.id.size,
+                });
             }
         }
     }
     if opts.from_line.is_some() && !queue.is_empty() {
-        return Err(Error::Usage(
-            "--from-line applies to one manifest, but an earlier manifest is unfinished; finish it first (run without --from-line)".into(),
-        ));
+        return Err(Error::FromLineWithPending);
     }
     // Every other manifest with failed lines: retried with --retry-failed
     // while it is still there as it was; dropped with --abandon-pending
@@ -262,11 +259,9 @@ pub(super) fn check_target(
     if recorded == *this {
         return Ok(false);
     }
-    Err(Error::Usage(format!(
-        "the state dir {} belongs to {}, but this run writes to {}; a state dir keeps the progress of one index: give each index its own --state-dir (or run against {})",
-        dir.display(),
-        describe_target(&recorded),
-        describe_target(this),
-        describe_target(&recorded),
-    )))
+    Err(Error::OtherIndex {
+        dir: dir.to_owned(),
+        recorded: describe_target(&recorded),
+        this: describe_target(this),
+    })
 }
