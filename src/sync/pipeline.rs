@@ -41,22 +41,8 @@ impl Syncer<'_> {
                 self.handle(pipe, done);
                 true
             }
-            Msg::Retry {
-                first_line,
-                last_line,
-                attempt,
-                failed,
-                error,
-                wait,
-            } => {
-                self.report(SyncEvent::Retry {
-                    first_line,
-                    last_line,
-                    attempt,
-                    failed,
-                    error,
-                    wait_secs: wait.as_secs_f64(),
-                });
+            Msg::Report(e) => {
+                self.report(e);
                 false
             }
         }
@@ -141,15 +127,8 @@ pub(super) struct Job<'m> {
 /// What workers tell the feed thread.
 pub(super) enum Msg {
     Done(Done),
-    /// `--on-error retry` is about to retry a batch.
-    Retry {
-        first_line: u64,
-        last_line: u64,
-        attempt: u32,
-        failed: usize,
-        error: String,
-        wait: Duration,
-    },
+    /// An event to report now (`--on-error retry` retrying a batch).
+    Report(SyncEvent),
 }
 
 /// A worker's answer: the planned lines and what the target
@@ -345,14 +324,14 @@ impl WorkerCtx<'_> {
                 return applied;
             }
             let wait = cap.delay(attempt, None, &mut jitter);
-            let _ = tell.send(Msg::Retry {
+            let _ = tell.send(Msg::Report(SyncEvent::Retry {
                 first_line: job.lines.first().map(|l| l.line).unwrap_or(0),
                 last_line: job.lines.last().map(|l| l.line).unwrap_or(0),
                 attempt: attempt.saturating_add(1),
                 failed,
                 error: error.unwrap_or_default(),
-                wait,
-            });
+                wait_secs: wait.as_secs_f64(),
+            }));
             std::thread::sleep(wait);
             attempt = attempt.saturating_add(1);
             if self.halt.load(Ordering::SeqCst) {
