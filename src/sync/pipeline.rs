@@ -337,8 +337,47 @@ impl WorkerCtx<'_> {
             if self.halt.load(Ordering::SeqCst) {
                 return applied;
             }
+            // Lines the index refused, planned afresh from the disk; the
+            // lines it took stay taken (a line's ops are whole: resending
+            // them changes nothing, skipping them loses nothing).
+            let refused: Vec<bool> = match &applied {
+                retry::Applied::Done(outcomes) => items
+                    .iter()
+                    .map(|it| {
+                        outcomes
+                            .get(it.ops.clone())
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|o| !o.is_ok())
+                    })
+                    .collect(),
+                retry::Applied::Fatal(_) => return applied,
+            };
             (*items, *ops) = self.plan(parser, job);
-            applied = retry::apply_with_retries(self.target, ops, self.max_retries, self.backoff);
+            let mut outcomes = vec![OpOutcome::Ok; ops.len()];
+            let resend: Vec<usize> = items
+                .iter()
+                .zip(&refused)
+                .filter(|(_, r)| **r)
+                .flat_map(|(it, _)| it.ops.clone())
+                .collect();
+            let sub: Vec<Op> = resend.iter().filter_map(|&i| ops.get(i).cloned()).collect();
+            applied = match retry::apply_with_retries(
+                self.target,
+                &sub,
+                self.max_retries,
+                self.backoff,
+            ) {
+                retry::Applied::Done(got) => {
+                    for (&i, o) in resend.iter().zip(got) {
+                        if let Some(slot) = outcomes.get_mut(i) {
+                            *slot = o;
+                        }
+                    }
+                    retry::Applied::Done(outcomes)
+                }
+                fatal => fatal,
+            };
         }
     }
 }
