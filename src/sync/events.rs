@@ -127,6 +127,13 @@ pub enum SyncEvent {
         #[serde(skip)]
         c: Counts,
     },
+    /// Failed lines of earlier runs are still outstanding (after the
+    /// summary; this run's own failures are in the summary already).
+    Outstanding {
+        outstanding_failures: u64,
+        dead_letters: u64,
+        earlier: u64,
+    },
     /// A dry run found a malformed line.
     Invalid {
         line: u64,
@@ -233,19 +240,14 @@ impl fmt::Display for SyncEvent {
                 metrics_file,
                 error,
             } => write!(f, "cannot write metrics file {metrics_file}: {error}"),
-            Summary {
-                status,
+            Summary { status, c, .. } => {
+                write!(f, "{status}: {} lines, {} indexed, {} removed, {} reconciled, {} skipped, {} failed", c.lines, c.upserted, c.deleted, c.reconciled, c.skipped, c.failed)
+            }
+            Outstanding {
                 outstanding_failures,
                 dead_letters,
-                c,
-                ..
-            } => {
-                write!(f, "{status}: {} lines, {} indexed, {} removed, {} reconciled, {} skipped, {} failed", c.lines, c.upserted, c.deleted, c.reconciled, c.skipped, c.failed)?;
-                if *outstanding_failures > 0 {
-                    write!(f, "; {outstanding_failures} failed line(s) outstanding ({dead_letters} dead letter(s)): elysiactl index failures lists them")?;
-                }
-                Ok(())
-            }
+                earlier,
+            } => write!(f, "{outstanding_failures} failed line(s) outstanding ({dead_letters} dead letter(s)), {earlier} of them from earlier runs: the index is not complete until they are applied; elysiactl index failures lists them"),
             Invalid {
                 line,
                 offset,
@@ -285,6 +287,7 @@ impl Event for SyncEvent {
             | MetricsNotWritten { .. } => "WARNING",
             NothingToRetry => "DONE",
             Summary { .. } => "SUMMARY",
+            Outstanding { .. } => "OUTSTANDING",
             Invalid { .. } => "INVALID",
             DryRun { .. } => "DRY-RUN",
         }
@@ -441,7 +444,7 @@ mod tests {
                     duration_secs: 0.5,
                     c,
                 },
-                "[SUMMARY] partially_complete: 3 lines, 2 indexed, 0 removed, 0 reconciled, 0 skipped, 1 failed; 1 failed line(s) outstanding (0 dead letter(s)): elysiactl index failures lists them",
+                "[SUMMARY] partially_complete: 3 lines, 2 indexed, 0 removed, 0 reconciled, 0 skipped, 1 failed",
                 serde_json::json!({"event": "summary", "status": "partially_complete", "outstanding_failures": 1}),
             ),
             (

@@ -351,6 +351,14 @@ impl<'a> Syncer<'a> {
             duration_secs: self.started.elapsed().as_secs_f64(),
             c,
         });
+        let earlier = outstanding.saturating_sub(c.failed);
+        if earlier > 0 {
+            self.report(SyncEvent::Outstanding {
+                outstanding_failures: outstanding,
+                dead_letters: dead,
+                earlier,
+            });
+        }
         let degraded = self.degraded.is_some();
         if degraded {
             self.report(SyncEvent::DegradedExit { degraded: true });

@@ -117,14 +117,6 @@ pub(super) fn settle(
             if let Some(kind) = kind {
                 kinds.push(kind);
                 let attempts = prior_attempts(&batch.fingerprint, it.offset) + 1;
-                // A malformed line reads the same in every run of its
-                // manifest: it is a dead letter at once (listed and
-                // outstanding, retried only by --retry-failed).
-                let attempts = if kind == FailureKind::Malformed {
-                    attempts.max(MAX_ATTEMPTS)
-                } else {
-                    attempts
-                };
                 failed_lines.push(SyncEvent::Failed {
                     line: it.line,
                     offset: it.offset,
@@ -355,13 +347,13 @@ mod tests {
                 resolved: vec![],
             },
             Case {
-                what: "a malformed line is a dead letter at once",
+                what: "a malformed line is failed like any other",
                 items: vec![failed_item(1, "", FailureKind::Malformed)],
                 outcomes: vec![],
                 prior: &no_prior,
                 earlier: vec![],
                 records: vec!["ItemFailed", "BatchDone"],
-                failed: vec![(1, FailureKind::Malformed, MAX_ATTEMPTS)],
+                failed: vec![(1, FailureKind::Malformed, 1)],
                 upserted: 0,
                 failed_count: 1,
                 resolved: vec![],

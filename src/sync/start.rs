@@ -131,11 +131,14 @@ pub(super) fn run_inner(
         })],
         &mut state,
     );
-    if bind {
-        journal(vec![Record::TargetBound(opts.target.clone())], &mut state);
-    }
     let target = match open_target().and_then(|t| t.prepare().map(|()| t)) {
-        Ok(t) => t,
+        Ok(t) => {
+            // Bound to the first index a run actually reached.
+            if bind {
+                journal(vec![Record::TargetBound(opts.target.clone())], &mut state);
+            }
+            t
+        }
         Err(e) => {
             journal(
                 vec![Record::RunFinished(RunFinished {
