@@ -7,6 +7,7 @@
 pub mod changes;
 pub mod cli;
 pub mod manifest;
+pub mod object;
 pub mod publish;
 pub mod source;
 pub mod sync;
