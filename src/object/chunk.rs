@@ -215,13 +215,11 @@ fn tidy_whitespace(bytes: &[u8], bound: usize, ranges: Vec<(usize, usize)>) -> V
             }
         }
         if let Some(prev) = out.last_mut() {
-            if let Some(ls) = last_content_line_start(bytes, prev.0, prev.1) {
-                if cur.1 - ls <= bound && !is_blank(&bytes[prev.0..ls]) {
-                    prev.1 = ls;
-                    cur.0 = ls;
-                    out.push(cur);
-                    continue;
-                }
+            if let Some(b) = take_from_prev(bytes, bound, *prev, cur.1) {
+                prev.1 = b;
+                cur.0 = b;
+                out.push(cur);
+                continue;
             }
         }
         if let Some(next) = rest.peek_mut() {
@@ -237,12 +235,25 @@ fn tidy_whitespace(bytes: &[u8], bound: usize, ranges: Vec<(usize, usize)>) -> V
     out
 }
 
-/// The start of the line holding the last content byte of `[a, b)`, if that
-/// line starts after `a`.
-fn last_content_line_start(bytes: &[u8], a: usize, b: usize) -> Option<usize> {
+/// Where a whitespace-only chunk ending at `end` may start instead, taking
+/// the end of the chunk `prev` before it: the start of `prev`'s last content
+/// line, or, if that line is longer than the bound (so it may be cut), the
+/// first position within the bound; as long as `prev` keeps content.
+fn take_from_prev(bytes: &[u8], bound: usize, prev: (usize, usize), end: usize) -> Option<usize> {
+    let (a, b) = prev;
     let z = a + bytes[a..b].iter().rposition(|&x| !is_blank_byte(x))?;
-    let nl = a + memchr::memrchr(b'\n', &bytes[a..z])?;
-    Some(nl + 1).filter(|&ls| ls > a)
+    let line_start = memchr::memrchr(b'\n', &bytes[..z]).map_or(0, |i| i + 1);
+    let at = if end - line_start <= bound {
+        line_start
+    } else {
+        let line_end = memchr(b'\n', &bytes[z..]).map_or(bytes.len(), |i| z + i + 1);
+        if line_end - line_start <= bound {
+            return None; // the line fits: it is not to be cut
+        }
+        ceil_char(bytes, line_start.max(end - bound))
+    };
+    let keeps_content = at > a && !is_blank(&bytes[a..at]);
+    (keeps_content && at <= floor_char(bytes, z) && end - at <= bound).then_some(at)
 }
 
 /// The end (after its `\n`) of the line holding the first content byte of
@@ -272,6 +283,16 @@ pub(crate) fn floor_char(bytes: &[u8], i: usize) -> usize {
         return if unit > back { q } else { i };
     }
     i
+}
+
+/// The smallest position `>= i` not strictly inside a decoding unit.
+fn ceil_char(bytes: &[u8], i: usize) -> usize {
+    let f = floor_char(bytes, i);
+    if f == i {
+        i
+    } else {
+        f + unit_len(&bytes[f..bytes.len().min(f + WIDEST_CHAR)])
+    }
 }
 
 /// The length of the decoding unit at the start of `bytes`.

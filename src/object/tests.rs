@@ -286,6 +286,32 @@ fn a_whitespace_chunk_that_cannot_merge_takes_a_neighbours_line() {
 }
 
 #[test]
+fn a_whitespace_tail_after_a_long_line_takes_the_end_of_that_line() {
+    // The long line may be cut anywhere (it does not fit), so the tail's
+    // chunk starts inside it rather than hold only newlines.
+    for tail in [17, 60, 120] {
+        let text = format!("{}\n{}", "x".repeat(300), "\n".repeat(tail));
+        let objs = checked(text.as_bytes(), 128, "a.txt");
+        for o in &objs {
+            assert!(!is_blank(o.content.as_bytes()), "tail {tail}: {objs:#?}");
+        }
+    }
+}
+
+#[test]
+fn a_whitespace_tail_follows_the_last_definition_it_fits_with() {
+    // The cut leaves content after it, at the best seam: before `fn b`,
+    // not in the blank tail nor before the closing brace.
+    let text = format!(
+        "fn a() {{\n{}}}\n\nfn b() {{\n    body();\n}}\n{}",
+        "    a();\n".repeat(6),
+        "\n".repeat(50)
+    );
+    let objs = checked(text.as_bytes(), 128, "a.rs");
+    assert_eq!(lines_after_cuts(&text, &objs), vec!["fn b() {"], "{objs:#?}");
+}
+
+#[test]
 fn a_whitespace_run_longer_than_the_bound_leaves_whitespace_chunks() {
     // Documented: no chunking without gaps can give such a run content.
     let text = format!("x\n{}y\n", "\n".repeat(1000));
