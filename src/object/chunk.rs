@@ -39,20 +39,16 @@ pub(crate) fn ranges(bytes: &[u8], bound: usize, lang: Lang) -> Vec<(usize, usiz
         return vec![(0, size)];
     }
     let bound = bound.max(WIDEST_CHAR);
-    let content_end = bytes
-        .iter()
-        .rposition(|&b| !is_blank_byte(b))
-        .map_or(0, |i| i + 1);
     let mut out = Vec::with_capacity(size / bound + 2);
     let mut start = 0;
     while size - start > bound {
-        let end = cut(bytes, start, bound, content_end, lang);
+        let end = cut(bytes, start, bound, lang);
         debug_assert!(start < end && end - start <= bound);
         out.push((start, end));
         start = end;
     }
     out.push((start, size));
-    if content_end == 0 {
+    if is_blank(bytes) {
         return out; // whitespace only: nothing to move around
     }
     tidy_whitespace(bytes, bound, out)
@@ -89,13 +85,11 @@ fn count_newlines(bytes: &[u8]) -> u64 {
 
 /// Where the chunk starting at `s` ends, given that more than `bound` bytes
 /// remain. Always in `(s, s + bound]`.
-fn cut(bytes: &[u8], s: usize, bound: usize, content_end: usize, lang: Lang) -> usize {
+fn cut(bytes: &[u8], s: usize, bound: usize, lang: Lang) -> usize {
     let w = s + bound;
     let mut line_start = s;
     let mut content_before = false;
-    // Best line end with content on both sides; with content before only.
     let mut best: Option<(u8, usize)> = None;
-    let mut best_any: Option<(u8, usize)> = None;
     let mut last_end = None;
     for nl in memchr_iter(b'\n', &bytes[s..w]) {
         let p = s + nl + 1;
@@ -105,17 +99,14 @@ fn cut(bytes: &[u8], s: usize, bound: usize, content_end: usize, lang: Lang) -> 
         if content_before {
             let leadin = !blank && lang.is_leadin(line);
             let level = seam_level(lang, blank, leadin, &bytes[p..]);
-            if best_any.is_none_or(|(l, _)| level >= l) {
-                best_any = Some((level, p));
-            }
-            if p < content_end && best.is_none_or(|(l, _)| level >= l) {
+            if best.is_none_or(|(l, _)| level >= l) {
                 best = Some((level, p));
             }
         }
         last_end = Some(p);
         line_start = p;
     }
-    if let Some((_, p)) = best.or(best_any) {
+    if let Some((_, p)) = best {
         return p;
     }
     // No line end in the window has content before it. If the line that
@@ -127,7 +118,7 @@ fn cut(bytes: &[u8], s: usize, bound: usize, content_end: usize, lang: Lang) -> 
             return p;
         }
     }
-    long_line_cut(bytes, s, w, bound, content_end, last_end)
+    long_line_cut(bytes, s, w, bound, last_end)
 }
 
 /// A cut inside the line that runs past `w` and is longer than the bound.
@@ -136,31 +127,20 @@ fn long_line_cut(
     s: usize,
     w: usize,
     bound: usize,
-    content_end: usize,
     last_end: Option<usize>,
 ) -> usize {
     let Some(first) = bytes[s..w].iter().position(|&b| !is_blank_byte(b)) else {
         // Only whitespace within reach: the chunk cannot have content.
         return last_end.unwrap_or(w);
     };
-    let lo = s + first + 1; // keep the first content byte in this chunk
-    // Leave the file's last content character to a later chunk, if possible.
-    let hi = match content_end.checked_sub(1) {
-        Some(last) if content_end <= w && floor_char(bytes, last) >= lo => floor_char(bytes, last),
-        _ => w,
-    };
-    let from = lo.max(s + bound / 2);
-    if from < hi {
-        if let Some(i) = memrchr2(b' ', b'\t', &bytes[from..hi]) {
+    let from = (s + first + 1).max(s + bound / 2); // keep content in this chunk
+    if from < w {
+        if let Some(i) = memrchr2(b' ', b'\t', &bytes[from..w]) {
             return from + i + 1;
         }
     }
-    let c = floor_char(bytes, hi);
-    if c > s {
-        c
-    } else {
-        hi
-    }
+    // With bound >= 4 the character holding `w` starts after `s`.
+    floor_char(bytes, w)
 }
 
 /// The seam strength of a cut before `next` (the rest of the file), the line
