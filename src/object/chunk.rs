@@ -122,13 +122,7 @@ fn cut(bytes: &[u8], s: usize, bound: usize, lang: Lang) -> usize {
 }
 
 /// A cut inside the line that runs past `w` and is longer than the bound.
-fn long_line_cut(
-    bytes: &[u8],
-    s: usize,
-    w: usize,
-    bound: usize,
-    last_end: Option<usize>,
-) -> usize {
+fn long_line_cut(bytes: &[u8], s: usize, w: usize, bound: usize, last_end: Option<usize>) -> usize {
     let Some(first) = bytes[s..w].iter().position(|&b| !is_blank_byte(b)) else {
         // Only whitespace within reach: the chunk cannot have content.
         return last_end.unwrap_or(w);
@@ -329,83 +323,108 @@ pub(crate) struct Lang {
 const C_COMMENTS: &[&[u8]] = &[b"//", b"/*", b"*"];
 const HASH_COMMENT: &[&[u8]] = &[b"#"];
 
+#[rustfmt::skip]
 const RUST: Lang = Lang {
     defs: &[
-        b"fn ", b"pub ", b"pub(", b"impl ", b"impl<", b"struct ", b"enum ", b"trait ",
-        b"mod ", b"type ", b"const ", b"static ", b"use ", b"async ", b"unsafe ",
-        b"extern ", b"macro_rules!",
+        b"fn ", b"pub ", b"pub(", b"impl ", b"impl<", b"struct ", b"enum ", b"trait ", b"mod ",
+        b"type ", b"const ", b"static ", b"use ", b"async ", b"unsafe ", b"extern ",
+        b"macro_rules!",
     ],
     leadins: &[b"#[", b"#!", b"//", b"/*", b"*"],
     ident_defs: false,
 };
+
+#[rustfmt::skip]
 const PYTHON: Lang = Lang {
     defs: &[b"def ", b"class ", b"async def ", b"if __name__"],
     leadins: &[b"@", b"#"],
     ident_defs: false,
 };
+
+#[rustfmt::skip]
 const GO: Lang = Lang {
     defs: &[b"func ", b"type ", b"var ", b"const ", b"import ", b"package "],
     leadins: C_COMMENTS,
     ident_defs: false,
 };
+
+#[rustfmt::skip]
 const JS: Lang = Lang {
     defs: &[
-        b"function ", b"async function ", b"class ", b"export ", b"const ", b"let ",
-        b"var ", b"interface ", b"type ", b"enum ", b"import ", b"declare ",
-        b"abstract ", b"module.exports",
+        b"function ", b"async function ", b"class ", b"export ", b"const ", b"let ", b"var ",
+        b"interface ", b"type ", b"enum ", b"import ", b"declare ", b"abstract ",
+        b"module.exports",
     ],
     leadins: &[b"//", b"/*", b"*", b"@"],
     ident_defs: false,
 };
+
+#[rustfmt::skip]
 const JVM: Lang = Lang {
     defs: &[
         b"public ", b"private ", b"protected ", b"internal ", b"class ", b"interface ",
         b"enum ", b"record ", b"abstract ", b"final ", b"static ", b"sealed ", b"data ",
-        b"object ", b"fun ", b"def ", b"val ", b"var ", b"package ", b"import ",
-        b"using ", b"namespace ", b"func ", b"struct ", b"extension ", b"protocol ",
+        b"object ", b"fun ", b"def ", b"val ", b"var ", b"package ", b"import ", b"using ",
+        b"namespace ", b"func ", b"struct ", b"extension ", b"protocol ",
     ],
     leadins: &[b"//", b"/*", b"*", b"@", b"["],
     ident_defs: false,
 };
+
+#[rustfmt::skip]
 const C: Lang = Lang {
     defs: &[b"#include", b"#define", b"#if", b"template", b"namespace "],
     leadins: &[b"//", b"/*", b"*", b"template"],
     ident_defs: true,
 };
+
+#[rustfmt::skip]
 const RUBY: Lang = Lang {
     defs: &[b"def ", b"class ", b"module ", b"require"],
     leadins: HASH_COMMENT,
     ident_defs: false,
 };
+
+#[rustfmt::skip]
 const PHP: Lang = Lang {
     defs: &[
-        b"function ", b"class ", b"public ", b"namespace ", b"use ", b"interface ",
-        b"trait ", b"abstract ", b"final ",
+        b"function ", b"class ", b"public ", b"namespace ", b"use ", b"interface ", b"trait ",
+        b"abstract ", b"final ",
     ],
     leadins: &[b"//", b"/*", b"*", b"#"],
     ident_defs: false,
 };
+
+#[rustfmt::skip]
 const SHELL: Lang = Lang {
     defs: &[b"function "],
     leadins: HASH_COMMENT,
     ident_defs: true,
 };
+
+#[rustfmt::skip]
 const MARKDOWN: Lang = Lang {
     defs: &[b"#"],
     leadins: &[],
     ident_defs: false,
 };
+
+#[rustfmt::skip]
 const INI: Lang = Lang {
     defs: &[b"["],
     leadins: &[b"#", b";"],
     ident_defs: false,
 };
+
+#[rustfmt::skip]
 const YAML: Lang = Lang {
     defs: &[b"---"],
     leadins: HASH_COMMENT,
     ident_defs: true,
 };
+
 /// Unknown extensions: blank lines and indentation only.
+#[rustfmt::skip]
 const PLAIN: Lang = Lang {
     defs: &[],
     leadins: &[],

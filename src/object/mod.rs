@@ -75,9 +75,10 @@ impl FromStr for ChunkSize {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        let n = s.trim().parse::<usize>().map_err(|_| Error::ChunkSizeNotANumber {
-            text: s.to_owned(),
-        })?;
+        let n = s
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| Error::ChunkSizeNotANumber { text: s.to_owned() })?;
         ChunkSize::new(n)
     }
 }
@@ -177,7 +178,9 @@ pub fn objects(repo: &str, path: &str, bytes: &[u8], size: ChunkSize) -> Vec<Chu
 pub enum Violation {
     #[error("a file has no objects (an empty file is one chunk [0, 0))")]
     NoObjects,
-    #[error("object {chunk}: chunk number {found}, chunkCount {count} (expected {chunk} of {expected})")]
+    #[error(
+        "object {chunk}: chunk number {found}, chunkCount {count} (expected {chunk} of {expected})"
+    )]
     Numbering {
         chunk: usize,
         found: u32,
@@ -200,7 +203,11 @@ pub enum Violation {
         size: u64,
     },
     #[error("object {chunk}: {len} bytes, over the chunk size {bound}")]
-    TooLong { chunk: usize, len: u64, bound: usize },
+    TooLong {
+        chunk: usize,
+        len: u64,
+        bound: usize,
+    },
     #[error("object {chunk}: chunk size 0 keeps one object per file, found {count}")]
     NotWholeFile { chunk: usize, count: usize },
     #[error("object {chunk}: byte {at} is inside a valid UTF-8 character")]
@@ -244,7 +251,9 @@ pub fn check(bytes: &[u8], size: ChunkSize, objs: &[ChunkObject]) -> Result<(), 
                 expected: objs.len(),
             });
         }
-        if o.repo != first.repo || o.path != first.path || o.id != chunk_id(&o.repo, &o.path, o.chunk)
+        if o.repo != first.repo
+            || o.path != first.path
+            || o.id != chunk_id(&o.repo, &o.path, o.chunk)
         {
             return Err(Violation::Identity { chunk: k });
         }

@@ -88,7 +88,10 @@ fn empty_file_is_one_empty_chunk_on_line_1() {
         check(b"", size, &objs).expect("valid");
         assert_eq!(objs.len(), 1);
         let o = &objs[0];
-        assert_eq!((o.byte_start, o.byte_end, o.start_line, o.end_line), (0, 0, 1, 1));
+        assert_eq!(
+            (o.byte_start, o.byte_end, o.start_line, o.end_line),
+            (0, 0, 1, 1)
+        );
         assert_eq!((o.chunk, o.chunk_count, o.size), (0, 1, 0));
         assert_eq!(o.content, "");
         assert_eq!(
@@ -126,7 +129,10 @@ fn crlf_lines_are_cut_after_their_lf_and_counted_once() {
     for o in &objs {
         assert!(o.content.ends_with("\r\n"), "{:?}", o.content);
         assert!(o.content.starts_with("let"), "{:?}", o.content);
-        assert_eq!(o.end_line - o.start_line + 1, (o.byte_end - o.byte_start) / 12);
+        assert_eq!(
+            o.end_line - o.start_line + 1,
+            (o.byte_end - o.byte_start) / 12
+        );
     }
     assert_eq!(objs.last().map(|o| o.end_line), Some(50));
 }
@@ -191,7 +197,11 @@ fn a_1_mib_single_line_is_cut_into_chunks_within_the_bound() {
     assert!(objs.len() >= 256 && objs.len() <= 260, "{}", objs.len());
     // Cut after a space wherever the window's second half has one.
     for o in &objs[..objs.len() - 1] {
-        assert!(o.content.ends_with(' '), "{:?}", &o.content[o.content.len() - 10..]);
+        assert!(
+            o.content.ends_with(' '),
+            "{:?}",
+            &o.content[o.content.len() - 10..]
+        );
         assert_eq!((o.start_line, o.end_line), (1, 1));
     }
     // Without spaces: full chunks at character boundaries.
@@ -278,7 +288,12 @@ fn trailing_whitespace_joins_the_last_content_chunk() {
 fn a_whitespace_chunk_that_cannot_merge_takes_a_neighbours_line() {
     // Each content line fits, so cuts stay at line ends; the blank run
     // after the full first chunk fits with the last line of it.
-    let text = format!("{}{}{}", "    0123456789a\n".repeat(8), "\n".repeat(100), "z".repeat(120));
+    let text = format!(
+        "{}{}{}",
+        "    0123456789a\n".repeat(8),
+        "\n".repeat(100),
+        "z".repeat(120)
+    );
     let objs = checked(text.as_bytes(), 128, "a.txt");
     for o in &objs {
         assert!(!is_blank(o.content.as_bytes()), "{objs:#?}");
@@ -308,7 +323,11 @@ fn a_whitespace_tail_follows_the_last_definition_it_fits_with() {
         "\n".repeat(50)
     );
     let objs = checked(text.as_bytes(), 128, "a.rs");
-    assert_eq!(lines_after_cuts(&text, &objs), vec!["fn b() {"], "{objs:#?}");
+    assert_eq!(
+        lines_after_cuts(&text, &objs),
+        vec!["fn b() {"],
+        "{objs:#?}"
+    );
 }
 
 #[test]
@@ -336,11 +355,17 @@ fn the_language_is_picked_by_extension_ignoring_case() {
 #[test]
 fn floor_char_steps_back_only_out_of_valid_characters() {
     let b = "a€b".as_bytes(); // 'a' e2 82 ac 'b'
-    assert_eq!((0..=5).map(|i| floor_char(b, i)).collect::<Vec<_>>(), [0, 1, 1, 1, 4, 5]);
+    assert_eq!(
+        (0..=5).map(|i| floor_char(b, i)).collect::<Vec<_>>(),
+        [0, 1, 1, 1, 4, 5]
+    );
     // A truncated "€" is one U+FFFD: kept whole too. Stray continuation
     // bytes are one U+FFFD each.
     let b = b"a\xe2\x82b\x82\x82";
-    assert_eq!((0..=6).map(|i| floor_char(b, i)).collect::<Vec<_>>(), [0, 1, 1, 3, 4, 5, 6]);
+    assert_eq!(
+        (0..=6).map(|i| floor_char(b, i)).collect::<Vec<_>>(),
+        [0, 1, 1, 3, 4, 5, 6]
+    );
 }
 
 // --- check rejects what breaks the contract --------------------------------
@@ -401,7 +426,10 @@ fn check_rejects_each_kind_of_broken_object() {
             let n = broken.len() as u32;
             broken.iter_mut().for_each(|o| o.chunk_count = n);
         }
-        assert!(check(&bytes, size, &broken).is_err(), "check accepted: {what}");
+        assert!(
+            check(&bytes, size, &broken).is_err(),
+            "check accepted: {what}"
+        );
     }
     check(&bytes, size, &objs).expect("the unbroken objects pass");
 }
@@ -532,7 +560,9 @@ fn path() -> impl Strategy<Value = &'static str> {
 
 /// Every line (with its `\n`) is at most `bound` bytes.
 fn every_line_fits(bytes: &[u8], bound: usize) -> bool {
-    bytes.split_inclusive(|&b| b == b'\n').all(|l| l.len() <= bound)
+    bytes
+        .split_inclusive(|&b| b == b'\n')
+        .all(|l| l.len() <= bound)
 }
 
 proptest! {
