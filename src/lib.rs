@@ -8,6 +8,7 @@ pub mod changes;
 pub mod cli;
 pub mod exit;
 pub mod manifest;
+pub mod object;
 pub mod publish;
 pub mod report;
 pub mod source;
