@@ -17,6 +17,7 @@ pub mod metrics;
 mod permits;
 mod pipeline;
 pub mod plan;
+mod queue;
 pub mod retry;
 mod session;
 mod settle;
@@ -40,6 +41,7 @@ use crate::wal::{self, *};
 use dry_run::*;
 use permits::*;
 use pipeline::*;
+use queue::*;
 use session::*;
 use start::*;
 

@@ -42,58 +42,23 @@ pub(super) fn run_inner(
     };
     let roots = Roots::new(&opts.roots, opts.max_file_size).map_err(Error::Roots)?;
 
-    // Earlier manifests with lines never applied come first.
-    let mut queue: Vec<Manifest> = Vec::new();
-    let mut abandon: Vec<ManifestProgress> = Vec::new();
-    let is_current = |id: &ManifestId| current.as_ref().is_some_and(|c| c.id.same_content(id));
-    for m in replay.state.unfinished() {
-        if is_current(&m.id) {
-            continue;
-        }
-        match Manifest::open(&manifest::path_of_stored(&m.id.path), m.id.spooled) {
-            Ok(old) if old.id.same_content(&m.id) => queue.push(old),
-            _ if opts.abandon_pending => abandon.push(m.clone()),
-            _ => {
-                let (off, line) = m.resume_point();
-                return Err(Error::PendingGone {
-                    path: m.id.path.clone(),
-                    applied_line: line.saturating_sub(1),
-                    offset: off,
-                    size: m.id.size,
-                });
-            }
-        }
-    }
-    if opts.from_line.is_some() && !queue.is_empty() {
-        return Err(Error::FromLineWithPending);
-    }
-    // Every other manifest with failed lines: retried with --retry-failed
-    // while it is still there as it was; dropped with --abandon-pending
-    // once it is gone or changed (its failures can never be retried).
-    if opts.retry_failed || opts.abandon_pending {
-        for m in &replay.state.manifests {
-            let queued = queue.iter().any(|q| q.id.same_content(&m.id))
-                || is_current(&m.id)
-                || abandon.iter().any(|a| a.id.same_content(&m.id));
-            if queued || m.abandoned || m.failed.is_empty() {
-                continue;
-            }
-            match Manifest::open(&manifest::path_of_stored(&m.id.path), m.id.spooled) {
-                Ok(old) if old.id.same_content(&m.id) => {
-                    if opts.retry_failed {
-                        queue.push(old);
-                    }
-                }
-                _ if opts.abandon_pending => abandon.push(m.clone()),
-                _ => reporter.report(&SyncEvent::FailuresUnretriable {
-                    manifest: m.id.path.clone(),
-                    failed: m.failed.len(),
-                }),
-            }
-        }
-    }
-    if let Some(c) = current {
-        queue.push(c);
+    let open = |m: &ManifestProgress| {
+        Manifest::open(&manifest::path_of_stored(&m.id.path), m.id.spooled)
+            .ok()
+            .filter(|old| old.id.same_content(&m.id))
+    };
+    let choice = Choice {
+        abandon_pending: opts.abandon_pending,
+        retry_failed: opts.retry_failed,
+        from_line: opts.from_line.is_some(),
+    };
+    let Queue {
+        run: queue,
+        abandon,
+        unretriable,
+    } = plan_queue(&replay.state, current, choice, &open)?;
+    for e in &unretriable {
+        reporter.report(e);
     }
     if queue.is_empty() {
         reporter.report(&SyncEvent::NothingToRetry);
