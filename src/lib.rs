@@ -11,4 +11,5 @@ pub mod publish;
 pub mod source;
 pub mod sync;
 pub mod target;
+pub mod util;
 pub mod wal;
