@@ -455,7 +455,7 @@ pub fn document(repo: &str, path: &str, bytes: &[u8]) -> Document {
 /// [`document`] taking the bytes: valid UTF-8 (nearly every source file)
 /// becomes the content without a copy; anything else is converted lossily.
 pub fn document_from(repo: &str, path: &str, bytes: Vec<u8>) -> Document {
-    let content_sha256 = crate::wal::record::hex(&Sha256::digest(&bytes));
+    let content_sha256 = crate::util::hex(&Sha256::digest(&bytes));
     let size = bytes.len() as u64;
     let content = match String::from_utf8(bytes) {
         Ok(s) => s,

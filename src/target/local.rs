@@ -90,7 +90,7 @@ pub fn index_dir(state_dir: &Path) -> PathBuf {
 /// Open (or create) the index of a state dir.
 fn open_index(state_dir: &Path) -> Result<(Index, Fields), Error> {
     let dir = index_dir(state_dir);
-    crate::wal::create_private_dir(&dir).map_err(|e| fatal("create directory", e))?;
+    crate::util::create_private_dir(&dir).map_err(|e| fatal("create directory", e))?;
     let (schema, fields) = schema();
     let mmap = MmapDirectory::open(&dir).map_err(|e| fatal("open directory", e))?;
     let index = Index::open_or_create(mmap, schema).map_err(|e| fatal("open", e))?;

@@ -11,6 +11,8 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 
 use super::state::{State, StateV1};
+/// Moved to [`crate::util`]; re-exported for the callers that still name it here.
+pub use crate::util::hex;
 
 /// Which manifest a record is about: its path when first seen, its size and a
 /// SHA-256 fingerprint of its size, first MiB and last MiB. Progress is keyed
@@ -34,16 +36,6 @@ impl ManifestId {
     pub fn short(&self) -> String {
         hex(&self.fingerprint[..6])
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
 }
 
 /// A byte range of the manifest, with the line numbers (1-based) of its first
