@@ -1,6 +1,6 @@
 //! The write-ahead log: an append-only series of segment files under
 //! `<state-dir>/wal/`, each record framed with its length and CRCs
-//! ([`format`]), each payload a bincode-encoded [`Record`].
+//! ([`format`](mod@format)), each payload a bincode-encoded [`Record`].
 //!
 //! Invariants:
 //! - A record is acknowledged only after `fdatasync` of its segment; a new
@@ -20,9 +20,9 @@
 //!   appends until reopened (an fsync is never retried: the kernel may have
 //!   dropped the dirty pages it failed to write).
 //!
-//! Rooms: [`format`] (framing, no I/O), [`record`] (payloads), [`state`]
-//! (what replaying records builds), [`read`] (recovery and replay),
-//! `writer` ([`Wal`], the appending side), `error` ([`Error`] and
+//! Rooms: [`format`](mod@format) (framing, no I/O), [`record`] (payloads),
+//! [`state`] (what replaying records builds), [`read`] (recovery and
+//! replay), `writer` ([`Wal`], the appending side), `error` ([`Error`] and
 //! [`IoOp`]), [`storage`] (the file I/O trait and its fault model).
 
 mod error;

@@ -33,7 +33,7 @@ fn prealloc_target(need: u64, allocated: u64) -> u64 {
 
 /// The appending side of the log. One per state dir, under its lock.
 ///
-/// Generic over its file I/O ([`storage::Storage`]) so tests can run it on
+/// Generic over its file I/O ([`Storage`]) so tests can run it on
 /// a disk model that loses unsynced bytes and fails on purpose.
 pub struct Wal<S: Storage = Fs> {
     storage: S,

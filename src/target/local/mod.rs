@@ -9,13 +9,13 @@
 //! returning `Ok` means the batch survives a crash or a power cut. Files a
 //! killed commit left behind are collected when the next writer opens.
 //!
-//! `index export` and `search` read through [`ReadOnlyDir`]: nothing is
+//! `index export` and `search` read through a read-only directory: nothing is
 //! created, written or deleted, so they work on a read-only state dir and
 //! while a sync writes. A state dir without an index is an error
 //! ([`ReadError::NoIndex`]), never an empty answer.
 //!
 //! This file holds the writing side ([`LocalIndex`], the sync target);
-//! [`read`] the reading side (`index export`, `search`), which shares only
+//! `read` the reading side (`index export`, `search`), which shares only
 //! the schema.
 
 mod read;
