@@ -6,8 +6,11 @@
 
 pub mod changes;
 pub mod cli;
+pub mod exit;
 pub mod manifest;
+pub mod object;
 pub mod publish;
+pub mod report;
 pub mod source;
 pub mod sync;
 pub mod target;

@@ -354,16 +354,15 @@ fn status_reports_progress_resume_position_and_pending_manifests() {
     assert_eq!(st["pending_manifests"].as_array().unwrap().len(), 1);
     assert!(st["last_successful_run"].is_null());
 
-    // The next run resumes at line 3; the malformed line (the same bytes
-    // in every run) is a dead letter, kept and outstanding, not retried.
+    // The next run resumes at line 3 and retries the failed line.
     let out = sync(&m, &root, &state, &["--batch-size", "2"]);
-    assert_eq!(out.status.code(), Some(1), "the bad line is outstanding");
+    assert_eq!(out.status.code(), Some(1), "the bad line still fails");
     let err = text(&out.stderr);
     assert!(
         err.contains("[RESUME]") && err.contains("from line 3"),
         "{err}"
     );
-    assert!(err.contains("1 dead letter(s)"), "{err}");
+    assert!(err.contains("[RETRIED] Line 2-2"), "{err}");
     let st = status(&state);
     assert_eq!(st["status"], "partially_complete");
     assert!(st["next_resume_position"].is_null());
@@ -514,11 +513,10 @@ fn a_new_manifest_first_finishes_the_unfinished_one_or_refuses() {
     // A new manifest finishes the old one first.
     let out = sync(&new, &root, &state, &[]);
     let err = text(&out.stderr);
-    // The old manifest's bad line is a dead letter (malformed lines read
-    // the same in every run): kept, outstanding, so exit 1.
+    // The old manifest's bad line is retried first and still fails.
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("old.jsonl: from line 2"), "{err}");
-    assert!(err.contains("1 dead letter(s)"), "{err}");
+    assert!(err.contains("[FAILED] line 1 (byte 0)"), "{err}");
     let paths = exported_paths(&state);
     assert_eq!(paths, vec!["A/README.md", "B/lib.rs"]);
 

@@ -133,9 +133,7 @@ fn failed_items_are_retried_by_later_runs_then_kept_as_dead_letters() {
     }
     let list = sync::status::failures(&state).unwrap();
     assert_eq!(list.len(), 2);
-    assert!(list
-        .iter()
-        .all(|f| f["attempts"] == 5 && f["dead_letter"] == true));
+    assert!(list.iter().all(|f| f.attempts == 5 && f.dead_letter));
     // Run 6: both are dead letters now, kept and listed but not retried.
     let (code, log) = run_with(&opts, &t);
     assert!(

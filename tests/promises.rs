@@ -386,3 +386,50 @@ fn a_state_dir_refuses_a_run_against_another_index() {
     let (code, err) = sync_ok(&manifest, &root, &state, &[]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn every_stderr_line_of_changes_is_json_under_log_format_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repos");
+    let repo = root.join("r");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("a.txt"), "a\n").unwrap();
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "one"]);
+    // An empty root beside it (an EMPTY-ROOT line) and, second, a root
+    // that is itself a repository (the fatal line).
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let state = dir.path().join("state");
+    let out_file = dir.path().join("c.jsonl");
+    for roots in [vec![&root, &empty], vec![&repo]] {
+        let mut args = vec!["changes", "--log-format", "json", "--state-dir"];
+        args.push(state.to_str().unwrap());
+        args.extend(["--output", out_file.to_str().unwrap()]);
+        for r in &roots {
+            args.extend(["--root", r.to_str().unwrap()]);
+        }
+        let out = run(&args);
+        let err = text(&out.stderr);
+        assert!(!err.trim().is_empty(), "{roots:?}: nothing on stderr");
+        for line in err.lines() {
+            let v: Result<serde_json::Value, _> = serde_json::from_str(line);
+            assert!(v.is_ok(), "{roots:?}: not JSON: {line}");
+        }
+    }
+}

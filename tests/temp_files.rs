@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use csupport::gitrepo::Repo;
-use elysiactl::changes::ChangesArgs;
+use elysiactl::cli::args::ChangesArgs;
 use support::*;
 
 const VICTIM: &str = "precious, not yours to write\n";
@@ -44,6 +44,7 @@ fn changes_args(root: &Path, output: &Path) -> ChangesArgs {
         pull: false,
         jobs: 1,
         keep_missing: false,
+        log_format: elysiactl::cli::args::LogFormatArg::Text,
     }
 }
 

@@ -93,3 +93,43 @@ fn a_collection_deleted_mid_run_ends_the_run_with_exit_3_under_every_on_error() 
         assert_eq!(st["status"], "failed", "{st}");
     }
 }
+
+#[test]
+fn on_error_retry_lines_name_the_error_and_the_wait() {
+    let Shared { root, manifest, .. } = shared_workload(200);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let si = Standin::start(Config {
+        record: false,
+        ..Config::default()
+    })
+    .unwrap();
+    si.set_faults(Faults {
+        p_object_fail: 0.3,
+        ..Faults::default()
+    });
+    let cmd = sync_command_verbose(
+        &si.url(),
+        &root,
+        &state,
+        &manifest,
+        &[
+            "--on-error",
+            "retry",
+            "--max-retries",
+            "0",
+            "--batch-size",
+            "20",
+        ],
+    );
+    let (code, err) = run_to_end(cmd, Duration::from_secs(120));
+    assert_eq!(code, 0, "{err}");
+    let retry = err
+        .lines()
+        .find(|l| l.starts_with("[RETRY]"))
+        .unwrap_or_else(|| panic!("no [RETRY] line: {err}"));
+    assert!(retry.contains("refused by the index ("), "{retry}");
+    assert!(retry.to_ascii_lowercase().contains("rate limit"), "{retry}");
+    assert!(retry.contains("retrying the batch in "), "{retry}");
+    assert!(retry.contains("attempt 1"), "{retry}");
+}

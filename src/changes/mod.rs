@@ -26,7 +26,6 @@
 //! manifest lines and their counting writer), `report` (what a run did),
 //! `pull` (`--pull`), `git` (running git and decoding its output).
 
-mod args;
 mod discover;
 mod git;
 mod lines;
@@ -41,7 +40,6 @@ use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-pub use args::{exit_code, ChangesArgs};
 use discover::{discover, shown_roots, RepoDir};
 pub use git::{redact_url_credentials, GitError};
 use lines::{Changeset, ChangesetLine, Lines};
@@ -80,6 +78,15 @@ impl ChangesOptions {
             git: OsString::from("git"),
         }
     }
+}
+
+/// Where [`write_manifest`] puts the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    /// Replaced atomically ([`output::AtomicFile`]), so the sync never reads
+    /// half a manifest.
+    File(PathBuf),
 }
 
 /// A failure of the whole run. Per-repository problems are not errors: they
@@ -149,6 +156,32 @@ impl Error {
 /// commit is applied. `changes` treats it like no base at all (a repository
 /// that comes back is listed in full) and does not prune it again.
 pub const GONE: &str = "";
+
+/// [`run`], writing the manifest to `output`. A file is published even when
+/// some repositories failed (their lines are simply absent or incomplete,
+/// and their bases do not advance); it is not published when the run fails
+/// as a whole.
+pub fn write_manifest(
+    opts: &ChangesOptions,
+    output: &Output,
+    log: &mut dyn Write,
+) -> Result<ChangesReport, Error> {
+    match output {
+        Output::Stdout => {
+            let stdout = io::stdout();
+            let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+            let report = run(opts, &mut out, log)?;
+            out.flush().map_err(Error::Output)?;
+            Ok(report)
+        }
+        Output::File(path) => {
+            let mut file = output::AtomicFile::create(path).map_err(Error::Output)?;
+            let report = run(opts, &mut file, log)?;
+            file.commit().map_err(Error::Output)?;
+            Ok(report)
+        }
+    }
+}
 
 /// Scan the roots and write the manifest to `out`; human-readable progress,
 /// warnings and failures go to `log`.

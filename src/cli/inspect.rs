@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use super::args::InspectArgs;
+use crate::exit::Exit;
 use crate::sync::status::counts_json;
 use crate::wal::{self, hex, LogRead, Place, Record, State};
 
@@ -150,29 +152,60 @@ fn one_line(v: &Value) -> String {
     }
 }
 
-/// Dump the log. Returns the exit code: 0 when every record decodes (a torn
-/// tail is reported but is the normal trace of a crash), 3 on corruption.
+/// What `wal inspect` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every record decodes (a torn tail is reported but is the normal
+    /// trace of a crash).
+    Clean,
+    /// A record before the tail is damaged, or the log does not begin where
+    /// replay begins.
+    Corrupt,
+    /// The log could not be read at all.
+    Unreadable,
+}
+
+/// `wal inspect`: the state dir's log, or the segment file or WAL
+/// directory given instead, on stdout.
+pub fn run(args: InspectArgs) -> Exit {
+    let path = args
+        .file
+        .unwrap_or_else(|| super::state_dir(args.state_dir));
+    let mut stdout = std::io::stdout().lock();
+    exit(&inspect(&path, args.json, args.verify, &mut stdout))
+}
+
+/// The one place `wal inspect` decides its exit. stdout gone (a closed
+/// pipe) is fatal, with nowhere to say so.
+fn exit(outcome: &std::io::Result<Verdict>) -> Exit {
+    match outcome {
+        Ok(Verdict::Clean) => Exit::Ok,
+        Ok(Verdict::Corrupt | Verdict::Unreadable) | Err(_) => Exit::Fatal,
+    }
+}
+
+/// Dump the log, and judge it.
 pub fn inspect(
     path: &Path,
     as_json: bool,
     verify: bool,
     out: &mut dyn Write,
-) -> std::io::Result<u8> {
+) -> std::io::Result<Verdict> {
     let shown = match shown(path) {
         Ok(s) => s,
         Err(e) if e.is_corrupt() => {
             writeln!(out, "CORRUPT: {e}")?;
-            return Ok(3);
+            return Ok(Verdict::Corrupt);
         }
         Err(e) => {
             writeln!(out, "error: {e}")?;
-            return Ok(3);
+            return Ok(Verdict::Unreadable);
         }
     };
     let segments = shown.segments();
     if segments.is_empty() {
         writeln!(out, "no WAL segments under {}", path.display())?;
-        return Ok(0);
+        return Ok(Verdict::Clean);
     }
     if let (Shown::Log(log), false) = (&shown, as_json) {
         for old in log.superseded() {
@@ -227,14 +260,14 @@ pub fn inspect(
             }
             Err(e) => {
                 writeln!(out, "CORRUPT: {e}")?;
-                return Ok(3);
+                return Ok(Verdict::Corrupt);
             }
         }
     }
     if let Shown::Log(log) = &shown {
         if let Err(e) = log.check_beginning() {
             writeln!(out, "CORRUPT: {e}")?;
-            return Ok(3);
+            return Ok(Verdict::Corrupt);
         }
     }
     if verify {
@@ -244,5 +277,5 @@ pub fn inspect(
             segments.len()
         )?;
     }
-    Ok(0)
+    Ok(Verdict::Clean)
 }

@@ -7,25 +7,20 @@ use super::*;
 pub(super) fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Error> {
     let path = match &opts.input {
         Some(Input::File(p)) => p.clone(),
-        Some(Input::Stdin) => return Err(Error::Usage(
-            "--dry-run reads a file; it does not spool stdin (write the manifest to a file first)"
-                .into(),
-        )),
-        None => return Err(Error::Usage("--dry-run needs --input FILE".into())),
+        Some(Input::Stdin) => return Err(Error::DryRunStdin),
+        None => return Err(Error::DryRunNeedsInput),
     };
     let m = Manifest::open(&path, false)?;
-    let roots =
-        Roots::new(&opts.roots, opts.max_file_size).map_err(|e| Error::Usage(e.to_string()))?;
+    let roots = Roots::new(&opts.roots, opts.max_file_size).map_err(Error::Roots)?;
     let state = wal::replay(&opts.state_dir)
         .map(|r| r.state)
         .unwrap_or_default();
     let (start, line) = match opts.from_line {
         Some(n) => (
-            m.offset_of_line(n).ok_or_else(|| {
-                Error::Usage(format!(
-                    "--from-line {n}: past the end of {}",
-                    path.display()
-                ))
+            m.offset_of_line(n).ok_or_else(|| Error::FromLinePastEnd {
+                line: n,
+                path: path.clone(),
+                lines: m.count_lines(),
             })?,
             n,
         ),
@@ -53,13 +48,12 @@ pub(super) fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Err
                 counts: c, reason, ..
             } => {
                 counts.add_all(&c);
-                emit(
-                    log,
-                    opts.log_format,
-                    "INVALID",
-                    &format!("line {} (byte {}): {reason}", raw.line, raw.offset),
-                    serde_json::json!({"line": raw.line, "offset": raw.offset, "reason": reason}),
-                );
+                let e = SyncEvent::Invalid {
+                    line: raw.line,
+                    offset: raw.offset,
+                    reason,
+                };
+                crate::report::write(log, opts.log_format, &e);
             }
         }
         since_release += raw.end - raw.offset;
@@ -68,22 +62,25 @@ pub(super) fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Err
             since_release = 0;
         }
     }
-    emit(
-        log,
-        opts.log_format,
-        "DRY-RUN",
-        &format!(
-            "from line {line} (byte {start}): {} lines: {} add, {} update, {} delete, {} rename, {} changeset, {} prune, {} invalid; nothing written",
-            counts.lines, counts.add, counts.update, counts.delete, counts.rename, counts.changeset, counts.prune, counts.failed
-        ),
-        serde_json::json!({"from_line": line, "offset": start, "counts": status::counts_json(&counts)}),
-    );
+    let e = SyncEvent::DryRun {
+        from_line: line,
+        offset: start,
+        counts: status::counts_json(&counts),
+        c: counts,
+    };
+    crate::report::write(log, opts.log_format, &e);
     Ok(Report {
-        exit_code: if counts.failed > 0 { 1 } else { 0 },
+        exit_code: if counts.failed > 0 {
+            Exit::Partial
+        } else {
+            Exit::Ok
+        }
+        .code(),
         status: None,
         counts,
         degraded: false,
         message: None,
+        cause: None,
         metrics: None,
     })
 }

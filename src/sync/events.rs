@@ -1,31 +1,368 @@
-//! How a run reports: `[TAG] message` text lines or JSON objects on
-//! stderr, and the progress bar on a terminal.
+//! What a sync reports, as typed events ([`SyncEvent`]); the text line and
+//! the JSON object of each come from the same value ([`crate::report`]).
+//! The session reports through [`Reporter`], which also keeps the progress
+//! bar on a terminal (lines are printed above it; batch lines advance it).
+
+use std::fmt;
+
+use serde::Serialize;
 
 use super::*;
+use crate::report::{self, Event};
 
-/// Write one event: `[TAG] message` as text, or a JSON object.
-pub fn emit(
-    log: &mut dyn Write,
-    format: LogFormat,
-    tag: &str,
-    message: &str,
-    fields: serde_json::Value,
-) {
-    match format {
-        LogFormat::Text => {
-            let _ = writeln!(log, "[{tag}] {message}");
-        }
-        LogFormat::Json => {
-            let mut obj = serde_json::Map::new();
-            obj.insert("ts_ms".into(), now_ms().into());
-            obj.insert("event".into(), tag.to_ascii_lowercase().into());
-            obj.insert("message".into(), message.into());
-            if let serde_json::Value::Object(extra) = fields {
-                obj.extend(extra);
+/// Everything `index sync` says on stderr.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum SyncEvent {
+    /// Recovery dropped a torn final WAL record.
+    Recovered {
+        segment: String,
+        offset: u64,
+        #[serde(skip)]
+        dropped_bytes: u64,
+        #[serde(skip)]
+        reason: String,
+    },
+    /// A manifest is resumed (or its failed lines retried).
+    Resume {
+        manifest: String,
+        offset: u64,
+        line: u64,
+        retrying: usize,
+        dead_letters: usize,
+        #[serde(skip)]
+        note_dead: bool,
+    },
+    /// A completely applied manifest, given again, is applied again.
+    Restart { manifest: String, lines: u64 },
+    /// `--abandon-pending` dropped a manifest's remaining and failed lines.
+    Abandoned {
+        manifest: String,
+        remaining_lines: u64,
+        failed_lines: usize,
+    },
+    /// A batch was recorded (`retried`: of the failed-lines pass).
+    Batch {
+        #[serde(skip)]
+        retried: bool,
+        /// Manifest lines the batch covered (blank ones included): what
+        /// the bar advances by.
+        #[serde(skip)]
+        lines: u64,
+        first_line: u64,
+        last_line: u64,
+        success: u64,
+        failed: u64,
+        #[serde(skip)]
+        stopping: bool,
+    },
+    /// One line failed.
+    Failed {
+        line: u64,
+        offset: u64,
+        repo: String,
+        path: String,
+        reason: String,
+        kind: &'static str,
+    },
+    /// `--on-error retry` retries a batch.
+    Retry {
+        first_line: u64,
+        last_line: u64,
+        attempt: u32,
+        failed: usize,
+        error: String,
+        wait_secs: f64,
+    },
+    /// A batch the target refused for good: the run ends.
+    TargetFatal {
+        first_line: u64,
+        last_line: u64,
+        #[serde(skip)]
+        error: String,
+    },
+    /// The WAL could not be written: the run goes on in memory.
+    StateNotSaved {
+        #[serde(skip)]
+        error: String,
+        degraded: bool,
+    },
+    /// A WAL flush failed: never retried, the run stops.
+    FsyncFailed {
+        #[serde(skip)]
+        error: String,
+        fsync_failed: bool,
+    },
+    /// The end of a degraded run.
+    DegradedExit { degraded: bool },
+    /// Failed lines of a manifest that is gone cannot be retried.
+    FailuresUnretriable { manifest: String, failed: usize },
+    /// Nothing to do with `--retry-failed`.
+    NothingToRetry,
+    /// Compaction failed; the log is intact.
+    CompactionFailed {
+        #[serde(skip)]
+        error: String,
+    },
+    /// Where a fatal run left its hints.
+    FailedRunWritten { failed_run_file: String },
+    /// The failed-run file could not be written.
+    FailedRunNotWritten {
+        #[serde(skip)]
+        error: String,
+    },
+    /// The metrics file could not be written.
+    MetricsNotWritten {
+        metrics_file: String,
+        #[serde(skip)]
+        error: String,
+    },
+    /// The run's last line.
+    Summary {
+        status: &'static str,
+        counts: serde_json::Value,
+        outstanding_failures: u64,
+        dead_letters: u64,
+        duration_secs: f64,
+        #[serde(skip)]
+        c: Counts,
+    },
+    /// Failed lines of earlier runs are still outstanding (after the
+    /// summary; this run's own failures are in the summary already).
+    Outstanding {
+        outstanding_failures: u64,
+        dead_letters: u64,
+        earlier: u64,
+    },
+    /// A dry run found a malformed line.
+    Invalid {
+        line: u64,
+        offset: u64,
+        reason: String,
+    },
+    /// A dry run's total.
+    DryRun {
+        from_line: u64,
+        offset: u64,
+        counts: serde_json::Value,
+        #[serde(skip)]
+        c: Counts,
+    },
+    /// The run ends on an error (the process's last line).
+    Fatal {
+        #[serde(skip)]
+        message: String,
+        exit_code: u8,
+    },
+}
+
+impl fmt::Display for SyncEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use SyncEvent::*;
+        match self {
+            Recovered {
+                segment,
+                offset,
+                dropped_bytes,
+                reason,
+            } => write!(f, "dropped a torn WAL record at {segment} byte {offset} ({dropped_bytes} bytes: {reason}); the batch it described will be redone"),
+            Resume {
+                manifest,
+                offset,
+                line,
+                retrying,
+                dead_letters,
+                note_dead,
+            } => {
+                write!(f, "{manifest}: from line {line} (byte {offset}), {retrying} failed line(s) to retry")?;
+                if *note_dead && *dead_letters > 0 {
+                    write!(f, ", {dead_letters} dead letter(s) after {MAX_ATTEMPTS} attempts kept (--retry-failed retries them)")?;
+                }
+                Ok(())
             }
-            let _ = writeln!(log, "{}", serde_json::Value::Object(obj));
+            Restart { manifest, lines } => write!(f, "{manifest} ({lines} lines) was applied before; applying it again from line 1 (every line re-checked against the disk)"),
+            Abandoned {
+                manifest,
+                remaining_lines,
+                failed_lines,
+            } => write!(f, "{manifest}: {remaining_lines} lines never applied and {failed_lines} failed line(s) are dropped (--abandon-pending)"),
+            Batch {
+                first_line,
+                last_line,
+                success,
+                failed,
+                stopping,
+                ..
+            } => {
+                write!(f, "Line {first_line}-{last_line}: {success} success")?;
+                match (failed, stopping) {
+                    (0, _) => Ok(()),
+                    (n, true) => write!(f, ", {n} failed (stopping)"),
+                    (n, false) => write!(f, ", {n} failed (will retry)"),
+                }
+            }
+            Failed {
+                line,
+                offset,
+                repo,
+                path,
+                reason,
+                ..
+            } => {
+                write!(f, "line {line} (byte {offset})")?;
+                if !path.is_empty() {
+                    write!(f, " {repo}/{path}")?;
+                }
+                write!(f, ": {reason}")
+            }
+            Retry {
+                first_line,
+                last_line,
+                attempt,
+                failed,
+                error,
+                wait_secs,
+            } => write!(f, "lines {first_line}-{last_line}: {failed} item(s) refused by the index ({error}); retrying the batch in {wait_secs:.1}s (attempt {attempt}, --on-error retry)"),
+            TargetFatal {
+                first_line,
+                last_line,
+                error,
+            } => write!(f, "{error}; lines {first_line}-{last_line} not applied, the next run resumes there"),
+            StateNotSaved { error, .. } => write!(f, "STATE NOT SAVED: {error}. Continuing with in-memory state; this run will exit 3 and the next run redoes the unsaved batches (index writes are idempotent)"),
+            FsyncFailed { error, .. } => write!(f, "the WAL could not be flushed to disk ({error}); the flush is not retried and the run stops here, state saved up to the last durable batch"),
+            DegradedExit { .. } => f.write_str("the WAL could not be written during this run: progress since then is lost and will be redone next run; exiting 3"),
+            FailuresUnretriable { manifest, failed } => write!(f, "{manifest} has {failed} failed line(s) but is gone or changed, so they cannot be retried; they stay outstanding until a later line applies their files (--abandon-pending drops them)"),
+            NothingToRetry => f.write_str("no failed lines to retry"),
+            CompactionFailed { error } => write!(f, "WAL compaction failed ({error}); the log is intact and will be compacted next time"),
+            FailedRunWritten { failed_run_file } => write!(f, "state saved; details and hints in {failed_run_file}"),
+            FailedRunNotWritten { error } => write!(f, "cannot write the failed-run file: {error}"),
+            MetricsNotWritten {
+                metrics_file,
+                error,
+            } => write!(f, "cannot write metrics file {metrics_file}: {error}"),
+            Summary { status, c, .. } => {
+                write!(f, "{status}: {} lines, {} indexed, {} removed, {} reconciled, {} skipped, {} failed", c.lines, c.upserted, c.deleted, c.reconciled, c.skipped, c.failed)
+            }
+            Outstanding {
+                outstanding_failures,
+                dead_letters,
+                earlier,
+            } => write!(f, "{outstanding_failures} failed line(s) outstanding ({dead_letters} dead letter(s)), {earlier} of them from earlier runs: the index is not complete until they are applied; elysiactl index failures lists them"),
+            Invalid {
+                line,
+                offset,
+                reason,
+            } => write!(f, "line {line} (byte {offset}): {reason}"),
+            DryRun {
+                from_line,
+                offset,
+                c,
+                ..
+            } => write!(f, "from line {from_line} (byte {offset}): {} lines: {} add, {} update, {} delete, {} rename, {} changeset, {} prune, {} invalid; nothing written", c.lines, c.add, c.update, c.delete, c.rename, c.changeset, c.prune, c.failed),
+            Fatal { message, .. } => f.write_str(message),
         }
     }
+}
+
+impl Event for SyncEvent {
+    fn tag(&self) -> &'static str {
+        use SyncEvent::*;
+        match self {
+            Recovered { .. } => "RECOVERED",
+            Resume { .. } => "RESUME",
+            Restart { .. } => "RESTART",
+            Abandoned { .. } => "ABANDONED",
+            Batch { retried: true, .. } => "RETRIED",
+            Batch { retried: false, .. } => "PROCESSED",
+            Failed { .. } => "FAILED",
+            Retry { .. } => "RETRY",
+            TargetFatal { .. } | FsyncFailed { .. } | FailedRunWritten { .. } | Fatal { .. } => {
+                "FATAL"
+            }
+            StateNotSaved { .. }
+            | DegradedExit { .. }
+            | FailuresUnretriable { .. }
+            | CompactionFailed { .. }
+            | FailedRunNotWritten { .. }
+            | MetricsNotWritten { .. } => "WARNING",
+            NothingToRetry => "DONE",
+            Summary { .. } => "SUMMARY",
+            Outstanding { .. } => "OUTSTANDING",
+            Invalid { .. } => "INVALID",
+            DryRun { .. } => "DRY-RUN",
+        }
+    }
+
+    fn fields(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Reports a run's events: text or JSON lines on the log, printed above the
+/// progress bar when there is one; batch events advance the bar instead of
+/// printing (and `--quiet` drops them).
+pub struct Reporter<'a> {
+    out: &'a mut dyn Write,
+    format: LogFormat,
+    /// Print a line per batch.
+    batches: bool,
+    bar: Option<indicatif::ProgressBar>,
+    failed: u64,
+}
+
+impl<'a> Reporter<'a> {
+    pub fn new(out: &'a mut dyn Write, format: LogFormat, batches: bool) -> Self {
+        Reporter {
+            out,
+            format,
+            batches,
+            bar: None,
+            failed: 0,
+        }
+    }
+
+    /// Draw a bar of `total` lines (a terminal): rate, ETA, failures.
+    pub fn start_bar(&mut self, total: u64) {
+        self.bar = Some(progress_bar(total));
+    }
+
+    pub fn finish_bar(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    pub fn report(&mut self, e: &SyncEvent) {
+        if let SyncEvent::Batch { lines, failed, .. } = e {
+            self.failed += failed;
+            if let Some(bar) = &self.bar {
+                bar.inc(*lines);
+                if self.failed > 0 {
+                    bar.set_message(format!("{} failed", self.failed));
+                }
+                return;
+            }
+            if !self.batches {
+                return;
+            }
+        }
+        let (out, format) = (&mut *self.out, self.format);
+        match &self.bar {
+            Some(bar) => bar.suspend(|| report::write(out, format, e)),
+            None => report::write(out, format, e),
+        }
+    }
+}
+
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} lines ({per_sec}, ETA {eta}) {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
 }
 
 /// The one line a run that ends in an error prints: `elysiactl: …` as
@@ -36,12 +373,97 @@ pub fn emit_fatal(log: &mut dyn Write, format: LogFormat, message: &str, exit_co
         LogFormat::Text => {
             let _ = writeln!(log, "elysiactl: {message}");
         }
-        LogFormat::Json => emit(
+        LogFormat::Json => report::write(
             log,
             format,
-            "FATAL",
-            message,
-            serde_json::json!({"exit_code": exit_code}),
+            &SyncEvent::Fatal {
+                message: message.to_owned(),
+                exit_code,
+            },
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_event_gives_its_text_line_and_the_same_json() {
+        let c = Counts {
+            lines: 3,
+            upserted: 2,
+            failed: 1,
+            ..Counts::default()
+        };
+        let cases: Vec<(SyncEvent, &str, serde_json::Value)> = vec![
+            (
+                SyncEvent::Batch {
+                    retried: false,
+                    lines: 100,
+                    first_line: 1,
+                    last_line: 100,
+                    success: 98,
+                    failed: 2,
+                    stopping: false,
+                },
+                "[PROCESSED] Line 1-100: 98 success, 2 failed (will retry)",
+                serde_json::json!({"event": "processed", "first_line": 1, "last_line": 100, "success": 98, "failed": 2}),
+            ),
+            (
+                SyncEvent::Batch {
+                    retried: true,
+                    lines: 2,
+                    first_line: 1,
+                    last_line: 2,
+                    success: 2,
+                    failed: 0,
+                    stopping: false,
+                },
+                "[RETRIED] Line 1-2: 2 success",
+                serde_json::json!({"event": "retried", "success": 2}),
+            ),
+            (
+                SyncEvent::Failed {
+                    line: 45,
+                    offset: 4821,
+                    repo: "A".into(),
+                    path: "x.py".into(),
+                    reason: "cannot read file".into(),
+                    kind: "file_unreadable",
+                },
+                "[FAILED] line 45 (byte 4821) A/x.py: cannot read file",
+                serde_json::json!({"event": "failed", "line": 45, "offset": 4821, "repo": "A", "path": "x.py", "kind": "file_unreadable"}),
+            ),
+            (
+                SyncEvent::Summary {
+                    status: "partially_complete",
+                    counts: status::counts_json(&c),
+                    outstanding_failures: 1,
+                    dead_letters: 0,
+                    duration_secs: 0.5,
+                    c,
+                },
+                "[SUMMARY] partially_complete: 3 lines, 2 indexed, 0 removed, 0 reconciled, 0 skipped, 1 failed",
+                serde_json::json!({"event": "summary", "status": "partially_complete", "outstanding_failures": 1}),
+            ),
+            (
+                SyncEvent::Fatal {
+                    message: "boom".into(),
+                    exit_code: 3,
+                },
+                "[FATAL] boom",
+                serde_json::json!({"event": "fatal", "message": "boom", "exit_code": 3}),
+            ),
+        ];
+        for (e, text, json) in cases {
+            assert_eq!(report::text_line(&e), text);
+            let v = report::json_value(&e, 1);
+            let message = text.split_once("] ").map(|(_, m)| m).unwrap_or("");
+            assert_eq!(v["message"], message, "{text}");
+            for (k, want) in json.as_object().unwrap() {
+                assert_eq!(&v[k], want, "{text}: {k}");
+            }
+        }
     }
 }

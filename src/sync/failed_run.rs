@@ -10,37 +10,47 @@ use serde_json::json;
 /// How many failed-run files are kept.
 pub const KEEP: usize = 10;
 
-fn hints(reason: &str) -> Vec<&'static str> {
-    let r = reason.to_ascii_lowercase();
+/// Why a run was fatal, as far as the hints go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The index could not be reached.
+    TargetUnreachable,
+    /// The remote index refused for good (auth, a collection gone).
+    TargetRefused,
+    /// The embedded local index could not be written.
+    LocalIndex,
+    /// The WAL is damaged before its tail.
+    WalCorrupt,
+    /// The WAL (or the spool) could not be written: full disk, I/O error.
+    StateNotSaved,
+    Other,
+}
+
+fn hints(cause: Cause) -> Vec<&'static str> {
     let mut h = Vec::new();
-    if r.contains("unreachable") || r.contains("connect") || r.contains("weaviate") {
-        h.push(
-            "check that the index is up: curl -fsS $ELYSIACTL_WEAVIATE_URL/v1/.well-known/ready",
-        );
-        h.push("check --weaviate-url and WEAVIATE_API_KEY; the next run resumes where this one stopped");
-    }
-    if r.contains("wal corrupt") {
-        h.push("inspect the log: elysiactl wal inspect --verify --state-dir <dir>");
-        h.push("to start over, move the state dir aside; the next run re-applies its manifest (idempotent)");
-    }
-    if r.contains("no space")
-        || r.contains("enospc")
-        || r.contains("not saved")
-        || r.contains("wal")
-    {
-        h.push(
-            "free space on the state dir's filesystem (df -h); unsaved batches are redone next run",
-        );
-    }
-    if r.contains("local index") {
-        h.push("the embedded index under <state-dir>/index could not be written: check disk space and permissions");
+    match cause {
+        Cause::TargetUnreachable => {
+            h.push("check that the index is up: curl -fsS $ELYSIACTL_WEAVIATE_URL/v1/.well-known/ready");
+            h.push("check --weaviate-url and WEAVIATE_API_KEY; the next run resumes where this one stopped");
+        }
+        Cause::TargetRefused => {
+            h.push("check WEAVIATE_API_KEY and that the collection exists (elysiactl creates it at the start of a run)");
+            h.push("the next run resumes where this one stopped");
+        }
+        Cause::LocalIndex => h.push("the embedded index under <state-dir>/index could not be written: check disk space and permissions"),
+        Cause::WalCorrupt => {
+            h.push("inspect the log: elysiactl wal inspect --verify --state-dir <dir>");
+            h.push("to start over, move the state dir aside; the next run re-applies its manifest (idempotent)");
+        }
+        Cause::StateNotSaved => h.push("free space on the state dir's filesystem (df -h); unsaved batches are redone next run"),
+        Cause::Other => {}
     }
     h.push("elysiactl index sync --status shows the resume position and failed items");
     h
 }
 
 /// Write the file (atomically) and prune old ones. Returns its path.
-pub fn write(state_dir: &Path, reason: &str) -> std::io::Result<PathBuf> {
+pub fn write(state_dir: &Path, reason: &str, cause: Cause) -> std::io::Result<PathBuf> {
     let rep = crate::wal::replay(state_dir).ok();
     let state = rep.as_ref().map(|r| &r.state);
     let run = state.and_then(|s| s.last_run.clone());
@@ -65,7 +75,7 @@ pub fn write(state_dir: &Path, reason: &str) -> std::io::Result<PathBuf> {
         "next_resume_position": manifest.map(|m| m.resume_point().0),
         "next_resume_line": manifest.map(|m| m.resume_point().1),
         "failed_items": manifest.map(|m| m.failed.len()),
-        "hints": hints(reason),
+        "hints": hints(cause),
     });
     let path = state_dir.join(format!("failed-run-{id}.json"));
     let tmp = state_dir.join(format!(".failed-run-{id}.json.tmp"));
@@ -102,5 +112,24 @@ fn prune(state_dir: &Path) {
     let excess = files.len().saturating_sub(KEEP);
     for (_, p) in files.into_iter().take(excess) {
         let _ = std::fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_follow_the_cause_not_the_message() {
+        let has = |c, w: &str| hints(c).iter().any(|h| h.contains(w));
+        assert!(has(Cause::TargetUnreachable, "curl"));
+        assert!(has(Cause::WalCorrupt, "wal inspect --verify"));
+        assert!(has(Cause::StateNotSaved, "df -h"));
+        assert!(has(Cause::LocalIndex, "<state-dir>/index"));
+        assert!(has(Cause::TargetRefused, "WEAVIATE_API_KEY"));
+        assert!(!has(Cause::LocalIndex, "curl"));
+        for c in [Cause::Other, Cause::WalCorrupt] {
+            assert!(has(c, "--status"));
+        }
     }
 }

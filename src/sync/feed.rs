@@ -160,7 +160,10 @@ impl Syncer<'_> {
                 },
             );
         } else {
-            self.fatal = Some("worker threads ended unexpectedly".into());
+            self.stop_with(StopReason::Fatal(
+                "worker threads ended unexpectedly".into(),
+                failed_run::Cause::Other,
+            ));
         }
     }
 }

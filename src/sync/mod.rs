@@ -31,6 +31,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::exit::Exit;
 use crate::manifest::{self, LineParser, Manifest};
 use crate::source::Roots;
 use crate::target::{self, Op, OpOutcome, Target};
@@ -42,7 +43,8 @@ use pipeline::*;
 use session::*;
 use start::*;
 
-pub use events::{emit, emit_fatal};
+pub use crate::report::LogFormat;
+pub use events::{emit_fatal, Reporter, SyncEvent};
 pub use lock::{holder as lock_holder, LockError};
 pub use plan::Planned;
 pub use retry::Backoff;
@@ -107,15 +109,6 @@ pub struct Options {
     pub progress_bar: bool,
 }
 
-/// `--log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    /// One JSON object per event.
-    Json,
-}
-
 /// A failed line is retried by this many runs of its manifest, then kept as
 /// a dead letter (listed, not retried) until `--retry-failed`.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -131,20 +124,94 @@ pub enum Error {
     #[error("{0}")]
     Manifest(#[from] manifest::Error),
     #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
     Target(#[from] target::Error),
+    #[error("--batch-size must be at least 1")]
+    BatchSizeZero,
+    #[error("--input FILE|- is required")]
+    InputRequired,
+    #[error(
+        "--dry-run reads a file; it does not spool stdin (write the manifest to a file first)"
+    )]
+    DryRunStdin,
+    #[error("--dry-run needs --input FILE")]
+    DryRunNeedsInput,
+    #[error("cannot create state dir {}: {source}", dir.display())]
+    StateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Roots(std::io::Error),
+    #[error("--from-line {line}: {} has only {lines} lines", path.display())]
+    FromLinePastEnd {
+        line: u64,
+        path: PathBuf,
+        lines: u64,
+    },
+    #[error("--from-line applies to one manifest, but an earlier manifest is unfinished; finish it first (run without --from-line)")]
+    FromLineWithPending,
+    #[error("an earlier manifest is unfinished and is no longer readable as it was: {path} (applied up to line {applied_line}, byte {offset} of {size}); restore it, or rerun with --abandon-pending to drop its remaining lines (recorded in the WAL)")]
+    PendingGone {
+        path: String,
+        applied_line: u64,
+        offset: u64,
+        size: u64,
+    },
+    #[error("the state dir {} belongs to {recorded}, but this run writes to {this}; a state dir keeps the progress of one index: give each index its own --state-dir (or run against {recorded})", dir.display())]
+    OtherIndex {
+        dir: PathBuf,
+        recorded: String,
+        this: String,
+    },
 }
 
 impl Error {
     /// The process exit code for this error (SPEC.md).
-    pub fn exit_code(&self) -> u8 {
+    pub fn exit(&self) -> Exit {
         match self {
-            Error::Usage(_) => 2,
-            Error::Manifest(manifest::Error::Open { .. }) => 2,
-            Error::Manifest(manifest::Error::Changed { .. }) => 2,
-            _ => 3,
+            Error::BatchSizeZero
+            | Error::InputRequired
+            | Error::DryRunStdin
+            | Error::DryRunNeedsInput
+            | Error::StateDir { .. }
+            | Error::Roots(_)
+            | Error::FromLinePastEnd { .. }
+            | Error::FromLineWithPending
+            | Error::PendingGone { .. }
+            | Error::OtherIndex { .. } => Exit::Usage,
+            Error::Manifest(manifest::Error::Open { .. }) => Exit::Usage,
+            Error::Manifest(manifest::Error::Changed { .. }) => Exit::Usage,
+            _ => Exit::Fatal,
         }
+    }
+
+    /// What a fatal error was, for the failed-run file's hints; `kind` is
+    /// the target's (`local`, `weaviate`).
+    pub fn cause(&self, kind: &str) -> failed_run::Cause {
+        use failed_run::Cause;
+        match self {
+            Error::Wal(e) if e.is_corrupt() => Cause::WalCorrupt,
+            Error::Wal(_) => Cause::StateNotSaved,
+            Error::Manifest(e) if e.is_no_space() => Cause::StateNotSaved,
+            Error::Target(e) => target_cause(e, kind),
+            _ => Cause::Other,
+        }
+    }
+
+    /// [`Error::exit`] as the process's code.
+    pub fn exit_code(&self) -> u8 {
+        self.exit().code()
+    }
+}
+
+/// What a fatal target error means for the hints: unreachable, refused
+/// for good, or (the local index) not writable.
+fn target_cause(e: &target::Error, kind: &str) -> failed_run::Cause {
+    use failed_run::Cause;
+    match e {
+        target::Error::Unreachable { .. } => Cause::TargetUnreachable,
+        _ if kind == "local" => Cause::LocalIndex,
+        _ => Cause::TargetRefused,
     }
 }
 
@@ -157,6 +224,8 @@ pub struct Report {
     /// The WAL could not be written; state was kept in memory.
     pub degraded: bool,
     pub message: Option<String>,
+    /// Why a fatal run was fatal (for the failed-run file's hints).
+    pub cause: Option<failed_run::Cause>,
     /// What `--metrics-file` gets.
     pub metrics: Option<metrics::RunMetrics>,
 }
@@ -191,31 +260,29 @@ pub fn run(
     let started = std::time::Instant::now();
     let res = run_inner(opts, open_target, log);
     if !opts.dry_run {
+        use failed_run::Cause;
         let fatal = match &res {
-            Ok(r) if r.status == Some(RunStatus::Fatal) || r.degraded => {
-                Some(r.message.clone().unwrap_or_else(|| "fatal".into()))
+            Ok(r) if r.degraded => Some((r.message.clone(), Cause::StateNotSaved)),
+            Ok(r) if r.status == Some(RunStatus::Fatal) => {
+                Some((r.message.clone(), r.cause.unwrap_or(Cause::Other)))
             }
-            Err(Error::Locked(_)) | Err(Error::Usage(_)) => None,
-            Err(e) if e.exit_code() == 3 => Some(e.to_string()),
+            Err(Error::Locked(_)) => None,
+            Err(e) if e.exit() == Exit::Fatal => {
+                Some((Some(e.to_string()), e.cause(&opts.target.kind)))
+            }
             _ => None,
         };
-        if let Some(reason) = fatal {
-            match failed_run::write(&opts.state_dir, &reason) {
-                Ok(p) => emit(
-                    log,
-                    opts.log_format,
-                    "FATAL",
-                    &format!("state saved; details and hints in {}", p.display()),
-                    serde_json::json!({"failed_run_file": p.display().to_string()}),
-                ),
-                Err(e) => emit(
-                    log,
-                    opts.log_format,
-                    "WARNING",
-                    &format!("cannot write the failed-run file: {e}"),
-                    serde_json::Value::Null,
-                ),
-            }
+        if let Some((reason, cause)) = fatal {
+            let reason = reason.unwrap_or_else(|| "fatal".into());
+            let e = match failed_run::write(&opts.state_dir, &reason, cause) {
+                Ok(p) => SyncEvent::FailedRunWritten {
+                    failed_run_file: p.display().to_string(),
+                },
+                Err(e) => SyncEvent::FailedRunNotWritten {
+                    error: e.to_string(),
+                },
+            };
+            crate::report::write(log, opts.log_format, &e);
         }
     }
     if let (Some(path), false) = (&opts.metrics_file, opts.dry_run) {
@@ -232,13 +299,11 @@ pub fn run(
         };
         if let Some(m) = m {
             if let Err(e) = metrics::write(path, &m) {
-                emit(
-                    log,
-                    opts.log_format,
-                    "WARNING",
-                    &format!("cannot write metrics file {}: {e}", path.display()),
-                    serde_json::json!({"metrics_file": path.display().to_string()}),
-                );
+                let e = SyncEvent::MetricsNotWritten {
+                    metrics_file: path.display().to_string(),
+                    error: e.to_string(),
+                };
+                crate::report::write(log, opts.log_format, &e);
             }
         }
     }

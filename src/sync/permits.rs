@@ -95,7 +95,9 @@ mod tests {
 
     #[test]
     fn permits_are_served_in_ticket_order() {
-        let permits = Permits::new(2);
+        // One permit: each holder records itself while it holds it, so the
+        // record is the order the permits were handed out in.
+        let permits = Permits::new(1);
         let order = Mutex::new(Vec::new());
         std::thread::scope(|s| {
             // Spawned in reverse: each still starts in ticket order.
@@ -108,6 +110,11 @@ mod tests {
             }
         });
         assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4, 5]);
+        // Two permits: two batches are at the target at once.
+        let two = Permits::new(2);
+        let a = two.acquire(0, Vec::new());
+        let b = two.acquire(1, Vec::new());
+        drop((a, b));
     }
 
     #[test]

@@ -41,22 +41,8 @@ impl Syncer<'_> {
                 self.handle(pipe, done);
                 true
             }
-            Msg::Retry {
-                first_line,
-                last_line,
-                attempt,
-                failed,
-                error,
-                wait,
-            } => {
-                self.say(
-                "RETRY",
-                format!(
-                    "lines {first_line}-{last_line}: {failed} item(s) refused by the index ({error}); retrying the batch in {:.1}s (attempt {attempt}, --on-error retry)",
-                    wait.as_secs_f64()
-                ),
-                serde_json::json!({"first_line": first_line, "last_line": last_line, "attempt": attempt, "failed": failed, "error": error, "wait_secs": wait.as_secs_f64()}),
-                );
+            Msg::Report(e) => {
+                self.report(e);
                 false
             }
         }
@@ -70,8 +56,8 @@ impl Syncer<'_> {
         }
         let records = std::mem::take(&mut self.group);
         self.record(records);
-        for (tag, msg, fields) in std::mem::take(&mut self.group_msgs) {
-            self.say(tag, msg, fields);
+        for e in std::mem::take(&mut self.group_msgs) {
+            self.report(e);
         }
         self.maybe_write_metrics();
     }
@@ -87,8 +73,7 @@ impl Syncer<'_> {
             Outcome::ManifestChanged(e) => {
                 // What was read from the changed manifest is not applied,
                 // and the run stops (exit 2).
-                self.manifest_error.get_or_insert(e);
-                self.stopped = true;
+                self.stop_with(StopReason::ManifestChanged(e));
                 return;
             }
         };
@@ -98,14 +83,13 @@ impl Syncer<'_> {
                 let first = batch.spans.first().map(|s| s.first_line).unwrap_or(0);
                 let last = batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0);
                 let what = self.target.describe();
-                self.say(
-                    "FATAL",
-                    format!(
-                        "{what}: {e}; lines {first}-{last} not applied, the next run resumes there"
-                    ),
-                    serde_json::json!({"first_line": first, "last_line": last}),
-                );
-                self.fatal = Some(format!("{what}: {e}"));
+                self.report(SyncEvent::TargetFatal {
+                    first_line: first,
+                    last_line: last,
+                    error: format!("{what}: {e}"),
+                });
+                let cause = target_cause(&e, &self.opts.target.kind);
+                self.stop_with(StopReason::Fatal(format!("{what}: {e}"), cause));
                 return;
             }
         };
@@ -143,15 +127,8 @@ pub(super) struct Job<'m> {
 /// What workers tell the feed thread.
 pub(super) enum Msg {
     Done(Done),
-    /// `--on-error retry` is about to retry a batch.
-    Retry {
-        first_line: u64,
-        last_line: u64,
-        attempt: u32,
-        failed: usize,
-        error: String,
-        wait: Duration,
-    },
+    /// An event to report now (`--on-error retry` retrying a batch).
+    Report(SyncEvent),
 }
 
 /// A worker's answer: the planned lines and what the target
@@ -347,21 +324,60 @@ impl WorkerCtx<'_> {
                 return applied;
             }
             let wait = cap.delay(attempt, None, &mut jitter);
-            let _ = tell.send(Msg::Retry {
+            let _ = tell.send(Msg::Report(SyncEvent::Retry {
                 first_line: job.lines.first().map(|l| l.line).unwrap_or(0),
                 last_line: job.lines.last().map(|l| l.line).unwrap_or(0),
                 attempt: attempt.saturating_add(1),
                 failed,
                 error: error.unwrap_or_default(),
-                wait,
-            });
+                wait_secs: wait.as_secs_f64(),
+            }));
             std::thread::sleep(wait);
             attempt = attempt.saturating_add(1);
             if self.halt.load(Ordering::SeqCst) {
                 return applied;
             }
+            // Lines the index refused, planned afresh from the disk; the
+            // lines it took stay taken (a line's ops are whole: resending
+            // them changes nothing, skipping them loses nothing).
+            let refused: Vec<bool> = match &applied {
+                retry::Applied::Done(outcomes) => items
+                    .iter()
+                    .map(|it| {
+                        outcomes
+                            .get(it.ops.clone())
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|o| !o.is_ok())
+                    })
+                    .collect(),
+                retry::Applied::Fatal(_) => return applied,
+            };
             (*items, *ops) = self.plan(parser, job);
-            applied = retry::apply_with_retries(self.target, ops, self.max_retries, self.backoff);
+            let mut outcomes = vec![OpOutcome::Ok; ops.len()];
+            let resend: Vec<usize> = items
+                .iter()
+                .zip(&refused)
+                .filter(|(_, r)| **r)
+                .flat_map(|(it, _)| it.ops.clone())
+                .collect();
+            let sub: Vec<Op> = resend.iter().filter_map(|&i| ops.get(i).cloned()).collect();
+            applied = match retry::apply_with_retries(
+                self.target,
+                &sub,
+                self.max_retries,
+                self.backoff,
+            ) {
+                retry::Applied::Done(got) => {
+                    for (&i, o) in resend.iter().zip(got) {
+                        if let Some(slot) = outcomes.get_mut(i) {
+                            *slot = o;
+                        }
+                    }
+                    retry::Applied::Done(outcomes)
+                }
+                fatal => fatal,
+            };
         }
     }
 }

@@ -6,6 +6,28 @@ use super::*;
 /// Where a failed line is: its manifest's fingerprint and its byte offset.
 pub(super) type FailedAt = ([u8; 32], u64);
 
+/// Why a run stops before the end of its manifests. One reason, not one
+/// flag each: the workers see it as `halt`.
+#[derive(Debug)]
+pub(super) enum StopReason {
+    /// `--on-error stop` and a line failed (exit 1).
+    OnErrorStop,
+    /// The manifest changed while it was read (exit 2).
+    ManifestChanged(manifest::Error),
+    /// The target or the WAL cannot go on (exit 3).
+    Fatal(String, failed_run::Cause),
+}
+
+impl StopReason {
+    fn rank(&self) -> u8 {
+        match self {
+            StopReason::OnErrorStop => 1,
+            StopReason::ManifestChanged(_) => 2,
+            StopReason::Fatal(..) => 3,
+        }
+    }
+}
+
 /// One batch on its way to the target.
 pub(super) struct Batch {
     pub(super) seq: u64,
@@ -29,49 +51,32 @@ pub(super) struct Syncer<'a> {
     pub(super) wal: Wal,
     pub(super) state: State,
     pub(super) degraded: Option<String>,
-    pub(super) log: &'a mut dyn Write,
+    pub(super) reporter: Reporter<'a>,
     pub(super) run_id: u64,
     pub(super) counts: Counts,
-    pub(super) stopped: bool,
-    pub(super) fatal: Option<String>,
+    /// Why the run stops early, if it does.
+    pub(super) stop: Option<StopReason>,
     pub(super) target: &'a dyn Target,
     pub(super) roots: &'a Roots,
     /// The manifest changed while a worker read a batch from it.
-    pub(super) manifest_error: Option<manifest::Error>,
     /// Shared with the workers: set once the run must apply nothing more.
     pub(super) halt: Arc<AtomicBool>,
     pub(super) seq: u64,
     pub(super) started: std::time::Instant,
     pub(super) failure_kinds: BTreeMap<&'static str, (FailureKind, u64)>,
     pub(super) last_metrics: std::time::Instant,
-    pub(super) bar: Option<indicatif::ProgressBar>,
     /// Records of finished batches not yet appended (group commit).
     pub(super) group: Vec<Record>,
     /// Outstanding failed lines by file (repo, path): where a later line
     /// applying the file finds the failures it supersedes.
     pub(super) failed_paths: HashMap<(String, String), Vec<FailedAt>>,
-    pub(super) group_msgs: Vec<(&'static str, String, serde_json::Value)>,
-}
-
-pub(super) fn progress_bar(total: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} lines ({per_sec}, ETA {eta}) {msg}",
-    ) {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
+    pub(super) group_msgs: Vec<SyncEvent>,
 }
 
 impl<'a> Syncer<'a> {
     /// One event on the log (above the progress bar when there is one).
-    pub(super) fn say(&mut self, tag: &str, message: String, fields: serde_json::Value) {
-        let (log, format) = (&mut *self.log, self.opts.log_format);
-        match &self.bar {
-            Some(bar) => bar.suspend(|| emit(log, format, tag, &message, fields)),
-            None => emit(log, format, tag, &message, fields),
-        }
+    pub(super) fn report(&mut self, e: SyncEvent) {
+        self.reporter.report(&e);
     }
 
     /// Append records (durably) and apply them to the in-memory state. When
@@ -90,11 +95,10 @@ impl<'a> Syncer<'a> {
     /// The WAL could not be written: go on with in-memory state, loudly, or
     /// stop if the device failed a flush.
     pub(super) fn enter_degraded(&mut self, e: wal::Error) {
-        self.say(
-            "WARNING",
-            format!("STATE NOT SAVED: {e}. Continuing with in-memory state; this run will exit 3 and the next run redoes the unsaved batches (index writes are idempotent)"),
-            serde_json::json!({"degraded": true}),
-        );
+        self.report(SyncEvent::StateNotSaved {
+            error: e.to_string(),
+            degraded: true,
+        });
         self.degraded = Some(e.to_string());
         // An empty file needs no data block, so this usually works even on
         // a full disk; `--status` reports it.
@@ -102,21 +106,21 @@ impl<'a> Syncer<'a> {
         if e.is_fsync() {
             // Never retried, and no point going on: the device failed a
             // flush. Stop with what is durable.
-            self.say(
-                "FATAL",
-                format!("the WAL could not be flushed to disk ({e}); the flush is not retried and the run stops here, state saved up to the last durable batch"),
-                serde_json::json!({"fsync_failed": true}),
-            );
-            self.fatal.get_or_insert_with(|| e.to_string());
+            self.report(SyncEvent::FsyncFailed {
+                error: e.to_string(),
+                fsync_failed: true,
+            });
+            self.stop_with(StopReason::Fatal(
+                e.to_string(),
+                failed_run::Cause::StateNotSaved,
+            ));
         }
     }
 
     /// Record the end of a run that stopped on an error (before `finish`).
     pub(super) fn end_with_error(&mut self, e: &Error) {
         self.flush_group();
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
+        self.reporter.finish_bar();
         self.record(vec![Record::RunFinished(RunFinished {
             run_id: self.run_id,
             finished_ms: now_ms(),
@@ -134,10 +138,11 @@ impl<'a> Syncer<'a> {
             Some(n) => match m.offset_of_line(n) {
                 Some(off) => Some((off, n)),
                 None => {
-                    return Err(Error::Usage(format!(
-                        "--from-line {n}: {} has only {total_lines} lines",
-                        m.path().display()
-                    )))
+                    return Err(Error::FromLinePastEnd {
+                        line: n,
+                        path: m.path().to_owned(),
+                        lines: total_lines,
+                    })
                 }
             },
         };
@@ -156,15 +161,10 @@ impl<'a> Syncer<'a> {
             // every line is checked against the disk again. (One with
             // failed lines, dead letters included, is not complete: it
             // resumes, retrying what is still retried.)
-            self.say(
-                "RESTART",
-                format!(
-                    "{} ({} lines) was applied before; applying it again from line 1 (every line re-checked against the disk)",
-                    m.path().display(),
-                    total_lines
-                ),
-                serde_json::json!({"manifest": m.path().display().to_string(), "lines": total_lines}),
-            );
+            self.report(SyncEvent::Restart {
+                manifest: m.path().display().to_string(),
+                lines: total_lines,
+            });
             self.record(vec![Record::ManifestRestarted(ManifestRestarted {
                 run_id: self.run_id,
                 fingerprint: m.id.fingerprint,
@@ -186,23 +186,14 @@ impl<'a> Syncer<'a> {
             progress.failed.len() - dead
         };
         if resume_off > 0 || !progress.failed.is_empty() {
-            let dead_note = if dead > 0 && !self.opts.retry_failed {
-                format!(", {dead} dead letter(s) after {MAX_ATTEMPTS} attempts kept (--retry-failed retries them)")
-            } else {
-                String::new()
-            };
-            self.say(
-                "RESUME",
-                format!(
-                    "{}: from line {} (byte {}), {} failed line(s) to retry{}",
-                    m.path().display(),
-                    resume_line,
-                    resume_off,
-                    retrying,
-                    dead_note
-                ),
-                serde_json::json!({"manifest": m.path().display().to_string(), "offset": resume_off, "line": resume_line, "retrying": retrying, "dead_letters": dead}),
-            );
+            self.report(SyncEvent::Resume {
+                manifest: m.path().display().to_string(),
+                offset: resume_off,
+                line: resume_line,
+                retrying,
+                dead_letters: dead,
+                note_dead: !self.opts.retry_failed,
+            });
         }
 
         let in_flight = self.target.max_in_flight().max(1);
@@ -265,15 +256,26 @@ impl<'a> Syncer<'a> {
             while !pipe.waiting.is_empty() {
                 self.collect_one(&mut pipe);
             }
-            match self.manifest_error.take() {
-                Some(e) => res.and(Err(e.into())),
-                None => res,
+            match self.stop.take() {
+                Some(StopReason::ManifestChanged(e)) => res.and(Err(e.into())),
+                other => {
+                    self.stop = other;
+                    res
+                }
             }
         })
     }
 
     pub(super) fn should_stop(&self) -> bool {
-        self.stopped || self.fatal.is_some()
+        self.stop.is_some()
+    }
+
+    /// Stop the run early; the gravest reason wins (fatal over a changed
+    /// manifest over `--on-error stop`).
+    pub(super) fn stop_with(&mut self, reason: StopReason) {
+        if self.stop.as_ref().is_none_or(|s| s.rank() < reason.rank()) {
+            self.stop = Some(reason);
+        }
     }
 
     /// During long runs the metrics file is refreshed every 30 s (with the
@@ -306,16 +308,20 @@ impl<'a> Syncer<'a> {
         // Complete means nothing is outstanding: failed lines of this run or
         // earlier ones, dead letters included, that no later line applied.
         let outstanding = self.state.outstanding_failures().count() as u64;
-        let status = if self.fatal.is_some() {
+        let (fatal, cause) = match &self.stop {
+            Some(StopReason::Fatal(m, c)) => (Some(m.clone()), Some(*c)),
+            _ => (None, None),
+        };
+        let status = if fatal.is_some() {
             RunStatus::Fatal
-        } else if self.stopped {
+        } else if self.stop.is_some() {
             RunStatus::Stopped
         } else if outstanding > 0 {
             RunStatus::Failures
         } else {
             RunStatus::Complete
         };
-        let message = self.fatal.clone().or_else(|| self.degraded.clone());
+        let message = fatal.or_else(|| self.degraded.clone());
         self.record(vec![Record::RunFinished(RunFinished {
             run_id: self.run_id,
             finished_ms: now_ms(),
@@ -325,49 +331,45 @@ impl<'a> Syncer<'a> {
         })]);
         if self.degraded.is_none() && self.wal.total_len() > COMPACT_THRESHOLD {
             if let Err(e) = self.wal.compact(&self.state) {
-                self.say("WARNING", format!("WAL compaction failed ({e}); the log is intact and will be compacted next time"), serde_json::Value::Null);
+                self.report(SyncEvent::CompactionFailed {
+                    error: e.to_string(),
+                });
             }
         }
         self.clean_spool();
         if self.degraded.is_none() {
             let _ = std::fs::remove_file(degraded_marker(&self.opts.state_dir));
         }
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
+        self.reporter.finish_bar();
         let c = self.counts;
         let dead = self.dead_letters();
-        let tail = if outstanding == 0 {
-            String::new()
-        } else {
-            format!(
-                "; {outstanding} failed line(s) outstanding ({dead} dead letter(s)): elysiactl index failures lists them"
-            )
-        };
-        self.say(
-            "SUMMARY",
-            format!(
-                "{}: {} lines, {} indexed, {} removed, {} reconciled, {} skipped, {} failed{tail}",
-                status.as_str(),
-                c.lines,
-                c.upserted,
-                c.deleted,
-                c.reconciled,
-                c.skipped,
-                c.failed
-            ),
-            serde_json::json!({"status": status.as_str(), "counts": status::counts_json(&c), "outstanding_failures": outstanding, "dead_letters": dead, "duration_secs": self.started.elapsed().as_secs_f64()}),
-        );
+        self.report(SyncEvent::Summary {
+            status: status.as_str(),
+            counts: status::counts_json(&c),
+            outstanding_failures: outstanding,
+            dead_letters: dead,
+            duration_secs: self.started.elapsed().as_secs_f64(),
+            c,
+        });
+        let earlier = outstanding.saturating_sub(c.failed);
+        if earlier > 0 {
+            self.report(SyncEvent::Outstanding {
+                outstanding_failures: outstanding,
+                dead_letters: dead,
+                earlier,
+            });
+        }
         let degraded = self.degraded.is_some();
         if degraded {
-            self.say("WARNING", "the WAL could not be written during this run: progress since then is lost and will be redone next run; exiting 3".into(), serde_json::json!({"degraded": true}));
+            self.report(SyncEvent::DegradedExit { degraded: true });
         }
         let exit_code = match status {
-            _ if degraded => 3,
-            RunStatus::Fatal => 3,
-            RunStatus::Complete => 0,
-            RunStatus::Failures | RunStatus::Stopped => 1,
-        };
+            _ if degraded => Exit::Fatal,
+            RunStatus::Fatal => Exit::Fatal,
+            RunStatus::Complete => Exit::Ok,
+            RunStatus::Failures | RunStatus::Stopped => Exit::Partial,
+        }
+        .code();
         let resume_offset = self
             .state
             .last_run
@@ -382,6 +384,7 @@ impl<'a> Syncer<'a> {
             counts: self.counts,
             degraded,
             message,
+            cause,
             metrics: Some(metrics::RunMetrics {
                 status: Some(status),
                 running: false,

@@ -10,8 +10,8 @@ pub(super) struct Settled {
     /// `BatchDone`, and the failures it resolved.
     pub(super) records: Vec<Record>,
     pub(super) counts: Counts,
-    /// One `[FAILED]` report per failed line: message and JSON fields.
-    pub(super) failed_lines: Vec<(String, serde_json::Value)>,
+    /// One `[FAILED]` event per failed line.
+    pub(super) failed_lines: Vec<SyncEvent>,
     /// The kind of each failed line.
     pub(super) kinds: Vec<FailureKind>,
 }
@@ -117,28 +117,14 @@ pub(super) fn settle(
             if let Some(kind) = kind {
                 kinds.push(kind);
                 let attempts = prior_attempts(&batch.fingerprint, it.offset) + 1;
-                // A malformed line reads the same in every run of its
-                // manifest: it is a dead letter at once (listed and
-                // outstanding, retried only by --retry-failed).
-                let attempts = if kind == FailureKind::Malformed {
-                    attempts.max(MAX_ATTEMPTS)
-                } else {
-                    attempts
-                };
-                failed_lines.push((
-                    format!(
-                        "line {} (byte {}){}: {}",
-                        it.line,
-                        it.offset,
-                        if path.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" {repo}/{path}")
-                        },
-                        reason
-                    ),
-                    serde_json::json!({"line": it.line, "offset": it.offset, "repo": repo, "path": path, "reason": reason, "kind": kind.as_str()}),
-                ));
+                failed_lines.push(SyncEvent::Failed {
+                    line: it.line,
+                    offset: it.offset,
+                    repo: repo.clone(),
+                    path: path.clone(),
+                    reason: reason.clone(),
+                    kind: kind.as_str(),
+                });
                 failures.push(ItemFailed {
                     run_id,
                     fingerprint: batch.fingerprint,
@@ -216,39 +202,18 @@ impl Syncer<'_> {
         }
         self.group.append(&mut records);
         self.counts.add_all(&counts);
-        let first = batch.spans.first().map(|s| s.first_line).unwrap_or(0);
-        let last = batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0);
-        if let Some(bar) = &self.bar {
-            bar.inc(batch.spans.iter().map(|s| s.next_line - s.first_line).sum());
-            if self.counts.failed > 0 {
-                bar.set_message(format!("{} failed", self.counts.failed));
-            }
-        } else if self.opts.progress {
-            let ok = batch.items.len() as u64 - counts.failed;
-            let tag = if batch.retry_pass {
-                "RETRIED"
-            } else {
-                "PROCESSED"
-            };
-            let tail = if counts.failed == 0 {
-                String::new()
-            } else {
-                match self.opts.on_error {
-                    OnError::Stop => format!(", {} failed (stopping)", counts.failed),
-                    _ => format!(", {} failed (will retry)", counts.failed),
-                }
-            };
-            self.group_msgs.push((
-                tag,
-                format!("Line {first}-{last}: {ok} success{tail}"),
-                serde_json::json!({"first_line": first, "last_line": last, "success": ok, "failed": counts.failed}),
-            ));
-        }
-        for (msg, fields) in failed_lines {
-            self.group_msgs.push(("FAILED", msg, fields));
-        }
+        self.group_msgs.push(SyncEvent::Batch {
+            retried: batch.retry_pass,
+            lines: batch.spans.iter().map(|s| s.next_line - s.first_line).sum(),
+            first_line: batch.spans.first().map(|s| s.first_line).unwrap_or(0),
+            last_line: batch.spans.last().map(|s| s.next_line - 1).unwrap_or(0),
+            success: batch.items.len() as u64 - counts.failed,
+            failed: counts.failed,
+            stopping: self.opts.on_error == OnError::Stop,
+        });
+        self.group_msgs.extend(failed_lines);
         if counts.failed > 0 && self.opts.on_error == OnError::Stop {
-            self.stopped = true;
+            self.stop_with(StopReason::OnErrorStop);
         }
     }
 }
@@ -382,13 +347,13 @@ mod tests {
                 resolved: vec![],
             },
             Case {
-                what: "a malformed line is a dead letter at once",
+                what: "a malformed line is failed like any other",
                 items: vec![failed_item(1, "", FailureKind::Malformed)],
                 outcomes: vec![],
                 prior: &no_prior,
                 earlier: vec![],
                 records: vec!["ItemFailed", "BatchDone"],
-                failed: vec![(1, FailureKind::Malformed, MAX_ATTEMPTS)],
+                failed: vec![(1, FailureKind::Malformed, 1)],
                 upserted: 0,
                 failed_count: 1,
                 resolved: vec![],

@@ -10,33 +10,25 @@ pub(super) fn run_inner(
     log: &mut dyn Write,
 ) -> Result<Report, Error> {
     if opts.batch_size == 0 {
-        return Err(Error::Usage("--batch-size must be at least 1".into()));
+        return Err(Error::BatchSizeZero);
     }
     if opts.dry_run {
         return dry_run(opts, log);
     }
-    wal::create_private_dir(&opts.state_dir).map_err(|e| {
-        Error::Usage(format!(
-            "cannot create state dir {}: {e}",
-            opts.state_dir.display()
-        ))
+    let mut reporter = Reporter::new(log, opts.log_format, opts.progress);
+    wal::create_private_dir(&opts.state_dir).map_err(|source| Error::StateDir {
+        dir: opts.state_dir.clone(),
+        source,
     })?;
     let _lock = lock::acquire(&opts.state_dir)?;
     let (wal, replay) = Wal::open(&opts.state_dir)?;
     if let Some(t) = &replay.torn {
-        emit(
-            log,
-            opts.log_format,
-            "RECOVERED",
-            &format!(
-                "dropped a torn WAL record at {} byte {} ({} bytes: {}); the batch it described will be redone",
-                t.segment.display(),
-                t.offset,
-                t.dropped_bytes,
-                t.reason
-            ),
-            serde_json::json!({"segment": t.segment.display().to_string(), "offset": t.offset}),
-        );
+        reporter.report(&SyncEvent::Recovered {
+            segment: t.segment.display().to_string(),
+            offset: t.offset,
+            dropped_bytes: t.dropped_bytes,
+            reason: t.reason.to_string(),
+        });
     }
     manifest::clean_spool_temps(&opts.state_dir);
     let current = match &opts.input {
@@ -46,10 +38,9 @@ pub(super) fn run_inner(
             Some(Manifest::open(&p, true)?)
         }
         None if opts.retry_failed => None,
-        None => return Err(Error::Usage("--input FILE|- is required".into())),
+        None => return Err(Error::InputRequired),
     };
-    let roots =
-        Roots::new(&opts.roots, opts.max_file_size).map_err(|e| Error::Usage(e.to_string()))?;
+    let roots = Roots::new(&opts.roots, opts.max_file_size).map_err(Error::Roots)?;
 
     // Earlier manifests with lines never applied come first.
     let mut queue: Vec<Manifest> = Vec::new();
@@ -64,17 +55,17 @@ pub(super) fn run_inner(
             _ if opts.abandon_pending => abandon.push(m.clone()),
             _ => {
                 let (off, line) = m.resume_point();
-                return Err(Error::Usage(format!(
-                    "an earlier manifest is unfinished and is no longer readable as it was: {} (applied up to line {}, byte {} of {}); restore it, or rerun with --abandon-pending to drop its remaining lines (recorded in the WAL)",
-                    m.id.path, line.saturating_sub(1), off, m.id.size
-                )));
+                return Err(Error::PendingGone {
+                    path: m.id.path.clone(),
+                    applied_line: line.saturating_sub(1),
+                    offset: off,
+                    size: m.id.size,
+                });
             }
         }
     }
     if opts.from_line.is_some() && !queue.is_empty() {
-        return Err(Error::Usage(
-            "--from-line applies to one manifest, but an earlier manifest is unfinished; finish it first (run without --from-line)".into(),
-        ));
+        return Err(Error::FromLineWithPending);
     }
     // Every other manifest with failed lines: retried with --retry-failed
     // while it is still there as it was; dropped with --abandon-pending
@@ -94,17 +85,10 @@ pub(super) fn run_inner(
                     }
                 }
                 _ if opts.abandon_pending => abandon.push(m.clone()),
-                _ => emit(
-                    log,
-                    opts.log_format,
-                    "WARNING",
-                    &format!(
-                        "{} has {} failed line(s) but is gone or changed, so they cannot be retried; they stay outstanding until a later line applies their files (--abandon-pending drops them)",
-                        m.id.path,
-                        m.failed.len()
-                    ),
-                    serde_json::json!({"manifest": m.id.path, "failed": m.failed.len()}),
-                ),
+                _ => reporter.report(&SyncEvent::FailuresUnretriable {
+                    manifest: m.id.path.clone(),
+                    failed: m.failed.len(),
+                }),
             }
         }
     }
@@ -112,13 +96,7 @@ pub(super) fn run_inner(
         queue.push(c);
     }
     if queue.is_empty() {
-        emit(
-            log,
-            opts.log_format,
-            "DONE",
-            "no failed lines to retry",
-            serde_json::Value::Null,
-        );
+        reporter.report(&SyncEvent::NothingToRetry);
     }
 
     // One state dir, one index (kind, server, collection, chunking).
@@ -153,11 +131,14 @@ pub(super) fn run_inner(
         })],
         &mut state,
     );
-    if bind {
-        journal(vec![Record::TargetBound(opts.target.clone())], &mut state);
-    }
     let target = match open_target().and_then(|t| t.prepare().map(|()| t)) {
-        Ok(t) => t,
+        Ok(t) => {
+            // Bound to the first index a run actually reached.
+            if bind {
+                journal(vec![Record::TargetBound(opts.target.clone())], &mut state);
+            }
+            t
+        }
         Err(e) => {
             journal(
                 vec![Record::RunFinished(RunFinished {
@@ -178,20 +159,17 @@ pub(super) fn run_inner(
         wal,
         state,
         degraded: None,
-        log,
+        reporter,
         run_id,
         counts: Counts::default(),
-        stopped: false,
-        fatal: None,
+        stop: None,
         target: target.as_ref(),
         roots: &roots,
-        manifest_error: None,
         halt: Arc::new(AtomicBool::new(false)),
         seq: 0,
         started: std::time::Instant::now(),
         failure_kinds: BTreeMap::new(),
         last_metrics: std::time::Instant::now(),
-        bar: None,
         group: Vec::new(),
         group_msgs: Vec::new(),
         failed_paths: HashMap::new(),
@@ -209,16 +187,11 @@ pub(super) fn run_inner(
     }
     for m in abandon {
         let remaining = m.total_lines.saturating_sub(m.lines_done());
-        s.say(
-            "ABANDONED",
-            format!(
-                "{}: {} lines never applied and {} failed line(s) are dropped (--abandon-pending)",
-                m.id.path,
-                remaining,
-                m.failed.len()
-            ),
-            serde_json::json!({"manifest": m.id.path, "remaining_lines": remaining, "failed_lines": m.failed.len()}),
-        );
+        s.report(SyncEvent::Abandoned {
+            manifest: m.id.path.clone(),
+            remaining_lines: remaining,
+            failed_lines: m.failed.len(),
+        });
         s.record(vec![Record::ManifestAbandoned(ManifestAbandoned {
             run_id: s.run_id,
             fingerprint: m.id.fingerprint,
@@ -237,7 +210,7 @@ pub(super) fn run_inner(
                     .unwrap_or_else(|| m.count_lines())
             })
             .sum();
-        s.bar = Some(progress_bar(total));
+        s.reporter.start_bar(total);
     }
     for (i, m) in queue.iter().enumerate() {
         let from = if i == last { opts.from_line } else { None };
@@ -247,7 +220,7 @@ pub(super) fn run_inner(
             s.end_with_error(&e);
             return Err(e);
         }
-        if s.stopped || s.fatal.is_some() {
+        if s.should_stop() {
             break;
         }
     }
@@ -289,11 +262,9 @@ pub(super) fn check_target(
     if recorded == *this {
         return Ok(false);
     }
-    Err(Error::Usage(format!(
-        "the state dir {} belongs to {}, but this run writes to {}; a state dir keeps the progress of one index: give each index its own --state-dir (or run against {})",
-        dir.display(),
-        describe_target(&recorded),
-        describe_target(this),
-        describe_target(&recorded),
-    )))
+    Err(Error::OtherIndex {
+        dir: dir.to_owned(),
+        recorded: describe_target(&recorded),
+        this: describe_target(this),
+    })
 }

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::wal;
@@ -72,10 +73,10 @@ pub fn status(state_dir: &Path) -> Value {
         .outstanding_failures()
         .filter(|(_, f)| f.attempts >= super::MAX_ATTEMPTS)
         .count();
-    let failures: Vec<Value> = st
+    let failures: Vec<FailureRow> = st
         .outstanding_failures()
         .take(50)
-        .map(|(m, f)| failure_json(m, f))
+        .map(|(m, f)| FailureRow::new(m, f))
         .collect();
     let pending: Vec<Value> = st
         .unfinished()
@@ -136,28 +137,55 @@ pub fn status(state_dir: &Path) -> Value {
     })
 }
 
-/// Every outstanding failed line, oldest manifest first, as JSON objects.
-pub fn failures(state_dir: &Path) -> Result<Vec<Value>, wal::Error> {
+/// One outstanding failed line, as `index failures` lists it and `--status`
+/// shows it (its JSON keys are the ones both have always printed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailureRow {
+    /// The manifest's path as the WAL records it.
+    pub manifest: String,
+    /// 1-based line number in the manifest.
+    pub line: u64,
+    /// Byte offset of the line in the manifest.
+    pub offset: u64,
+    pub repo: String,
+    pub path: String,
+    #[serde(serialize_with = "kind_str")]
+    pub kind: wal::FailureKind,
+    pub reason: String,
+    /// Runs of its manifest that tried the line.
+    pub attempts: u32,
+    /// Tried [`super::MAX_ATTEMPTS`] times: no longer retried until `--retry-failed`.
+    pub dead_letter: bool,
+}
+
+fn kind_str<S: serde::Serializer>(k: &wal::FailureKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(k.as_str())
+}
+
+impl FailureRow {
+    fn new(m: &wal::ManifestProgress, f: &wal::FailedEntry) -> FailureRow {
+        FailureRow {
+            manifest: m.id.path.clone(),
+            line: f.line,
+            offset: f.offset,
+            repo: f.repo.clone(),
+            path: f.path.clone(),
+            kind: f.kind,
+            reason: f.reason.clone(),
+            attempts: f.attempts,
+            dead_letter: f.attempts >= super::MAX_ATTEMPTS,
+        }
+    }
+}
+
+/// Every outstanding failed line, oldest manifest first.
+pub fn failures(state_dir: &Path) -> Result<Vec<FailureRow>, wal::Error> {
     let rep = wal::replay(state_dir)?;
     Ok(rep
         .state
         .outstanding_failures()
-        .map(|(m, f)| failure_json(m, f))
+        .map(|(m, f)| FailureRow::new(m, f))
         .collect())
-}
-
-fn failure_json(m: &wal::ManifestProgress, f: &wal::FailedEntry) -> Value {
-    json!({
-        "manifest": m.id.path,
-        "line": f.line,
-        "offset": f.offset,
-        "repo": f.repo,
-        "path": f.path,
-        "kind": f.kind.as_str(),
-        "reason": f.reason,
-        "attempts": f.attempts,
-        "dead_letter": f.attempts >= super::MAX_ATTEMPTS,
-    })
 }
 
 pub fn counts_json(c: &wal::Counts) -> Value {

@@ -1,0 +1,64 @@
+//! `index export`: every object of the chosen index as JSON Lines. The local
+//! index is read without writing anything, so this works while a sync runs
+//! and on a read-only state dir.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use super::args::{ExportArgs, TargetArg, TargetArgs};
+use super::target::TargetArgsError;
+use crate::exit::Exit;
+use crate::target::{self, local};
+
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Local(#[from] local::ReadError),
+    #[error("{0}")]
+    Usage(#[from] TargetArgsError),
+    #[error("{0}")]
+    Target(#[from] target::Error),
+    /// stdout is gone (a closed pipe): nothing more to say, and nowhere to say it.
+    #[error("{0}")]
+    Stdout(io::Error),
+}
+
+pub fn run(args: ExportArgs) -> Exit {
+    let outcome = execute(&args.target, super::state_dir(args.state_dir));
+    if let Err(e) = &outcome {
+        if !matches!(e, Failure::Stdout(_)) {
+            eprintln!("elysiactl: {e}");
+        }
+    }
+    exit(&outcome)
+}
+
+fn execute(t: &TargetArgs, sd: PathBuf) -> Result<(), Failure> {
+    let objects = objects(t, sd)?;
+    let mut stdout = io::stdout().lock();
+    for o in objects {
+        if let Ok(line) = serde_json::to_string(&o) {
+            writeln!(stdout, "{line}").map_err(Failure::Stdout)?;
+        }
+    }
+    Ok(())
+}
+
+fn objects(t: &TargetArgs, sd: PathBuf) -> Result<Vec<local::Exported>, Failure> {
+    if t.kind() == TargetArg::Local {
+        return Ok(local::export(&sd)?);
+    }
+    let open = t.opener(sd)?;
+    let target = open()?;
+    Ok(target.export()?)
+}
+
+/// The one place `index export` decides its exit.
+fn exit(outcome: &Result<(), Failure>) -> Exit {
+    match outcome {
+        Ok(()) => Exit::Ok,
+        Err(Failure::Local(e)) => Exit::from_code(e.exit_code()),
+        Err(Failure::Usage(_)) => Exit::Usage,
+        Err(Failure::Target(_) | Failure::Stdout(_)) => Exit::Fatal,
+    }
+}
