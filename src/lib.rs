@@ -14,4 +14,5 @@ pub mod report;
 pub mod source;
 pub mod sync;
 pub mod target;
+pub mod util;
 pub mod wal;

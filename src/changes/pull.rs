@@ -10,8 +10,9 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use super::discover::{repo_dirs, RepoDir};
 use super::git::Git;
-use super::{repo_dirs, Error, RepoDir, RepoFailure};
+use super::{Error, RepoFailure};
 
 /// Pull every repository; returns the ones that failed. Only a missing git
 /// program is an error for the whole run.

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use memmap2::{Advice, Mmap};
 use sha2::{Digest, Sha256};
 
-use crate::wal::record::{hex, ManifestId};
+use crate::util::{create_private_dir, hex};
+use crate::wal::ManifestId;
 
 pub use line::{Change, Changeset, FileChange, LineError, LineParser, Op};
 
@@ -368,7 +369,7 @@ pub fn spool(mut input: impl Read, state_dir: &Path) -> Result<PathBuf, Error> {
             source,
         }
     };
-    crate::wal::create_private_dir(&dir).map_err(err(&dir))?;
+    create_private_dir(&dir).map_err(err(&dir))?;
     let tmp = dir.join(format!("incoming-{}.tmp", std::process::id()));
     let mut out = {
         use std::os::unix::fs::OpenOptionsExt;

@@ -1,7 +1,10 @@
 //! The WAL's file I/O, behind a small trait so tests can break it on
 //! purpose: [`Fs`] is the real thing (std::fs plus `fallocate`), and
-//! [`mem::MemStorage`] is a model that keeps synced and unsynced bytes apart
-//! and injects ENOSPC, EIO, torn writes and crashes.
+//! `mem::MemStorage` is a model that keeps synced and unsynced bytes apart
+//! and injects ENOSPC, EIO, torn writes and crashes. The model is built for
+//! the crate's own tests and with the `fault-injection` feature (which the
+//! integration tests, benches and fuzz targets turn on); the product binary
+//! carries only [`Fs`].
 //!
 //! The writer needs only: create a segment, positional write, `fdatasync`,
 //! truncate, length, preallocate; read, list and remove segments; fsync the
@@ -93,7 +96,7 @@ impl Storage for Fs {
     type File = FsFile;
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        super::create_private_dir(dir)
+        crate::util::create_private_dir(dir)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -142,6 +145,7 @@ impl Storage for Fs {
     }
 }
 
+#[cfg(any(test, feature = "fault-injection"))]
 pub mod mem {
     //! An in-memory disk for model-based tests. Every file keeps what reads
     //! see (`data`) apart from what survives a crash (`disk`); `fdatasync`

@@ -1,0 +1,322 @@
+//! Reading the local index without writing anything: `index export` (every
+//! object, sorted by repo and path) and `search` (ranked hits with marked
+//! snippets). Both open the index through [`ReadOnlyDir`], so they work on a
+//! read-only state dir and while a sync writes; a state dir without an index
+//! is [`ReadError::NoIndex`], never an empty answer.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tantivy::collector::TopDocs;
+use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
+use tantivy::directory::{
+    Directory, DirectoryLock, FileHandle, Lock, MmapDirectory, WatchCallback, WatchHandle,
+    WritePtr, META_LOCK,
+};
+use tantivy::query::{QueryParser, QueryParserError};
+use tantivy::schema::Value;
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{Index, TantivyDocument};
+
+use super::{index_dir, reader, schema, Fields};
+
+/// One object as `index export` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Exported {
+    pub id: String,
+    pub repo: String,
+    pub path: String,
+    #[serde(rename = "contentSha256")]
+    pub content_sha256: String,
+}
+
+/// Why `index export` or `search` could not answer from the local index.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// There is no index where we looked: a mistyped `--state-dir`, or a
+    /// state dir that never ran a local sync. A usage error (exit 2).
+    #[error("no local index at {} ({why}): run `elysiactl index sync` first, or pass --state-dir", .path.display())]
+    NoIndex { path: PathBuf, why: &'static str },
+    /// The index is there but cannot be read (permissions, I/O, damage).
+    #[error("cannot read the local index at {}: {message}", .path.display())]
+    Unreadable { path: PathBuf, message: String },
+    /// The query does not parse. A usage error (exit 2).
+    #[error("bad query {query:?}: {reason}")]
+    BadQuery { query: String, reason: String },
+}
+
+impl ReadError {
+    /// The process exit code: 2 for a usage error (no index there, a bad
+    /// query), 3 when an index exists but cannot be read.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ReadError::NoIndex { .. } | ReadError::BadQuery { .. } => 2,
+            ReadError::Unreadable { .. } => 3,
+        }
+    }
+}
+
+/// The index directory, for reading only. tantivy's reader takes
+/// `.tantivy-meta.lock` while it opens segment files, so that a writer's
+/// garbage collection cannot delete them under it; `MmapDirectory` creates
+/// that file for writing, which fails on a read-only state dir. Here the
+/// lock file is opened read-only and locked shared (flock, the writer's
+/// collection locks it exclusive), and every write refuses.
+#[derive(Clone, Debug)]
+struct ReadOnlyDir {
+    inner: MmapDirectory,
+    path: PathBuf,
+}
+
+fn read_only(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("{} is opened read-only", path.display()),
+    )
+}
+
+impl Directory for ReadOnlyDir {
+    fn get_file_handle(&self, path: &Path) -> Result<Arc<dyn FileHandle>, OpenReadError> {
+        self.inner.get_file_handle(path)
+    }
+
+    fn exists(&self, path: &Path) -> Result<bool, OpenReadError> {
+        self.inner.exists(path)
+    }
+
+    fn atomic_read(&self, path: &Path) -> Result<Vec<u8>, OpenReadError> {
+        self.inner.atomic_read(path)
+    }
+
+    fn delete(&self, path: &Path) -> Result<(), DeleteError> {
+        Err(DeleteError::IoError {
+            io_error: Arc::new(read_only(path)),
+            filepath: path.to_owned(),
+        })
+    }
+
+    fn open_write(&self, path: &Path) -> Result<WritePtr, OpenWriteError> {
+        Err(OpenWriteError::wrap_io_error(
+            read_only(path),
+            path.to_owned(),
+        ))
+    }
+
+    fn atomic_write(&self, path: &Path, _data: &[u8]) -> io::Result<()> {
+        Err(read_only(path))
+    }
+
+    fn sync_directory(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn acquire_lock(&self, lock: &Lock) -> Result<DirectoryLock, LockError> {
+        if lock.filepath != META_LOCK.filepath {
+            return Err(LockError::wrap_io_error(read_only(&lock.filepath)));
+        }
+        match std::fs::File::open(self.path.join(&lock.filepath)) {
+            Ok(file) => {
+                file.lock_shared().map_err(LockError::wrap_io_error)?;
+                // Closing the file releases the lock.
+                Ok(DirectoryLock::from(Box::new(file)))
+            }
+            // Every writer creates the lock file when it opens (it
+            // collects garbage first), so no writer has ever run here and
+            // there is no collection to exclude.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(DirectoryLock::from(Box::new(()))),
+            Err(e) => Err(LockError::wrap_io_error(e)),
+        }
+    }
+
+    fn watch(&self, _callback: WatchCallback) -> tantivy::Result<WatchHandle> {
+        // Readers here reload manually (never).
+        Ok(WatchHandle::empty())
+    }
+}
+
+/// Open the index of `state_dir` for reading, writing nothing anywhere.
+fn open_for_reading(state_dir: &Path) -> Result<(Index, Fields), ReadError> {
+    let dir = index_dir(state_dir);
+    let unreadable = |e: &dyn std::fmt::Display| ReadError::Unreadable {
+        path: dir.clone(),
+        message: e.to_string(),
+    };
+    match std::fs::metadata(dir.join("meta.json")) {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            let why = match std::fs::metadata(state_dir) {
+                Err(_) => "the state dir does not exist",
+                Ok(m) if !m.is_dir() => "the state dir is not a directory",
+                Ok(_) if !dir.exists() => "the state dir has no local index",
+                Ok(_) => "the index directory has no meta.json",
+            };
+            return Err(ReadError::NoIndex {
+                path: dir.clone(),
+                why,
+            });
+        }
+        Err(e) => return Err(unreadable(&e)),
+    }
+    let inner = MmapDirectory::open(&dir).map_err(|e| unreadable(&e))?;
+    let ro = ReadOnlyDir {
+        inner,
+        path: dir.clone(),
+    };
+    let index = Index::open(ro).map_err(|e| unreadable(&e))?;
+    let (_, fields) = schema();
+    Ok((index, fields))
+}
+
+fn read_searcher(state_dir: &Path, index: &Index) -> Result<tantivy::Searcher, ReadError> {
+    reader(index)
+        .map(|r| r.searcher())
+        .map_err(|e| ReadError::Unreadable {
+            path: index_dir(state_dir),
+            message: e.to_string(),
+        })
+}
+
+/// Every object of the index of `state_dir`, sorted by repo and path.
+/// Reads without writing anything, so it works on a read-only state dir
+/// and while a sync runs.
+pub fn export(state_dir: &Path) -> Result<Vec<Exported>, ReadError> {
+    let (index, f) = open_for_reading(state_dir)?;
+    let searcher = read_searcher(state_dir, &index)?;
+    let bad = |what: &str, e: &dyn std::fmt::Display| ReadError::Unreadable {
+        path: index_dir(state_dir),
+        message: format!("{what}: {e}"),
+    };
+    let mut out = Vec::new();
+    for seg in searcher.segment_readers() {
+        let store = seg
+            .get_store_reader(64)
+            .map_err(|e| bad("read store", &e))?;
+        for doc_id in seg.doc_ids_alive() {
+            let doc: TantivyDocument = store.get(doc_id).map_err(|e| bad("read", &e))?;
+            let s = |field| {
+                doc.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            out.push(Exported {
+                id: s(f.id),
+                repo: s(f.repo),
+                path: s(f.path),
+                content_sha256: s(f.sha256),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.repo, &a.path, &a.id).cmp(&(&b.repo, &b.path, &b.id)));
+    Ok(out)
+}
+
+/// A search hit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Hit {
+    pub score: f32,
+    pub repo: String,
+    pub path: String,
+    pub snippet: String,
+}
+
+/// What is wrong with a query, in a user's words.
+fn query_problem(e: &QueryParserError) -> String {
+    const QUOTE: &str = "put text in \"double quotes\" to search for it as a phrase";
+    match e {
+        QueryParserError::SyntaxError(_) => {
+            format!("syntax error (an unbalanced parenthesis or quote, or a misplaced operator such as `:` `(` `)` `+` `-` `^`); {QUOTE}")
+        }
+        QueryParserError::FieldDoesNotExist(field) => format!(
+            "there is no field `{field}` (fields: content, path_text, path, repo, contentSha256, size); {QUOTE}"
+        ),
+        QueryParserError::ExpectedInt(_) => {
+            "`size:` takes a whole number of bytes, e.g. size:1024".to_owned()
+        }
+        QueryParserError::AllButQueryForbidden => {
+            "only excluded terms (`-word`): add a word to look for".to_owned()
+        }
+        other => format!("{other}; {QUOTE}"),
+    }
+}
+
+/// BM25 search of the index of `state_dir`. Words match the content and
+/// the words of the repo-relative path (both split at every character that
+/// is not a letter or digit, lowercased); `repo:NAME` and `path:REL/PATH`
+/// match those fields exactly. A query that does not parse is an error.
+pub fn search(state_dir: &Path, query: &str, limit: usize) -> Result<Vec<Hit>, ReadError> {
+    let bad_query = |reason: String| ReadError::BadQuery {
+        query: query.to_owned(),
+        reason,
+    };
+    if query.trim().is_empty() {
+        return Err(bad_query("the query is empty".to_owned()));
+    }
+    let (index, f) = open_for_reading(state_dir)?;
+    let mut parser = QueryParser::for_index(&index, vec![f.content, f.path_text]);
+    parser.set_conjunction_by_default();
+    let q = parser
+        .parse_query(query)
+        .map_err(|e| bad_query(query_problem(&e)))?;
+    let searcher = read_searcher(state_dir, &index)?;
+    let bad = |what: &str, e: &dyn std::fmt::Display| ReadError::Unreadable {
+        path: index_dir(state_dir),
+        message: format!("{what}: {e}"),
+    };
+    let top = searcher
+        .search(&q, &TopDocs::with_limit(limit.max(1)).order_by_score())
+        .map_err(|e| bad("search", &e))?;
+    let mut gen =
+        SnippetGenerator::create(&searcher, &*q, f.content).map_err(|e| bad("snippet", &e))?;
+    gen.set_max_num_chars(160);
+    let mut hits = Vec::new();
+    for (score, addr) in top {
+        let doc: TantivyDocument = searcher.doc(addr).map_err(|e| bad("read", &e))?;
+        let s = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let snip = gen.snippet_from_doc(&doc);
+        let text = if snip.is_empty() {
+            s(f.content).chars().take(120).collect()
+        } else {
+            mark(snip.fragment(), snip.highlighted())
+        };
+        hits.push(Hit {
+            score,
+            repo: s(f.repo),
+            path: s(f.path),
+            snippet: text.split_whitespace().collect::<Vec<_>>().join(" "),
+        });
+    }
+    Ok(hits)
+}
+
+/// The fragment with each highlighted range in `[brackets]` (plain text,
+/// unlike tantivy's HTML rendering).
+fn mark(fragment: &str, ranges: &[std::ops::Range<usize>]) -> String {
+    let mut out = String::with_capacity(fragment.len() + ranges.len() * 2);
+    let mut at = 0;
+    for r in ranges {
+        let (Some(before), Some(word)) = (fragment.get(at..r.start), fragment.get(r.clone()))
+        else {
+            continue;
+        };
+        out.push_str(before);
+        out.push('[');
+        out.push_str(word);
+        out.push(']');
+        at = r.end;
+    }
+    out.push_str(fragment.get(at..).unwrap_or_default());
+    out
+}
