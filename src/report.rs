@@ -4,7 +4,6 @@
 //! JSON of an event come from the same value, so they cannot drift.
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,12 +51,7 @@ pub fn write(out: &mut dyn Write, format: LogFormat, e: &dyn Event) {
     };
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::util::now_ms;
 
 /// An event made on the spot: a tag, a message and fields (for the few
 /// one-off lines that need no variant of their own).

@@ -145,7 +145,7 @@ pub struct ChunkObject {
 pub fn objects(repo: &str, path: &str, bytes: &[u8], size: ChunkSize) -> Vec<ChunkObject> {
     let ranges = chunk::ranges(bytes, size.get(), chunk::Lang::of(path));
     let spans = chunk::spans_of(bytes, &ranges);
-    let content_sha256 = crate::wal::record::hex(&Sha256::digest(bytes));
+    let content_sha256 = crate::util::hex(&Sha256::digest(bytes));
     let chunk_count = u32::try_from(spans.len()).unwrap_or(u32::MAX);
     ranges
         .iter()
@@ -232,7 +232,7 @@ pub enum Violation {
 pub fn check(bytes: &[u8], size: ChunkSize, objs: &[ChunkObject]) -> Result<(), Violation> {
     let first = objs.first().ok_or(Violation::NoObjects)?;
     let file_size = bytes.len() as u64;
-    let sha = crate::wal::record::hex(&Sha256::digest(bytes));
+    let sha = crate::util::hex(&Sha256::digest(bytes));
     if size.is_whole_file() && objs.len() != 1 {
         return Err(Violation::NotWholeFile {
             chunk: 1,

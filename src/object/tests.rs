@@ -438,7 +438,7 @@ fn check_rejects_each_kind_of_broken_object() {
 fn check_rejects_a_cut_inside_a_character_but_not_inside_invalid_bytes() {
     let bytes = "ab😀cd".as_bytes().to_vec(); // the emoji is bytes 2..6
     let two = |cut: u64| -> Vec<ChunkObject> {
-        let sha = crate::wal::record::hex(&Sha256::digest(&bytes));
+        let sha = crate::util::hex(&Sha256::digest(&bytes));
         [(0, cut), (cut, 8)]
             .iter()
             .enumerate()
@@ -465,7 +465,7 @@ fn check_rejects_a_cut_inside_a_character_but_not_inside_invalid_bytes() {
     );
     let mut bad = bytes.clone();
     bad[2] = 0xff; // the emoji's lead byte gone: its other bytes are invalid
-    let sha = crate::wal::record::hex(&Sha256::digest(&bad));
+    let sha = crate::util::hex(&Sha256::digest(&bad));
     let mut objs = two(3);
     for o in &mut objs {
         o.content =

@@ -59,10 +59,7 @@ pub fn write(state_dir: &Path, reason: &str, cause: Cause) -> std::io::Result<Pa
             .and_then(|r| r.manifest.as_ref())
             .and_then(|fp| s.manifest(fp))
     });
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now = crate::util::now_ms();
     let id = match &run {
         Some(r) => format!("{}", r.run_id),
         None => format!("t{now}"),

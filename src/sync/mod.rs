@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::exit::Exit;
 use crate::manifest::{self, LineParser, Manifest};
@@ -232,12 +232,7 @@ pub struct Report {
     pub metrics: Option<metrics::RunMetrics>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::util::now_ms;
 
 /// Present while the last run that wrote to this state dir could not write
 /// its WAL (cleared by the next run that could).

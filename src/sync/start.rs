@@ -16,7 +16,7 @@ pub(super) fn run_inner(
         return dry_run(opts, log);
     }
     let mut reporter = Reporter::new(log, opts.log_format, opts.progress);
-    wal::create_private_dir(&opts.state_dir).map_err(|source| Error::StateDir {
+    crate::util::create_private_dir(&opts.state_dir).map_err(|source| Error::StateDir {
         dir: opts.state_dir.clone(),
         source,
     })?;
