@@ -29,144 +29,142 @@ pub(super) fn settle(
     prior_attempts: &dyn Fn(&[u8; 32], u64) -> u32,
     failed_paths: &mut HashMap<(String, String), Vec<FailedAt>>,
 ) -> Settled {
-    {
-        let mut records = Vec::new();
-        let mut counts = Counts::default();
-        let mut failed_lines = Vec::new();
-        let mut kinds = Vec::new();
-        // Failed lines of this batch, and earlier failures that a line of
-        // it supersedes by applying the same file (SPEC: the latest
-        // applied line wins; such a failure is no longer outstanding).
-        let mut failures: Vec<ItemFailed> = Vec::new();
-        let mut resolved: Vec<FailedAt> = Vec::new();
-        for it in &batch.items {
-            let op_failure = outcomes
-                .get(it.ops.clone())
-                .unwrap_or_default()
-                .iter()
-                .find_map(|o| match o {
-                    OpOutcome::Failed { message, .. } => Some(message.clone()),
-                    OpOutcome::Ok => None,
-                });
-            let (repo, path, kind, reason, c) = match (&it.planned, op_failure) {
+    let mut records = Vec::new();
+    let mut counts = Counts::default();
+    let mut failed_lines = Vec::new();
+    let mut kinds = Vec::new();
+    // Failed lines of this batch, and earlier failures that a line of
+    // it supersedes by applying the same file (SPEC: the latest
+    // applied line wins; such a failure is no longer outstanding).
+    let mut failures: Vec<ItemFailed> = Vec::new();
+    let mut resolved: Vec<FailedAt> = Vec::new();
+    for it in &batch.items {
+        let op_failure = outcomes
+            .get(it.ops.clone())
+            .unwrap_or_default()
+            .iter()
+            .find_map(|o| match o {
+                OpOutcome::Failed { message, .. } => Some(message.clone()),
+                OpOutcome::Ok => None,
+            });
+        let (repo, path, kind, reason, c) = match (&it.planned, op_failure) {
+            (
+                Planned::Ops {
+                    repo, path, counts, ..
+                },
+                Some(msg),
+            ) => {
+                // The index refused the line: it counts as failed, not
+                // as indexed or removed (its retry counts those).
+                let c = Counts {
+                    upserted: 0,
+                    deleted: 0,
+                    reconciled: 0,
+                    skipped: 0,
+                    failed: counts.failed + 1,
+                    ..*counts
+                };
                 (
-                    Planned::Ops {
-                        repo, path, counts, ..
-                    },
-                    Some(msg),
-                ) => {
-                    // The index refused the line: it counts as failed, not
-                    // as indexed or removed (its retry counts those).
-                    let c = Counts {
-                        upserted: 0,
-                        deleted: 0,
-                        reconciled: 0,
-                        skipped: 0,
-                        failed: counts.failed + 1,
-                        ..*counts
-                    };
-                    (
-                        repo.clone(),
-                        path.clone(),
-                        Some(FailureKind::Target),
-                        msg,
-                        c,
-                    )
-                }
-                (
-                    Planned::Ops {
-                        repo, path, counts, ..
-                    },
-                    None,
-                ) => {
-                    if !path.is_empty() {
-                        failures.retain(|f| !(f.repo == *repo && f.path == *path));
-                        if let Some(earlier) = failed_paths.remove(&(repo.clone(), path.clone())) {
-                            resolved.extend(earlier);
-                        }
-                    }
-                    (String::new(), String::new(), None, String::new(), *counts)
-                }
-                (Planned::Changeset(cs), _) => {
-                    records.push(Record::ChangesetSeen(cs.clone()));
-                    let c = Counts {
-                        lines: 1,
-                        changeset: 1,
-                        ..Counts::default()
-                    };
-                    (String::new(), String::new(), None, String::new(), c)
-                }
-                (
-                    Planned::Failed {
-                        repo,
-                        path,
-                        kind,
-                        reason,
-                        counts,
-                    },
-                    _,
-                ) => (
                     repo.clone(),
                     path.clone(),
-                    Some(*kind),
-                    reason.clone(),
-                    *counts,
-                ),
-            };
-            counts.add_all(&c);
-            if let Some(kind) = kind {
-                kinds.push(kind);
-                let attempts = prior_attempts(&batch.fingerprint, it.offset) + 1;
-                failed_lines.push(SyncEvent::Failed {
-                    line: it.line,
-                    offset: it.offset,
-                    repo: repo.clone(),
-                    path: path.clone(),
-                    reason: reason.clone(),
-                    kind: kind.as_str(),
-                });
-                failures.push(ItemFailed {
-                    run_id,
-                    fingerprint: batch.fingerprint,
-                    line: it.line,
-                    offset: it.offset,
-                    end: it.end,
+                    Some(FailureKind::Target),
+                    msg,
+                    c,
+                )
+            }
+            (
+                Planned::Ops {
+                    repo, path, counts, ..
+                },
+                None,
+            ) => {
+                if !path.is_empty() {
+                    failures.retain(|f| !(f.repo == *repo && f.path == *path));
+                    if let Some(earlier) = failed_paths.remove(&(repo.clone(), path.clone())) {
+                        resolved.extend(earlier);
+                    }
+                }
+                (String::new(), String::new(), None, String::new(), *counts)
+            }
+            (Planned::Changeset(cs), _) => {
+                records.push(Record::ChangesetSeen(cs.clone()));
+                let c = Counts {
+                    lines: 1,
+                    changeset: 1,
+                    ..Counts::default()
+                };
+                (String::new(), String::new(), None, String::new(), c)
+            }
+            (
+                Planned::Failed {
                     repo,
                     path,
                     kind,
                     reason,
-                    attempts,
-                });
-            }
-        }
-        for f in &failures {
-            if !f.path.is_empty() {
-                failed_paths
-                    .entry((f.repo.clone(), f.path.clone()))
-                    .or_default()
-                    .push((f.fingerprint, f.offset));
-            }
-        }
-        records.extend(failures.into_iter().map(Record::ItemFailed));
-        records.push(Record::BatchDone(BatchDone {
-            run_id,
-            fingerprint: batch.fingerprint,
-            seq: batch.seq,
-            spans: batch.spans.clone(),
-            counts,
-        }));
-        if !resolved.is_empty() {
-            records.push(Record::FailuresResolved(FailuresResolved {
+                    counts,
+                },
+                _,
+            ) => (
+                repo.clone(),
+                path.clone(),
+                Some(*kind),
+                reason.clone(),
+                *counts,
+            ),
+        };
+        counts.add_all(&c);
+        if let Some(kind) = kind {
+            kinds.push(kind);
+            let attempts = prior_attempts(&batch.fingerprint, it.offset) + 1;
+            failed_lines.push(SyncEvent::Failed {
+                line: it.line,
+                offset: it.offset,
+                repo: repo.clone(),
+                path: path.clone(),
+                reason: reason.clone(),
+                kind: kind.as_str(),
+            });
+            failures.push(ItemFailed {
                 run_id,
-                entries: resolved,
-            }));
+                fingerprint: batch.fingerprint,
+                line: it.line,
+                offset: it.offset,
+                end: it.end,
+                repo,
+                path,
+                kind,
+                reason,
+                attempts,
+            });
         }
-        Settled {
-            records,
-            counts,
-            failed_lines,
-            kinds,
+    }
+    for f in &failures {
+        if !f.path.is_empty() {
+            failed_paths
+                .entry((f.repo.clone(), f.path.clone()))
+                .or_default()
+                .push((f.fingerprint, f.offset));
         }
+    }
+    records.extend(failures.into_iter().map(Record::ItemFailed));
+    records.push(Record::BatchDone(BatchDone {
+        run_id,
+        fingerprint: batch.fingerprint,
+        seq: batch.seq,
+        spans: batch.spans.clone(),
+        counts,
+    }));
+    if !resolved.is_empty() {
+        records.push(Record::FailuresResolved(FailuresResolved {
+            run_id,
+            entries: resolved,
+        }));
+    }
+    Settled {
+        records,
+        counts,
+        failed_lines,
+        kinds,
     }
 }
 
