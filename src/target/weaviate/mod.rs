@@ -328,10 +328,21 @@ impl WeaviateTarget {
             // A failure that may pass (or that stops the run) retries the
             // whole batch: redoing the other half is harmless.
             (Err(a), Err(b)) => return Err(worse(a, b)),
-            (Err(e), Ok(_)) | (Ok(_), Err(e)) if e.is_retryable() || e.is_fatal() => return Err(e),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) if e.is_fatal() => return Err(e),
             // The whole batch was one request: its refusal is the batch's.
             (Err(e), Ok(_)) if reduced.deletes.is_empty() => return Err(e),
             (Ok(_), Err(e)) if reduced.upserts.is_empty() => return Err(e),
+            // One of two requests failed in a way that may pass: only its
+            // ops are retried (retrying the half that succeeded too would
+            // make every attempt need both requests to pass).
+            (Err(e), Ok(d)) if e.is_retryable() && e.retry_after().is_none() => {
+                (vec![transient(&e); reduced.upserts.len()], d)
+            }
+            (Ok(u), Err(e)) if e.is_retryable() && e.retry_after().is_none() => {
+                (u, vec![transient(&e); reduced.deletes.len()])
+            }
+            // A server hint to wait (Retry-After) holds for the whole batch.
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) if e.is_retryable() => return Err(e),
             (Err(e), Ok(d)) => (vec![rejected(&e); reduced.upserts.len()], d),
             (Ok(u), Err(e)) => (u, vec![rejected(&e); reduced.deletes.len()]),
         };
@@ -348,6 +359,15 @@ impl WeaviateTarget {
                 })
             })
             .collect())
+    }
+}
+
+/// The outcome of an op whose request failed in a way a later attempt may
+/// fix.
+fn transient(e: &Error) -> OpOutcome {
+    OpOutcome::Failed {
+        retryable: true,
+        message: e.to_string(),
     }
 }
 
