@@ -451,3 +451,381 @@ fn batch_log_names_the_ids_of_each_batch_request_and_its_fault_after_a_mark() {
     raw.status(Method::POST, "/__standin/reset", None);
     assert!(si.batches().is_empty());
 }
+
+/// The chunk class elysiactl declares: a vectorizer, `skip` on every
+/// property but `content`, no class name in the vector.
+fn chunk_class(raw: &Raw) {
+    let skip = json!({"text2vec-openai": {"skip": true}});
+    let text = |n: &str| {
+        json!({"name": n, "dataType": ["text"], "tokenization": "field",
+        "moduleConfig": skip})
+    };
+    let int = |n: &str| json!({"name": n, "dataType": ["int"], "moduleConfig": skip});
+    let class = json!({
+        "class": "Chunk",
+        "vectorizer": "text2vec-openai",
+        "moduleConfig": {"text2vec-openai": {"model": "text-embedding-3-small",
+            "vectorizeClassName": false}},
+        "properties": [
+            text("repo"), text("path"), text("contentSha256"),
+            {"name": "content", "dataType": ["text"]},
+            int("chunk"), int("chunkCount"), int("byteStart"), int("byteEnd"),
+            int("startLine"), int("endLine"), int("size"),
+        ],
+    });
+    let (s, v) = raw.status(Method::POST, "/v1/schema", Some(&class.to_string()));
+    assert_eq!(s, 200, "{v}");
+}
+
+fn uuid(n: u64) -> String {
+    format!("00000000-0000-0000-0000-{n:012x}")
+}
+
+fn chunk(n: u64, repo: &str, path: &str, chunk: Option<u64>, content: &str) -> Value {
+    let mut props = json!({"repo": repo, "path": path, "content": content});
+    if let Some(c) = chunk {
+        props["chunk"] = json!(c);
+    }
+    json!({"class": "Chunk", "id": uuid(n), "properties": props})
+}
+
+fn item_message(item: &Value) -> &str {
+    item["result"]["errors"]["error"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[test]
+fn token_estimate_counts_alnum_runs_by_four_bytes_and_every_other_visible_byte() {
+    use support::standin::estimate_tokens;
+    assert_eq!(estimate_tokens(""), 0);
+    assert_eq!(estimate_tokens(" \t\n\r\n    "), 0, "whitespace is free");
+    assert_eq!(estimate_tokens("main"), 1);
+    assert_eq!(estimate_tokens("mains"), 2);
+    assert_eq!(estimate_tokens("println"), 2);
+    assert_eq!(estimate_tokens("fn main() {}"), 6);
+    assert_eq!(estimate_tokens("a_b"), 3, "underscore splits the run");
+    assert_eq!(estimate_tokens("é"), 2, "each byte of non-ASCII counts");
+    assert_eq!(estimate_tokens(&"abcd ".repeat(120)), 120);
+}
+
+#[test]
+fn vectorizer_limit_fails_too_long_objects_with_openais_message_and_stores_the_rest() {
+    let si = Standin::start(Config {
+        vectorizer_max_tokens: 100,
+        ..Config::default()
+    })
+    .expect("stand-in");
+    let raw = Raw::new(&si.url(), Default::default());
+    chunk_class(&raw);
+    let long = "abcd ".repeat(120); // 600 bytes, 120 tokens
+    assert_eq!(long.len(), 600);
+    // A long skipped property does not count: only `content` is vectorized.
+    let long_path = "x".repeat(4000);
+    let (s, v) = batch(
+        &raw,
+        json!([
+            chunk(1, "R", "a.rs", Some(0), &long),
+            chunk(2, "R", "a.rs", Some(1), "fn main() {}"),
+            chunk(3, "R", &long_path, Some(0), "short"),
+        ]),
+    );
+    assert_eq!(s, 200);
+    let items = v.as_array().unwrap();
+    assert_eq!(items[0]["result"]["status"], "FAILED", "{v}");
+    assert_eq!(
+        item_message(&items[0]),
+        "update vector: connection to: OpenAI API failed with status: 400 error: \
+         This model's maximum context length is 100 tokens, however you requested \
+         120 tokens (120 in your prompt; 0 for the completion). Please reduce your \
+         prompt; or completion length."
+    );
+    assert_eq!(
+        item_message(&items[0]),
+        support::standin::too_long_message(100, 120)
+    );
+    assert_eq!(items[1]["result"]["status"], "SUCCESS", "{v}");
+    assert_eq!(items[2]["result"]["status"], "SUCCESS", "{v}");
+    assert!(si.object("Chunk", uuid(1).parse().unwrap()).is_none());
+    assert!(si.object("Chunk", uuid(2).parse().unwrap()).is_some());
+    assert_eq!(si.dump().len(), 2);
+
+    // A class without a vectorizer has no limit.
+    let (s, _) = raw.status(
+        Method::POST,
+        "/v1/schema",
+        Some(r#"{"class":"Plain","properties":[{"name":"content","dataType":["text"]}]}"#),
+    );
+    assert_eq!(s, 200);
+    let (_, v) = batch(
+        &raw,
+        json!([{"class": "Plain", "id": ID1, "properties": {"content": long}}]),
+    );
+    assert_eq!(v[0]["result"]["status"], "SUCCESS", "{v}");
+
+    // Off (the default): both are stored.
+    let si = Standin::start(Config::default()).expect("stand-in");
+    let raw = Raw::new(&si.url(), Default::default());
+    chunk_class(&raw);
+    let (_, v) = batch(
+        &raw,
+        json!([
+            chunk(1, "R", "a.rs", Some(0), &long),
+            chunk(2, "R", "a.rs", Some(1), "fn main() {}"),
+        ]),
+    );
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["result"]["status"] == "SUCCESS"),
+        "{v}"
+    );
+    assert_eq!(si.dump().len(), 2);
+}
+
+fn delete_where(raw: &Raw, where_: Value, dry_run: bool) -> Value {
+    let body = json!({"match": {"class": "Chunk", "where": where_}, "dryRun": dry_run,
+        "output": "verbose"})
+    .to_string();
+    let (s, v) = raw.status(Method::DELETE, "/v1/batch/objects", Some(&body));
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+fn file_from(repo: &str, path: &str, op: &str, chunk: u64) -> Value {
+    json!({"operator": "And", "operands": [
+        {"path": ["repo"], "operator": "Equal", "valueText": repo},
+        {"path": ["path"], "operator": "Equal", "valueText": path},
+        {"path": ["chunk"], "operator": op, "valueInt": chunk},
+    ]})
+}
+
+/// (repo, path, chunk) of every stored Chunk object, sorted.
+fn chunks_left(si: &Standin) -> Vec<(String, String, Option<u64>)> {
+    let mut out: Vec<_> = si
+        .dump()
+        .into_iter()
+        .map(|d| {
+            let props = si.object("Chunk", d.id).unwrap();
+            (
+                d.repo.unwrap(),
+                d.path.unwrap(),
+                props.get("chunk").and_then(Value::as_u64),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn batch_delete_with_int_range_filters_removes_the_tail_of_a_file() {
+    let (si, raw) = {
+        let si = Standin::start(Config::default()).expect("stand-in");
+        let raw = Raw::new(&si.url(), Default::default());
+        (si, raw)
+    };
+    chunk_class(&raw);
+    let mut objs = Vec::new();
+    for c in 0..6 {
+        objs.push(chunk(c + 1, "R", "P", Some(c), "x"));
+        objs.push(chunk(c + 11, "R", "Q", Some(c), "x"));
+        objs.push(chunk(c + 21, "S", "P", Some(c), "x"));
+    }
+    objs.push(chunk(31, "R", "P", None, "no chunk property"));
+    let (_, v) = batch(&raw, Value::Array(objs));
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["result"]["status"] == "SUCCESS"));
+    let all = chunks_left(&si);
+    assert_eq!(all.len(), 19);
+
+    // dryRun reports the matches and deletes nothing.
+    let v = delete_where(&raw, file_from("R", "P", "GreaterThanEqual", 2), true);
+    assert_eq!(v["results"]["matches"], 4);
+    assert_eq!(v["results"]["successful"], 0);
+    assert_eq!(v["results"]["objects"][0]["status"], "DRYRUN");
+    assert_eq!(chunks_left(&si), all);
+
+    let v = delete_where(&raw, file_from("R", "P", "GreaterThanEqual", 2), false);
+    assert_eq!(v["results"]["matches"], 4);
+    assert_eq!(v["results"]["successful"], 4);
+    let left = chunks_left(&si);
+    let rp: Vec<Option<u64>> = left
+        .iter()
+        .filter(|(r, p, _)| r == "R" && p == "P")
+        .map(|(_, _, c)| *c)
+        .collect();
+    assert_eq!(
+        rp,
+        vec![None, Some(0), Some(1)],
+        "chunks 2..5 gone, a missing chunk never matches a range"
+    );
+    assert_eq!(left.len(), 15, "other files untouched");
+
+    // An Or of two such Ands; the other operators.
+    let v = delete_where(
+        &raw,
+        json!({"operator": "Or", "operands": [
+            file_from("R", "Q", "GreaterThan", 3),
+            file_from("S", "P", "LessThan", 2),
+        ]}),
+        false,
+    );
+    assert_eq!(v["results"]["successful"], 4, "{v}");
+    let v = delete_where(&raw, file_from("S", "P", "LessThanEqual", 2), false);
+    assert_eq!(v["results"]["successful"], 1, "{v}");
+    let v = delete_where(
+        &raw,
+        json!({"path": ["chunk"], "operator": "GreaterThan", "valueNumber": 4.5}),
+        true,
+    );
+    assert_eq!(v["results"]["matches"], 1, "S/P chunk 5: {v}");
+    let left = chunks_left(&si);
+    let want: Vec<(String, String, Option<u64>)> = [
+        ("R", "P", None),
+        ("R", "P", Some(0)),
+        ("R", "P", Some(1)),
+        ("R", "Q", Some(0)),
+        ("R", "Q", Some(1)),
+        ("R", "Q", Some(2)),
+        ("R", "Q", Some(3)),
+        ("S", "P", Some(3)),
+        ("S", "P", Some(4)),
+        ("S", "P", Some(5)),
+    ]
+    .into_iter()
+    .map(|(r, p, c)| (r.to_string(), p.to_string(), c))
+    .collect();
+    assert_eq!(left, want);
+
+    // A range on text, or a non-integer valueInt, is a bad filter: 422.
+    for bad in [
+        json!({"path": ["path"], "operator": "GreaterThan", "valueText": "P"}),
+        json!({"path": ["chunk"], "operator": "GreaterThan", "valueInt": 1.5}),
+        json!({"path": ["chunk"], "operator": "GreaterThan", "valueIntArray": [1]}),
+    ] {
+        let body = json!({"match": {"class": "Chunk", "where": bad}}).to_string();
+        let (s, v) = raw.status(Method::DELETE, "/v1/batch/objects", Some(&body));
+        assert_eq!(s, 422, "{bad}: {v}");
+    }
+}
+
+#[test]
+fn range_delete_keeps_the_per_call_limit() {
+    let si = Standin::start(Config {
+        delete_limit: 3,
+        ..Config::default()
+    })
+    .expect("stand-in");
+    let raw = Raw::new(&si.url(), Default::default());
+    chunk_class(&raw);
+    let objs: Vec<Value> = (0..6)
+        .map(|c| chunk(c + 1, "R", "P", Some(c), "x"))
+        .collect();
+    batch(&raw, Value::Array(objs));
+    let f = file_from("R", "P", "GreaterThanEqual", 1);
+    let v = delete_where(&raw, f.clone(), false);
+    let r = &v["results"];
+    assert_eq!(
+        (r["matches"].as_u64(), r["limit"].as_u64()),
+        (Some(5), Some(3))
+    );
+    assert_eq!(r["successful"], 3);
+    // In UUID order: chunks 1, 2, 3 go first.
+    let ids: Vec<&str> = r["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![uuid(2), uuid(3), uuid(4)]);
+    let v = delete_where(&raw, f.clone(), false);
+    assert_eq!(v["results"]["matches"], 2);
+    let v = delete_where(&raw, f, false);
+    assert_eq!(v["results"]["matches"], 0);
+    assert_eq!(chunks_left(&si).len(), 1);
+}
+
+#[test]
+fn an_int_property_added_later_is_accepted_and_undeclared_ones_still_refused() {
+    let (si, raw) = setup(Config::default());
+    let (s, v) = raw.status(
+        Method::POST,
+        "/v1/schema/Code/properties",
+        Some(r#"{"name":"chunkCount","dataType":["int"]}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["name"], "chunkCount");
+    let declared = si.class("Code").unwrap()["properties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "chunkCount" && p["dataType"] == json!(["int"]));
+    assert!(declared);
+    let (s, _) = raw.status(
+        Method::POST,
+        "/v1/schema/Code/properties",
+        Some(r#"{"name":"chunkCount","dataType":["int"]}"#),
+    );
+    assert_eq!(s, 422, "a second time");
+    let (s, v) = batch(
+        &raw,
+        json!([
+            {"class": "Code", "id": ID1, "properties": {"path": "a", "chunkCount": 3}},
+            {"class": "Code", "id": ID2, "properties": {"path": "b", "startLine": 1}},
+            {"class": "Code", "id": ID3, "properties": {"path": "c", "chunkCount": "3"}},
+        ]),
+    );
+    assert_eq!(s, 200);
+    let items = v.as_array().unwrap();
+    assert_eq!(items[0]["result"]["status"], "SUCCESS", "{v}");
+    assert!(
+        item_message(&items[1]).contains("no such prop with name 'startLine'"),
+        "{v}"
+    );
+    assert!(
+        item_message(&items[2]).contains("invalid integer property"),
+        "{v}"
+    );
+    assert_eq!(si.dump().len(), 1);
+    assert!(
+        si.class("Code").unwrap()["properties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "startLine"),
+        "no auto-schema"
+    );
+}
+
+#[test]
+fn listed_objects_carry_int_properties_as_json_integers() {
+    let si = Standin::start(Config::default()).expect("stand-in");
+    let raw = Raw::new(&si.url(), Default::default());
+    chunk_class(&raw);
+    let mut o = chunk(1, "R", "P", Some(2), "x");
+    o["properties"]["chunkCount"] = json!(6);
+    o["properties"]["byteStart"] = json!(4096.0); // a whole float is an int
+    o["properties"]["size"] = json!(0);
+    let (_, v) = batch(&raw, json!([o]));
+    assert_eq!(v[0]["result"]["status"], "SUCCESS", "{v}");
+    let (s, v) = raw.status(Method::GET, "/v1/objects?class=Chunk&limit=10", None);
+    assert_eq!(s, 200);
+    let props = &v["objects"][0]["properties"];
+    for (k, want) in [
+        ("chunk", 2),
+        ("chunkCount", 6),
+        ("byteStart", 4096),
+        ("size", 0),
+    ] {
+        assert!(props[k].is_u64(), "{k}: {props}");
+        assert_eq!(props[k].as_u64(), Some(want), "{k}");
+    }
+    assert_eq!(props["repo"], "R");
+    let (_, one) = raw.status(Method::GET, &format!("/v1/objects/Chunk/{}", uuid(1)), None);
+    assert_eq!(&one["properties"], props);
+}

@@ -71,6 +71,11 @@ struct Args {
     /// Log the object ids of every batch request (GET /__standin/batches).
     #[arg(long)]
     log_batches: bool,
+    /// The vectorizer's input limit in tokens (0 = off): an object of a class
+    /// with a vectorizer whose embedded text is estimated over N tokens is
+    /// FAILED, not stored, with OpenAI's "maximum context length" message.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    vectorizer_max_tokens: usize,
 }
 
 fn main() -> std::io::Result<()> {
@@ -95,6 +100,7 @@ fn main() -> std::io::Result<()> {
         seed: a.seed,
         record: a.record,
         log_batches: a.log_batches,
+        vectorizer_max_tokens: a.vectorizer_max_tokens,
         faults: standin::Faults {
             latency_ms: a.latency_ms,
             jitter_ms: a.jitter_ms,

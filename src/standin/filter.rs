@@ -1,7 +1,11 @@
 //! The subset of Weaviate `where` filters batch delete needs: `Equal`,
 //! `NotEqual`, `ContainsAny`, `ContainsAll`, `ContainsNone`, `IsNull` on the
-//! id or a property, combined with `And`, `Or`, `Not`. Text compares whole
-//! values, as under `field` tokenization.
+//! id or a property, and `GreaterThan`, `GreaterThanEqual`, `LessThan`,
+//! `LessThanEqual` with `valueInt` / `valueNumber` on a property, combined
+//! with `And`, `Or`, `Not`. Text compares whole values, as under `field`
+//! tokenization. Ranges compare numerically; a missing or null property, or
+//! a non-numeric value, never matches one (an array property matches when
+//! any element does).
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -58,9 +62,9 @@ pub fn parse(v: &Value) -> Result<Filter, String> {
             }
             return Ok(Filter::Not(Box::new(ops.remove(0))));
         }
-        "Equal" | "NotEqual" | "ContainsAny" | "ContainsAll" | "ContainsNone" | "IsNull" => {}
-        "Like" | "GreaterThan" | "GreaterThanEqual" | "LessThan" | "LessThanEqual"
-        | "WithinGeoRange" => {
+        "Equal" | "NotEqual" | "ContainsAny" | "ContainsAll" | "ContainsNone" | "IsNull"
+        | "GreaterThan" | "GreaterThanEqual" | "LessThan" | "LessThanEqual" => {}
+        "Like" | "WithinGeoRange" => {
             return Err(format!("operator {op} is not supported by the stand-in"))
         }
         other => return Err(format!("unknown operator {other:?}")),
@@ -96,6 +100,21 @@ pub fn parse(v: &Value) -> Result<Filter, String> {
         return Err(format!("operator {op} cannot be used with {field}"));
     }
     let name = path[0];
+    if is_range(op) {
+        let (ok, kind) = match field {
+            "valueInt" => (raw.as_f64().is_some_and(|f| f.fract() == 0.0), "an integer"),
+            "valueNumber" => (raw.is_number(), "a number"),
+            _ => {
+                return Err(format!(
+                    "operator {op} with {field} is not supported by the stand-in \
+                     (only valueInt, valueNumber)"
+                ))
+            }
+        };
+        if !ok {
+            return Err(format!("{field} must be {kind}, got {raw}"));
+        }
+    }
     if (name == "id" || name == "_id")
         && !matches!(
             field,
@@ -142,8 +161,26 @@ pub fn matches(f: &Filter, id: &Uuid, props: &Map<String, Value>) -> bool {
                 "ContainsAll" => values.iter().all(has),
                 "ContainsNone" => !values.iter().any(has),
                 "IsNull" => values.first().and_then(Value::as_bool) == Some(have.is_empty()),
+                op if is_range(op) => {
+                    let Some(want) = values.first().and_then(Value::as_f64) else {
+                        return false;
+                    };
+                    have.iter().filter_map(Value::as_f64).any(|h| match op {
+                        "GreaterThan" => h > want,
+                        "GreaterThanEqual" => h >= want,
+                        "LessThan" => h < want,
+                        _ => h <= want,
+                    })
+                }
                 _ => false,
             }
         }
     }
+}
+
+fn is_range(op: &str) -> bool {
+    matches!(
+        op,
+        "GreaterThan" | "GreaterThanEqual" | "LessThan" | "LessThanEqual"
+    )
 }

@@ -26,6 +26,7 @@
 mod faults;
 mod filter;
 mod handlers;
+mod vectorizer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -37,6 +38,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use self::faults::{Faults, Rng};
+// For the tests; the binary uses neither.
+#[allow(unused_imports)]
+pub use self::vectorizer::{estimate_tokens, too_long_message};
 
 /// How the stand-in behaves.
 #[derive(Debug, Clone)]
@@ -53,6 +57,13 @@ pub struct Config {
     /// Keep, per batch request, only the object ids it carried and the fault
     /// it got ([`BatchLogged`]): cheap enough for 10,000-line runs.
     pub log_batches: bool,
+    /// The vectorizer's input limit in tokens, 0 = off. When on, an object
+    /// of a class whose `vectorizer` is not `none` is refused (`FAILED`, not
+    /// stored) by `POST /v1/batch/objects` when the text its vectorizer would
+    /// embed is over this many tokens, with OpenAI's context-length message
+    /// ([`too_long_message`]). What is embedded, and how tokens are
+    /// estimated ([`estimate_tokens`]): see `vectorizer.rs`.
+    pub vectorizer_max_tokens: usize,
 }
 
 impl Default for Config {
@@ -64,6 +75,7 @@ impl Default for Config {
             faults: Faults::default(),
             record: true,
             log_batches: false,
+            vectorizer_max_tokens: 0,
         }
     }
 }

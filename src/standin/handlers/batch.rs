@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use elysiactl::util::now_ms;
 
-use super::super::filter;
+use super::super::{filter, vectorizer};
 use super::{
     code_message, error_list, parse_body, reply, upper_first, Resp, Shared, State, Stored,
 };
@@ -255,6 +255,35 @@ fn object_error(st: &State, class: &str, props: &Map<String, Value>) -> Option<S
     None
 }
 
+/// Int properties stored as integers: a whole float such as `3.0`, which
+/// [`object_error`] accepts for an int, is kept and listed as `3`, so every
+/// int property reads back as a JSON integer.
+fn normalize_ints(class: &Value, props: &mut Map<String, Value>) {
+    let Some(declared) = class.get("properties").and_then(Value::as_array) else {
+        return;
+    };
+    let as_int = |v: &mut Value| {
+        if let Some(f) = v.as_f64().filter(|_| !v.is_i64() && !v.is_u64()) {
+            if f.fract() == 0.0 && f.abs() < 9.2e18 {
+                *v = Value::from(f as i64);
+            }
+        }
+    };
+    for p in declared {
+        let (Some(name), Some(ty)) = (
+            p.get("name").and_then(Value::as_str),
+            p.pointer("/dataType/0").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        match (ty, props.get_mut(name)) {
+            ("int", Some(v)) => as_int(v),
+            ("int[]", Some(Value::Array(a))) => a.iter_mut().for_each(as_int),
+            _ => {}
+        }
+    }
+}
+
 /// `POST /v1/batch/objects`, in three steps so that the state lock is held
 /// only for the cheap middle one: parse and validate the body
 /// ([`batch_parse`]), decide and store each object ([`batch_store`]), then
@@ -265,6 +294,9 @@ pub(super) struct ParsedBatch {
     /// With [`Faults::echo_headers`](super::Faults::echo_headers): the
     /// request's headers, quoted in every per-object failure.
     pub(super) echo: Option<String>,
+    /// [`Config::vectorizer_max_tokens`](super::super::Config::vectorizer_max_tokens):
+    /// 0 = off.
+    pub(super) max_tokens: usize,
 }
 
 /// One object's fate, between the store and the reply.
@@ -286,6 +318,7 @@ pub(super) fn batch_parse(
     Ok(ParsedBatch {
         objects: validate_batch_body(v)?,
         echo: None,
+        max_tokens: 0,
     })
 }
 
@@ -310,6 +343,11 @@ pub(super) fn batch_store(st: &mut State, parsed: ParsedBatch) -> StoredBatch {
             .and_then(Value::as_object)
             .unwrap_or(&empty);
         let mut err = object_error(st, &class, props);
+        if err.is_none() {
+            if let Some(def) = st.classes.get(&class) {
+                err = vectorizer::check(parsed.max_tokens, def, props);
+            }
+        }
         if err.is_none() && st.rng.chance(p_fail) {
             err = Some(RATE_LIMIT_MESSAGE.to_string());
             *st.stats.injected.entry("object_fail".into()).or_default() += 1;
@@ -333,11 +371,14 @@ pub(super) fn batch_store(st: &mut State, parsed: ParsedBatch) -> StoredBatch {
         if err.is_some() || last.get(&(class.as_str(), *id)) != Some(&i) {
             continue;
         }
-        let properties = objects[i]
+        let mut properties = objects[i]
             .get("properties")
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
+        if let Some(def) = st.classes.get(class) {
+            normalize_ints(def, &mut properties);
+        }
         st.objects.entry(class.clone()).or_default().insert(
             *id,
             Stored {

@@ -270,6 +270,7 @@ async fn serve_one(
             }
             Ok(mut parsed) => {
                 parsed.echo = echo;
+                parsed.max_tokens = shared.cfg.vectorizer_max_tokens;
                 let stored = {
                     let mut st = shared.lock();
                     let stored = batch_store(&mut st, parsed);
@@ -348,7 +349,10 @@ fn route(
                 "modules": {}, "grpcMaxMessageSize": 104858000})),
         ),
         (&Method::POST, ["batch", "objects"]) => match batch_parse(params, body) {
-            Ok(parsed) => batch_reply(batch_store(st, parsed)),
+            Ok(mut parsed) => {
+                parsed.max_tokens = shared.cfg.vectorizer_max_tokens;
+                batch_reply(batch_store(st, parsed))
+            }
             Err(r) => r,
         },
         (&Method::DELETE, ["batch", "objects"]) => batch_delete(shared, st, params, body),
