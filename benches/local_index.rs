@@ -19,7 +19,8 @@ fn bench(c: &mut Criterion) {
         None => tempfile::tempdir(),
     }
     .expect("temp dir");
-    let idx = LocalIndex::open(dir.path()).expect("open index");
+    let idx =
+        LocalIndex::open(dir.path(), elysiactl::object::ChunkSize::DEFAULT).expect("open index");
     idx.prepare().expect("prepare");
 
     let mut g = c.benchmark_group("local_index");

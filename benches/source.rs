@@ -77,7 +77,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             let body = BatchObjects {
-                objects: docs.iter().map(|d| WireObject::new("Bench", d)).collect(),
+                objects: docs
+                    .iter()
+                    .flat_map(|d| d.chunks.iter())
+                    .map(|c| WireObject::new("Bench", c))
+                    .collect(),
             };
             serde_json::to_writer(&mut out, &body).expect("encode");
             out.len()

@@ -7,6 +7,7 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::chunks::{assert_exact, export_objects};
 use support::*;
 
 #[test]
@@ -72,4 +73,126 @@ fn resume_after_kill_never_loses_a_line() {
     assert_eq!(again.status.code(), Some(0));
     assert!(text(&again.stderr).contains("[RESTART]"));
     assert_eq!(export(&state), want);
+}
+
+/// A file's bytes of about `size`: lines of every kind the chunker meets —
+/// short and longer than the chunk size, multibyte characters, CRLF, an
+/// invalid byte, blank runs, no final newline.
+fn body(rng: &mut Rng, size: usize) -> Vec<u8> {
+    const PIECES: &[&str] = &[
+        "fn main() {\n",
+        "    let x = 1;\n",
+        "}\n",
+        "\n",
+        "\n\n\n",
+        "// caf\u{e9} \u{65e5}\u{672c}\u{8a9e} \u{1f980}\n",
+        "pub struct S;\r\n",
+        "\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}",
+        "class A:\n    def f(self):\n        return 1\n",
+        "            ",
+    ];
+    let mut out = Vec::with_capacity(size + 64);
+    while out.len() < size {
+        match rng.below(12) {
+            10 => out.extend(std::iter::repeat_n(b'a', 40 + rng.below(300) as usize)),
+            11 => out.push(0xff),
+            i => out.extend_from_slice(PIECES[i as usize].as_bytes()),
+        }
+    }
+    out.truncate(size);
+    out
+}
+
+/// Files that grow and shrink across chunk counts between the kills (from
+/// none to two dozen chunks of 128 bytes, and back; some vanish and come
+/// back): after the last run every file has exactly its current chunks,
+/// checked invariant by invariant by an independent checker.
+#[test]
+fn resume_after_kill_with_files_growing_and_shrinking_across_chunks_ends_exact() {
+    const SIZES: &[usize] = &[0, 1, 60, 127, 128, 129, 400, 1000, 3000];
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let state = dir.path().join("state");
+    let mut rng = Rng(0x0c4a_11c5);
+    let refs: Vec<(String, String)> = (0..300)
+        .map(|i| {
+            (
+                ["alpha", "beta"][i % 2].to_owned(),
+                format!("d{}/f{i}.rs", i % 7),
+            )
+        })
+        .collect();
+    let write = |rng: &mut Rng, (repo, path): &(String, String)| {
+        let full = root.join(repo).join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        if rng.below(10) == 0 {
+            let _ = std::fs::remove_file(&full);
+        } else {
+            let size = SIZES[rng.below(SIZES.len() as u64) as usize];
+            std::fs::write(&full, body(rng, size)).unwrap();
+        }
+    };
+    for r in &refs {
+        write(&mut rng, r);
+    }
+    let mut manifest = String::new();
+    for _ in 0..4 {
+        for (repo, path) in &refs {
+            manifest.push_str(&format!(
+                r#"{{"op":"update","repo":"{repo}","path":"{path}"}}"#
+            ));
+            manifest.push('\n');
+        }
+    }
+    let manifest_path = dir.path().join("changes.jsonl");
+    std::fs::write(&manifest_path, manifest).unwrap();
+    let extra = ["--batch-size", "13", "--chunk-size", "128", "--quiet"];
+    let args = sync_args(&manifest_path, &root, &state, &extra);
+
+    let t = Instant::now();
+    let probe = sync(&manifest_path, &root, &dir.path().join("probe"), &extra);
+    assert_eq!(probe.status.code(), Some(0), "{}", text(&probe.stderr));
+    let budget = (t.elapsed().as_millis() as u64 / 6).max(30);
+
+    let (mut kills, mut restart_from_top) = (0, false);
+    for _ in 0..60 {
+        if kills >= 12 {
+            break;
+        }
+        // Between steps the files change: grow, shrink, vanish, return.
+        for _ in 0..30 {
+            let r = &refs[rng.below(refs.len() as u64) as usize];
+            write(&mut rng, r);
+        }
+        let mut a = args.clone();
+        if restart_from_top {
+            a.extend(["--from-line", "1"]);
+        }
+        let mut child = cmd(&a)
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5 + rng.below(budget)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        restart_from_top = child.wait().unwrap().code() == Some(0);
+    }
+    assert!(kills >= 8, "only {kills} kills landed mid-run");
+
+    // Every line again against the disk as it is now.
+    let mut a = args.clone();
+    a.extend(["--from-line", "1"]);
+    let last = run(&a);
+    assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
+    let state_arg = state.to_str().unwrap();
+    let objs = export_objects(&["--state-dir", state_arg]);
+    let chunks = assert_exact(&objs, &root, &refs, 1 << 20, 128);
+    assert!(
+        chunks > refs.len() * 2,
+        "the files should span many chunks: {chunks} for {} files",
+        refs.len()
+    );
 }

@@ -32,7 +32,7 @@ impl Target for Shared {
     fn list_repo(&self, _: &str) -> Result<Vec<String>, target::Error> {
         Ok(Vec::new())
     }
-    fn export(&self) -> Result<Vec<elysiactl::target::local::Exported>, target::Error> {
+    fn export(&self, _: bool) -> Result<Vec<elysiactl::target::Exported>, target::Error> {
         Ok(Vec::new())
     }
     fn apply(&self, ops: &[Op]) -> Result<Vec<OpOutcome>, target::Error> {
@@ -61,6 +61,8 @@ fn options(manifest: Option<&Path>, root: &Path, state: &Path) -> Options {
         roots: vec![root.to_owned()],
         dry_run: false,
         max_file_size: 1 << 20,
+        chunk_size: elysiactl::object::ChunkSize::WHOLE_FILE,
+        rechunk: false,
         abandon_pending: false,
         backoff: sync::Backoff {
             base: Duration::from_millis(1),

@@ -450,7 +450,7 @@ fn objects_are_stored_with_all_properties() {
     let p = si.object(C, object_id("ServiceA", "src/main.py")).unwrap();
     assert_eq!(p["repo"], "ServiceA");
     assert_eq!(p["path"], "src/main.py");
-    assert_eq!(p["content"], d.content.as_str());
+    assert_eq!(p["content"], d.chunks[0].content.as_str());
     assert_eq!(p["contentSha256"], d.content_sha256.as_str());
     assert_eq!(p["size"], d.size);
 }

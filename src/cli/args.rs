@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::object::ChunkSize;
+
 #[derive(Parser)]
 #[command(
     name = "elysiactl",
@@ -116,6 +118,12 @@ pub struct SyncArgs {
     /// Larger files are not indexed.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_file_size: u64,
+    /// Largest chunk object in bytes (0: one object per file). Part of the index: a state dir keeps the size it was built with.
+    #[arg(long, default_value = "4096", value_parser = parse_chunk_size)]
+    pub chunk_size: ChunkSize,
+    /// Re-chunk every file the index holds at --chunk-size (the way from another chunk size, or from an index of whole-file objects); resumable.
+    #[arg(long)]
+    pub rechunk: bool,
     /// Prometheus textfile to write at the end of the run.
     #[arg(long)]
     pub metrics_file: Option<PathBuf>,
@@ -190,6 +198,9 @@ pub struct FailuresArgs {
 pub struct ExportArgs {
     #[arg(long, env = "ELYSIACTL_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Add each chunk's text (`content`) to its line.
+    #[arg(long)]
+    pub content: bool,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -250,4 +261,9 @@ pub struct ChangesArgs {
     /// Events on stderr as text lines, or one JSON object per line.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormatArg,
+}
+
+/// `--chunk-size`: 0, or at least [`ChunkSize::MIN`] bytes.
+fn parse_chunk_size(s: &str) -> Result<ChunkSize, String> {
+    s.parse::<ChunkSize>().map_err(|e| e.to_string())
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::args::{ExportArgs, TargetArg, TargetArgs};
 use super::target::TargetArgsError;
 use crate::exit::Exit;
+use crate::object::ChunkSize;
 use crate::target::{self, local};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +25,7 @@ enum Failure {
 }
 
 pub fn run(args: ExportArgs) -> Exit {
-    let outcome = execute(&args.target, super::state_dir(args.state_dir));
+    let outcome = execute(&args.target, super::state_dir(args.state_dir), args.content);
     if let Err(e) = &outcome {
         if !matches!(e, Failure::Stdout(_)) {
             eprintln!("elysiactl: {e}");
@@ -33,8 +34,8 @@ pub fn run(args: ExportArgs) -> Exit {
     exit(&outcome)
 }
 
-fn execute(t: &TargetArgs, sd: PathBuf) -> Result<(), Failure> {
-    let objects = objects(t, sd)?;
+fn execute(t: &TargetArgs, sd: PathBuf, content: bool) -> Result<(), Failure> {
+    let objects = objects(t, sd, content)?;
     let mut stdout = io::stdout().lock();
     for o in objects {
         if let Ok(line) = serde_json::to_string(&o) {
@@ -44,13 +45,14 @@ fn execute(t: &TargetArgs, sd: PathBuf) -> Result<(), Failure> {
     Ok(())
 }
 
-fn objects(t: &TargetArgs, sd: PathBuf) -> Result<Vec<local::Exported>, Failure> {
+fn objects(t: &TargetArgs, sd: PathBuf, content: bool) -> Result<Vec<local::Exported>, Failure> {
     if t.kind() == TargetArg::Local {
-        return Ok(local::export(&sd)?);
+        return Ok(local::export_with(&sd, content)?);
     }
-    let open = t.opener(sd)?;
+    // Reading only: any chunk size opens the index.
+    let open = t.opener(sd, ChunkSize::WHOLE_FILE)?;
     let target = open()?;
-    Ok(target.export()?)
+    Ok(target.export(content)?)
 }
 
 /// The one place `index export` decides its exit.

@@ -39,7 +39,10 @@ fn execute(sd: &std::path::Path, query: &str, limit: usize, json: bool) -> Resul
 }
 
 fn text(h: &Hit) -> String {
-    format!("{}/{}  ({:.2})\n    {}", h.repo, h.path, h.score, h.snippet)
+    format!(
+        "{}/{}:{}-{}  ({:.2})\n    {}",
+        h.repo, h.path, h.start_line, h.end_line, h.score, h.snippet
+    )
 }
 
 /// The one place `search` decides its exit: a bad query or no index is a

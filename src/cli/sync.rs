@@ -9,6 +9,7 @@ use super::args::{LogFormatArg, OnErrorArg, SyncArgs};
 use super::target::{Opener, TargetArgsError};
 use crate::exit::Exit;
 use crate::sync::{self, Input, LogFormat, OnError};
+use crate::wal::TargetIdentity;
 
 /// A sync ready to run: the library's options and the target to open.
 pub struct ValidSync {
@@ -55,13 +56,18 @@ impl SyncArgs {
             },
             progress: !self.quiet,
             target_name: self.target.name().into(),
-            target: self.target.identity(),
+            target: TargetIdentity {
+                chunk_size: self.chunk_size.get() as u64,
+                ..self.target.identity()
+            },
+            chunk_size: self.chunk_size,
+            rechunk: self.rechunk,
             metrics_file: self.metrics_file,
             retry_failed: self.retry_failed,
             log_format,
             progress_bar,
         };
-        let open = self.target.opener(state_dir)?;
+        let open = self.target.opener(state_dir, self.chunk_size)?;
         Ok(ValidSync { options, open })
     }
 }

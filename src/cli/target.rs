@@ -2,6 +2,7 @@
 //! index, what the state dir records of it, and how to open it. A bad URL or
 //! collection is found here, before the state dir is touched.
 
+use crate::object::ChunkSize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,8 +59,13 @@ impl TargetArgs {
         }
     }
 
-    /// A function that opens the target (called once the state dir is locked).
-    pub fn opener(&self, state_dir: PathBuf) -> Result<Opener, TargetArgsError> {
+    /// A function that opens the target (called once the state dir is locked)
+    /// to write objects cut at `chunk_size`.
+    pub fn opener(
+        &self,
+        state_dir: PathBuf,
+        chunk_size: ChunkSize,
+    ) -> Result<Opener, TargetArgsError> {
         match (self.kind(), &self.weaviate_url) {
             (TargetArg::Weaviate, None) => Err(TargetArgsError::NoWeaviateUrl),
             (TargetArg::Weaviate, Some(url)) => {
@@ -76,7 +82,7 @@ impl TargetArgs {
                 }))
             }
             (TargetArg::Local, _) => Ok(Box::new(move || -> Result<Box<dyn Target>, _> {
-                Ok(Box::new(LocalIndex::open(&state_dir)?))
+                Ok(Box::new(LocalIndex::open(&state_dir, chunk_size)?))
             })),
         }
     }

@@ -143,9 +143,24 @@ pub struct ChunkObject {
 /// The objects of one file. Chunk numbers saturate at `u32::MAX`, which only a
 /// file of more than 64 GiB could reach.
 pub fn objects(repo: &str, path: &str, bytes: &[u8], size: ChunkSize) -> Vec<ChunkObject> {
+    let content_sha256 = crate::util::hex(&Sha256::digest(bytes));
+    build(repo, path, bytes, size, &content_sha256, |a, b| {
+        String::from_utf8_lossy(&bytes[a..b]).into_owned()
+    })
+}
+
+/// The objects of a file with its hash already known; `content(a, b)` gives
+/// the text of bytes `[a, b)`.
+fn build(
+    repo: &str,
+    path: &str,
+    bytes: &[u8],
+    size: ChunkSize,
+    content_sha256: &str,
+    mut content: impl FnMut(usize, usize) -> String,
+) -> Vec<ChunkObject> {
     let ranges = chunk::ranges(bytes, size.get(), chunk::Lang::of(path));
     let spans = chunk::spans_of(bytes, &ranges);
-    let content_sha256 = crate::util::hex(&Sha256::digest(bytes));
     let chunk_count = u32::try_from(spans.len()).unwrap_or(u32::MAX);
     ranges
         .iter()
@@ -163,12 +178,83 @@ pub fn objects(repo: &str, path: &str, bytes: &[u8], size: ChunkSize) -> Vec<Chu
                 byte_end: span.byte_end,
                 start_line: span.start_line,
                 end_line: span.end_line,
-                content: String::from_utf8_lossy(&bytes[a..b]).into_owned(),
-                content_sha256: content_sha256.clone(),
+                content: content(a, b),
+                content_sha256: content_sha256.to_owned(),
                 size: bytes.len() as u64,
             }
         })
         .collect()
+}
+
+/// One eligible file as both targets store it: its chunks, in order, and
+/// what they share. `id` (chunk 0's id, the file's id before chunking) is the
+/// file's key: the sync loop orders and reduces ops by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub id: Uuid,
+    pub repo: String,
+    /// Repo-relative, `/`-separated, no `.` or `..` parts.
+    pub path: String,
+    /// Hex SHA-256 of the raw file bytes.
+    pub content_sha256: String,
+    /// Size of the raw file in bytes.
+    pub size: u64,
+    /// At least one; chunk `k` at index `k`.
+    pub chunks: Vec<ChunkObject>,
+}
+
+impl Document {
+    /// The document of a file's bytes cut at `size`. A file that is one
+    /// chunk of valid UTF-8 (nearly every small source file) becomes its
+    /// content without a copy.
+    pub fn new(repo: &str, path: &str, bytes: Vec<u8>, size: ChunkSize) -> Document {
+        let content_sha256 = crate::util::hex(&Sha256::digest(&bytes));
+        let single = size.is_whole_file() || bytes.len() <= size.get();
+        let chunks = if single {
+            let span = chunk::spans_of(&bytes, &[(0, bytes.len())])[0];
+            let file_size = bytes.len() as u64;
+            let content = match String::from_utf8(bytes) {
+                Ok(s) => s,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            };
+            vec![ChunkObject {
+                id: chunk_id(repo, path, 0),
+                repo: repo.to_owned(),
+                path: path.to_owned(),
+                chunk: 0,
+                chunk_count: 1,
+                byte_start: 0,
+                byte_end: file_size,
+                start_line: span.start_line,
+                end_line: span.end_line,
+                content,
+                content_sha256: content_sha256.clone(),
+                size: file_size,
+            }]
+        } else {
+            build(repo, path, &bytes, size, &content_sha256, |a, b| {
+                String::from_utf8_lossy(&bytes[a..b]).into_owned()
+            })
+        };
+        Document {
+            id: chunk_id(repo, path, 0),
+            repo: repo.to_owned(),
+            path: path.to_owned(),
+            size: chunks.first().map_or(0, |c| c.size),
+            content_sha256,
+            chunks,
+        }
+    }
+
+    /// How many chunks the file has (at least 1).
+    pub fn chunk_count(&self) -> u32 {
+        u32::try_from(self.chunks.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Total bytes of text the chunks carry (for sizing request bodies).
+    pub fn content_len(&self) -> usize {
+        self.chunks.iter().map(|c| c.content.len()).sum()
+    }
 }
 
 /// A way a file's objects break the contract. `chunk` is the object's

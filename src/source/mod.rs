@@ -25,9 +25,8 @@ use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
-use crate::target::{object_id, Document};
+use crate::object::ChunkSize;
+use crate::target::Document;
 
 mod beneath;
 mod walk;
@@ -138,6 +137,8 @@ pub enum DirState {
 pub struct Roots {
     roots: Vec<Root>,
     max_file_size: u64,
+    /// How read files are cut into objects.
+    chunk_size: ChunkSize,
 }
 
 /// Lexically normalise an absolute path: drop `.`, apply `..`.
@@ -207,7 +208,14 @@ impl Roots {
         Ok(Roots {
             roots,
             max_file_size,
+            chunk_size: ChunkSize::DEFAULT,
         })
+    }
+
+    /// The roots reading files into documents cut at `size`.
+    pub fn with_chunk_size(mut self, size: ChunkSize) -> Roots {
+        self.chunk_size = size;
+        self
     }
 
     pub fn max_file_size(&self) -> u64 {
@@ -443,32 +451,13 @@ impl Roots {
         if memchr::memchr(0, sniff).is_some() {
             return FileState::Absent(Absent::Binary);
         }
-        FileState::Eligible(document_from(&loc.repo, &loc.path, bytes))
+        FileState::Eligible(Document::new(&loc.repo, &loc.path, bytes, self.chunk_size))
     }
 }
 
-/// Build the indexed form of a file's bytes.
+/// Build the indexed form of a file's bytes at the default chunk size.
 pub fn document(repo: &str, path: &str, bytes: &[u8]) -> Document {
-    document_from(repo, path, bytes.to_vec())
-}
-
-/// [`document`] taking the bytes: valid UTF-8 (nearly every source file)
-/// becomes the content without a copy; anything else is converted lossily.
-pub fn document_from(repo: &str, path: &str, bytes: Vec<u8>) -> Document {
-    let content_sha256 = crate::util::hex(&Sha256::digest(&bytes));
-    let size = bytes.len() as u64;
-    let content = match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    };
-    Document {
-        id: object_id(repo, path),
-        repo: repo.to_owned(),
-        path: path.to_owned(),
-        content,
-        content_sha256,
-        size,
-    }
+    Document::new(repo, path, bytes.to_vec(), ChunkSize::DEFAULT)
 }
 
 /// An error of the short road: a plain "no such file" is the same verdict

@@ -77,7 +77,7 @@ fn with_several_roots_a_relative_path_belongs_to_the_first_root_with_its_repo() 
         (1, "Two", "x.txt")
     );
     match r.read(&loc).unwrap() {
-        FileState::Eligible(d) => assert_eq!(d.content, "two\n"),
+        FileState::Eligible(d) => assert_eq!(d.chunks[0].content, "two\n"),
         other => panic!("{other:?}"),
     }
     // A symlink from one root into another leaves its root: not indexed.
@@ -104,7 +104,7 @@ fn disk_decides_eligibility() {
     let at = |p: &str| r.read(&r.resolve(Some("R"), p).unwrap()).unwrap();
     match at("ok.txt") {
         FileState::Eligible(d) => {
-            assert_eq!(d.content, "hello\n");
+            assert_eq!(d.chunks[0].content, "hello\n");
             assert_eq!(d.path, "ok.txt");
             assert_eq!(
                 d.content_sha256,
@@ -115,7 +115,10 @@ fn disk_decides_eligibility() {
     }
     match at("inside") {
         FileState::Eligible(d) => {
-            assert_eq!((d.path.as_str(), d.content.as_str()), ("inside", "hello\n"))
+            assert_eq!(
+                (d.path.as_str(), d.chunks[0].content.as_str()),
+                ("inside", "hello\n")
+            )
         }
         other => panic!("{other:?}"),
     }

@@ -361,7 +361,7 @@ mod tests {
             for (p, want) in cases {
                 match at(p) {
                     FileState::Eligible(d) => {
-                        assert_eq!(Some(d.content.as_str()), *want, "{p}");
+                        assert_eq!(Some(d.chunks[0].content.as_str()), *want, "{p}");
                         assert_eq!(d.path, *p);
                     }
                     other => panic!("{p} (openat2 {with_openat2}): {other:?}"),

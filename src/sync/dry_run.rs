@@ -11,7 +11,9 @@ pub(super) fn dry_run(opts: &Options, log: &mut dyn Write) -> Result<Report, Err
         None => return Err(Error::DryRunNeedsInput),
     };
     let m = Manifest::open(&path, false)?;
-    let roots = Roots::new(&opts.roots, opts.max_file_size).map_err(Error::Roots)?;
+    let roots = Roots::new(&opts.roots, opts.max_file_size)
+        .map_err(Error::Roots)?
+        .with_chunk_size(opts.chunk_size);
     let state = wal::replay(&opts.state_dir)
         .map(|r| r.state)
         .unwrap_or_default();

@@ -35,6 +35,13 @@ pub enum SyncEvent {
     },
     /// A completely applied manifest, given again, is applied again.
     Restart { manifest: String, lines: u64 },
+    /// `--rechunk`: every file the index holds is re-written at the new
+    /// chunk size, from a manifest spooled in the state dir.
+    Rechunk {
+        files: u64,
+        from_chunk_size: Option<u64>,
+        chunk_size: u64,
+    },
     /// `--abandon-pending` dropped a manifest's remaining and failed lines.
     Abandoned {
         manifest: String,
@@ -180,6 +187,18 @@ impl fmt::Display for SyncEvent {
                 }
                 Ok(())
             }
+            Rechunk {
+                files,
+                from_chunk_size,
+                chunk_size,
+            } => {
+                let from = match from_chunk_size {
+                    Some(0) => " from one object per file".to_string(),
+                    Some(n) => format!(" from --chunk-size {n}"),
+                    None => String::new(),
+                };
+                write!(f, "re-chunking the {files} files the index holds{from} to --chunk-size {chunk_size}, before the manifest (resumable)")
+            }
             Restart { manifest, lines } => write!(f, "{manifest} ({lines} lines) was applied before; applying it again from line 1 (every line re-checked against the disk)"),
             Abandoned {
                 manifest,
@@ -271,6 +290,7 @@ impl Event for SyncEvent {
             Recovered { .. } => "RECOVERED",
             Resume { .. } => "RESUME",
             Restart { .. } => "RESTART",
+            Rechunk { .. } => "RECHUNK",
             Abandoned { .. } => "ABANDONED",
             Batch { retried: true, .. } => "RETRIED",
             Batch { retried: false, .. } => "PROCESSED",

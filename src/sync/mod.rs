@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use crate::exit::Exit;
 use crate::manifest::{self, LineParser, Manifest};
+use crate::object::ChunkSize;
 use crate::source::Roots;
 use crate::target::{self, Op, OpOutcome, Target};
 use crate::wal::{self, *};
@@ -93,6 +94,10 @@ pub struct Options {
     pub roots: Vec<PathBuf>,
     pub dry_run: bool,
     pub max_file_size: u64,
+    /// How files are cut into objects; recorded in `target.chunk_size` too.
+    pub chunk_size: ChunkSize,
+    /// Re-chunk every file the index holds before the manifest.
+    pub rechunk: bool,
     pub abandon_pending: bool,
     pub backoff: Backoff,
     /// Print a line per batch.
@@ -165,6 +170,23 @@ pub enum Error {
         recorded: String,
         this: String,
     },
+    #[error("the index of {} was built with {}, and this run asks for {}: one index never mixes two chunkings. Run with --chunk-size {recorded} to go on as it is, or add --rechunk to re-write every file it holds at --chunk-size {this} (resumable: a killed re-chunk goes on at the next run)", dir.display(), chunking(*recorded), chunking(*this))]
+    OtherChunkSize {
+        dir: PathBuf,
+        recorded: u64,
+        this: u64,
+    },
+    #[error("cannot list the index for --rechunk: {0}")]
+    RechunkList(String),
+}
+
+/// A chunk size as people read it.
+fn chunking(size: u64) -> String {
+    if size == 0 {
+        "--chunk-size 0 (one object per file)".to_string()
+    } else {
+        format!("--chunk-size {size}")
+    }
 }
 
 impl Error {
@@ -180,7 +202,8 @@ impl Error {
             | Error::FromLinePastEnd { .. }
             | Error::FromLineWithPending
             | Error::PendingGone { .. }
-            | Error::OtherIndex { .. } => Exit::Usage,
+            | Error::OtherIndex { .. }
+            | Error::OtherChunkSize { .. } => Exit::Usage,
             Error::Manifest(manifest::Error::Open { .. }) => Exit::Usage,
             Error::Manifest(manifest::Error::Changed { .. }) => Exit::Usage,
             _ => Exit::Fatal,

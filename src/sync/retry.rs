@@ -179,7 +179,7 @@ mod tests {
         fn list_repo(&self, _: &str) -> Result<Vec<String>, Error> {
             Ok(Vec::new())
         }
-        fn export(&self) -> Result<Vec<crate::target::local::Exported>, Error> {
+        fn export(&self, _: bool) -> Result<Vec<crate::target::Exported>, Error> {
             Ok(Vec::new())
         }
         fn apply(&self, ops: &[Op]) -> Result<Vec<OpOutcome>, Error> {

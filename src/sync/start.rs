@@ -40,7 +40,9 @@ pub(super) fn run_inner(
         None if opts.retry_failed => None,
         None => return Err(Error::InputRequired),
     };
-    let roots = Roots::new(&opts.roots, opts.max_file_size).map_err(Error::Roots)?;
+    let roots = Roots::new(&opts.roots, opts.max_file_size)
+        .map_err(Error::Roots)?
+        .with_chunk_size(opts.chunk_size);
 
     let open = |m: &ManifestProgress| {
         Manifest::open(&manifest::path_of_stored(&m.id.path), m.id.spooled)
@@ -65,7 +67,18 @@ pub(super) fn run_inner(
     }
 
     // One state dir, one index (kind, server, collection, chunking).
-    let bind = check_target(&replay.state, &opts.target, &opts.state_dir)?;
+    let bind = check_target(&replay.state, &opts.target, &opts.state_dir, opts.rechunk)?;
+    // The local index is read before it is opened for writing: one from
+    // before chunked objects opens for writing only at chunk size 0, and a
+    // re-chunk rebuilds it.
+    let local_listing = match (bind, opts.target.kind.as_str()) {
+        (Bind::Rechunk, "local") => Some(match target::local::export(&opts.state_dir) {
+            Ok(objects) => objects,
+            Err(target::local::ReadError::NoIndex { .. }) => Vec::new(),
+            Err(e) => return Err(Error::RechunkList(e.to_string())),
+        }),
+        _ => None,
+    };
 
     // The run is in the log before the target is opened, so a run that
     // cannot reach its index shows as failed in `--status`, not never_run.
@@ -96,11 +109,45 @@ pub(super) fn run_inner(
         })],
         &mut state,
     );
+    // A local re-chunk: the list of files is in the state dir and the WAL
+    // (the manifest registered before the new identity) before the old
+    // index is removed, so a kill anywhere leaves the re-chunk to resume.
+    let mut rechunk_queue = None;
+    if let Some(objects) = &local_listing {
+        rechunk_queue = register_rechunk(
+            opts,
+            objects,
+            run_id,
+            &mut journal,
+            &mut state,
+            &mut reporter,
+        )?;
+        target::local::remove_index(&opts.state_dir).map_err(|e| {
+            Error::Target(target::Error::Fatal {
+                message: format!("local index: remove it for the re-chunk: {e}"),
+            })
+        })?;
+    }
     let target = match open_target().and_then(|t| t.prepare().map(|()| t)) {
         Ok(t) => {
             // Bound to the first index a run actually reached.
-            if bind {
-                journal(vec![Record::TargetBound(opts.target.clone())], &mut state);
+            match bind {
+                Bind::Same => {}
+                Bind::Record => journal(vec![Record::TargetBound(opts.target.clone())], &mut state),
+                Bind::Rechunk if local_listing.is_some() => {}
+                Bind::Rechunk => {
+                    let objects = t
+                        .export(false)
+                        .map_err(|e| Error::RechunkList(e.to_string()))?;
+                    rechunk_queue = register_rechunk(
+                        opts,
+                        &objects,
+                        run_id,
+                        &mut journal,
+                        &mut state,
+                        &mut reporter,
+                    )?;
+                }
             }
             t
         }
@@ -164,6 +211,11 @@ pub(super) fn run_inner(
             remaining_lines: remaining,
         })]);
     }
+    let mut queue = queue;
+    if let Some(m) = rechunk_queue {
+        queue.retain(|q| !q.id.same_content(&m.id));
+        queue.insert(0, m);
+    }
     let last = queue.len().saturating_sub(1);
     if opts.progress_bar {
         let total: u64 = queue
@@ -192,6 +244,42 @@ pub(super) fn run_inner(
     Ok(s.finish())
 }
 
+/// Spool the re-chunk manifest of `objects` and record it started, then the
+/// new identity, in one append: the new chunk size is never recorded without
+/// the work that makes the index match it. `None` when the index is empty.
+fn register_rechunk(
+    opts: &Options,
+    objects: &[target::Exported],
+    run_id: u64,
+    journal: &mut dyn FnMut(Vec<Record>, &mut State),
+    state: &mut State,
+    reporter: &mut Reporter<'_>,
+) -> Result<Option<Manifest>, Error> {
+    let bytes = rechunk_manifest(objects);
+    reporter.report(&SyncEvent::Rechunk {
+        files: bytes.iter().filter(|&&b| b == b'\n').count() as u64,
+        from_chunk_size: state.target.as_ref().map(|t| t.chunk_size),
+        chunk_size: opts.target.chunk_size,
+    });
+    let mut records = Vec::new();
+    let manifest = if bytes.is_empty() {
+        None
+    } else {
+        let path = manifest::spool(&bytes[..], &opts.state_dir)?;
+        let m = Manifest::open(&path, true)?;
+        records.push(Record::ManifestStarted(ManifestStarted {
+            run_id,
+            manifest: m.id.clone(),
+            total_lines: m.count_lines(),
+            from: None,
+        }));
+        Some(m)
+    };
+    records.push(Record::TargetBound(opts.target.clone()));
+    journal(records, state);
+    Ok(manifest)
+}
+
 /// How people read a target identity.
 pub(super) fn describe_target(t: &TargetIdentity) -> String {
     let mut s = match t.kind.as_str() {
@@ -204,14 +292,28 @@ pub(super) fn describe_target(t: &TargetIdentity) -> String {
     s
 }
 
+/// What a run does about the index identity the state dir records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Bind {
+    /// The same index: nothing to record.
+    Same,
+    /// A new state dir (or one from before identities were recorded, whose
+    /// runs wrote to the same kind): record this identity once the target
+    /// is reached.
+    Record,
+    /// `--rechunk`: re-write every file the index holds at this run's chunk
+    /// size, then record it.
+    Rechunk,
+}
+
 /// Refuse a run against another index than the one the state dir belongs
-/// to. True when the identity is to be recorded (a new state dir, or one
-/// from before identities were recorded, whose runs wrote to the same kind).
+/// to, or at another chunk size without `--rechunk`.
 pub(super) fn check_target(
     state: &State,
     this: &TargetIdentity,
     dir: &Path,
-) -> Result<bool, Error> {
+    rechunk: bool,
+) -> Result<Bind, Error> {
     let recorded = match &state.target {
         Some(t) => t.clone(),
         None => match &state.last_run {
@@ -221,15 +323,60 @@ pub(super) fn check_target(
                 collection: String::new(),
                 chunk_size: 0,
             },
-            _ => return Ok(true),
+            _ if rechunk => return Ok(Bind::Rechunk),
+            // Runs from before identities (and chunks) were recorded wrote
+            // whole-file objects: such a state dir, if they applied
+            // anything, is at chunk size 0.
+            Some(_) if this.chunk_size != 0 && !state.manifests.is_empty() => {
+                return Err(Error::OtherChunkSize {
+                    dir: dir.to_owned(),
+                    recorded: 0,
+                    this: this.chunk_size,
+                })
+            }
+            _ => return Ok(Bind::Record),
         },
     };
-    if recorded == *this {
-        return Ok(false);
+    let same_index = TargetIdentity {
+        chunk_size: this.chunk_size,
+        ..recorded.clone()
+    } == *this;
+    if !same_index {
+        return Err(Error::OtherIndex {
+            dir: dir.to_owned(),
+            recorded: describe_target(&recorded),
+            this: describe_target(this),
+        });
     }
-    Err(Error::OtherIndex {
-        dir: dir.to_owned(),
-        recorded: describe_target(&recorded),
-        this: describe_target(this),
-    })
+    match (recorded.chunk_size == this.chunk_size, rechunk) {
+        (_, true) => Ok(Bind::Rechunk),
+        (true, false) => Ok(Bind::Same),
+        (false, false) => Err(Error::OtherChunkSize {
+            dir: dir.to_owned(),
+            recorded: recorded.chunk_size,
+            this: this.chunk_size,
+        }),
+    }
+}
+
+/// The manifest of a re-chunk: an `update` line for every file `objects`
+/// (an export of the index) holds, each once, sorted. Applying it re-plans
+/// each file from the disk at the run's chunk size, so it ends exact
+/// whatever the index held: new chunks replace the old ones (chunk 0's id
+/// is the whole-file id of before chunks), surplus chunks go, files gone
+/// from the disk go.
+pub(super) fn rechunk_manifest(objects: &[target::Exported]) -> Vec<u8> {
+    let mut files: Vec<(&str, &str)> = objects
+        .iter()
+        .map(|o| (o.repo.as_str(), o.path.as_str()))
+        .collect();
+    files.sort_unstable();
+    files.dedup();
+    let mut out = Vec::with_capacity(files.len() * 64);
+    for (repo, path) in files {
+        let line = serde_json::json!({"op": "update", "repo": repo, "path": path});
+        out.extend_from_slice(line.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
 }

@@ -24,27 +24,41 @@ pub fn object_id(repo: &str, path: &str) -> Uuid {
     Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
 }
 
-/// One indexed file, as both targets store it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Document {
-    pub id: Uuid,
+/// One indexed file as both targets store it: its chunks (see
+/// [`crate::object`]).
+pub use crate::object::Document;
+
+/// One object as `index export` prints it (either target). An object from
+/// before chunked objects reads as the one chunk of its file: chunk 0 of 1,
+/// bytes `[0, size)`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Exported {
+    pub id: String,
     pub repo: String,
-    /// Repo-relative, `/`-separated, no `.` or `..` parts.
     pub path: String,
-    /// The file as UTF-8, invalid sequences replaced by U+FFFD.
-    pub content: String,
-    /// Hex SHA-256 of the raw file bytes.
-    pub content_sha256: String,
-    /// Size of the raw file in bytes.
+    pub chunk: u64,
+    pub chunk_count: u64,
+    pub byte_start: u64,
+    pub byte_end: u64,
+    pub start_line: u64,
+    pub end_line: u64,
     pub size: u64,
+    pub content_sha256: String,
+    /// The chunk's text, when asked for (`index export --content`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
 }
 
 /// One change to the index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Create or fully replace the object `doc.id`.
+    /// Make the file's objects exactly `doc.chunks`: write every chunk, then
+    /// remove the file's chunks numbered `doc.chunks.len()` and up (an
+    /// earlier, longer version's). `Ok` only once both are done.
     Upsert(Document),
-    /// Remove the object `id` if present.
+    /// Remove every object of `repo`/`path` (all its chunks) if present;
+    /// `id` is the file's key (its chunk 0 id).
     Delete {
         id: Uuid,
         repo: String,
@@ -157,9 +171,9 @@ pub trait Target: Send + Sync {
     /// a `prune` line can remove objects whose files are gone.
     fn list_repo(&self, repo: &str) -> Result<Vec<String>, Error>;
 
-    /// Every object the target holds (for `index export`), sorted by repo
-    /// and path.
-    fn export(&self) -> Result<Vec<local::Exported>, Error>;
+    /// Every object the target holds (for `index export`), sorted by repo,
+    /// path and id; with each chunk's text when `content`.
+    fn export(&self, content: bool) -> Result<Vec<Exported>, Error>;
 
     /// How many batches may be in flight at once.
     fn max_in_flight(&self) -> usize {

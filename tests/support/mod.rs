@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use sha2::{Digest, Sha256};
 
+pub mod chunks;
 pub mod open_watch;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_elysiactl");

@@ -12,6 +12,7 @@ pub mod openapi;
 
 use std::time::Duration;
 
+use elysiactl::object::ChunkSize;
 use elysiactl::target::weaviate::client::{Client, Exchange};
 use elysiactl::target::weaviate::{WeaviateConfig, WeaviateTarget};
 use elysiactl::target::{object_id, Document, Op};
@@ -79,14 +80,7 @@ pub fn target(url: &str, collection: &str) -> WeaviateTarget {
 
 pub fn doc(repo: &str, path: &str, version: u32) -> Document {
     let content = format!("// {repo}/{path} v{version}\n");
-    Document {
-        id: object_id(repo, path),
-        repo: repo.to_string(),
-        path: path.to_string(),
-        content_sha256: format!("{:064x}", u128::from(version) << 64 | content.len() as u128),
-        size: content.len() as u64,
-        content,
-    }
+    Document::new(repo, path, content.into_bytes(), ChunkSize::DEFAULT)
 }
 
 pub fn del(repo: &str, path: &str) -> Op {

@@ -26,7 +26,8 @@ const RATE_LIMIT_MESSAGE: &str =
 const REJECT_MESSAGE: &str = "invalid object: rejected by the stand-in (validation fault)";
 
 /// The object ids a batch request names: an upsert's object ids, or the
-/// `id`/`_id` values of a delete's filter. Unparsable bodies name none.
+/// `id`/`_id` values of a delete's filter and the files its `repo`+`path`
+/// filters name (as their chunk 0 id). Unparsable bodies name none.
 pub(super) fn batch_ids(method: &Method, body: &[u8]) -> Vec<Uuid> {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return Vec::new();
@@ -46,6 +47,22 @@ pub(super) fn batch_ids(method: &Method, body: &[u8]) -> Vec<Uuid> {
     fn walk(w: &Value, out: &mut Vec<Uuid>) {
         if let Some(ops) = w.get("operands").and_then(Value::as_array) {
             ops.iter().for_each(|o| walk(o, out));
+            // elysiactl deletes a file's chunks by `repo` and `path`: such a
+            // filter names the file, logged as its id (chunk 0's).
+            let equal = |name: &str| {
+                ops.iter().find_map(|o| {
+                    let on = o.get("path").and_then(Value::as_array)?;
+                    let is_equal = o.get("operator").and_then(Value::as_str) == Some("Equal");
+                    (is_equal && matches!(on.as_slice(), [Value::String(s)] if s == name))
+                        .then(|| o.get("valueText").and_then(Value::as_str))
+                        .flatten()
+                })
+            };
+            let is_and = w.get("operator").and_then(Value::as_str) == Some("And");
+            if let (true, Some(repo), Some(path)) = (is_and, equal("repo"), equal("path")) {
+                let name = format!("elysiactl://{repo}/{path}");
+                out.push(Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()));
+            }
         }
         let on_id = w
             .get("path")

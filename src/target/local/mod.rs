@@ -32,8 +32,10 @@ use tantivy::schema::{
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
+pub use super::Exported;
 use super::{Document, Error, Op, OpOutcome, Target};
-pub use read::{export, search, Exported, Hit, ReadError};
+use crate::object::ChunkSize;
+pub use read::{export, export_with, search, Hit, ReadError};
 
 /// Memory the index writer may buffer before flushing a segment.
 const WRITER_HEAP: usize = 64 << 20;
@@ -47,9 +49,27 @@ struct Fields {
     content: Field,
     sha256: Field,
     size: Field,
+    /// `None` in an index from before chunked objects (whole-file objects,
+    /// keyed by `id` alone): see [`LocalIndex::open`].
+    chunked: Option<ChunkFields>,
 }
 
-fn schema() -> (Schema, Fields) {
+/// The fields of chunked objects.
+#[derive(Clone, Copy)]
+struct ChunkFields {
+    /// The file's key (its chunk 0 id) on every chunk: a file's chunks are
+    /// deleted together by this term.
+    file: Field,
+    chunk: Field,
+    chunk_count: Field,
+    byte_start: Field,
+    byte_end: Field,
+    start_line: Field,
+    end_line: Field,
+}
+
+/// The schema of a new index.
+fn schema() -> Schema {
     let mut b = Schema::builder();
     let text = TextOptions::default()
         .set_indexing_options(
@@ -58,23 +78,58 @@ fn schema() -> (Schema, Fields) {
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         )
         .set_stored();
-    let f = Fields {
-        id: b.add_text_field("id", STRING | STORED),
-        repo: b.add_text_field("repo", STRING | STORED),
-        path: b.add_text_field("path", STRING | STORED),
-        path_text: b.add_text_field(
-            "path_text",
-            TextOptions::default().set_indexing_options(
-                TextFieldIndexing::default()
-                    .set_tokenizer("default")
-                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-            ),
+    b.add_text_field("id", STRING | STORED);
+    b.add_text_field("repo", STRING | STORED);
+    b.add_text_field("path", STRING | STORED);
+    b.add_text_field(
+        "path_text",
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("default")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         ),
-        content: b.add_text_field("content", text),
-        sha256: b.add_text_field("contentSha256", STRING | STORED),
-        size: b.add_u64_field("size", INDEXED | STORED),
+    );
+    b.add_text_field("content", text);
+    b.add_text_field("contentSha256", STRING | STORED);
+    b.add_u64_field("size", INDEXED | STORED);
+    b.add_text_field("file", STRING | STORED);
+    b.add_u64_field("chunk", INDEXED | STORED);
+    for name in ["chunkCount", "byteStart", "byteEnd", "startLine", "endLine"] {
+        b.add_u64_field(name, STORED);
+    }
+    b.build()
+}
+
+/// The fields of an index's own schema (a new one, or one from before
+/// chunked objects).
+fn fields_of(schema: &Schema) -> Result<Fields, String> {
+    let get = |name: &str| {
+        schema
+            .get_field(name)
+            .map_err(|_| format!("the index has no field {name:?}: it is not an elysiactl index"))
     };
-    (b.build(), f)
+    let chunked = match schema.get_field("file") {
+        Err(_) => None,
+        Ok(file) => Some(ChunkFields {
+            file,
+            chunk: get("chunk")?,
+            chunk_count: get("chunkCount")?,
+            byte_start: get("byteStart")?,
+            byte_end: get("byteEnd")?,
+            start_line: get("startLine")?,
+            end_line: get("endLine")?,
+        }),
+    };
+    Ok(Fields {
+        id: get("id")?,
+        repo: get("repo")?,
+        path: get("path")?,
+        path_text: get("path_text")?,
+        content: get("content")?,
+        sha256: get("contentSha256")?,
+        size: get("size")?,
+        chunked,
+    })
 }
 
 fn fatal(what: &str, e: impl std::fmt::Display) -> Error {
@@ -88,14 +143,28 @@ pub fn index_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("index")
 }
 
-/// Open (or create) the index of a state dir.
+/// Open (or create) the index of a state dir, with the schema it was built
+/// with.
 fn open_index(state_dir: &Path) -> Result<(Index, Fields), Error> {
     let dir = index_dir(state_dir);
     crate::util::create_private_dir(&dir).map_err(|e| fatal("create directory", e))?;
-    let (schema, fields) = schema();
     let mmap = MmapDirectory::open(&dir).map_err(|e| fatal("open directory", e))?;
-    let index = Index::open_or_create(mmap, schema).map_err(|e| fatal("open", e))?;
+    let index = if Index::exists(&mmap).map_err(|e| fatal("open", e))? {
+        Index::open(mmap).map_err(|e| fatal("open", e))?
+    } else {
+        Index::create(mmap, schema(), tantivy::IndexSettings::default())
+            .map_err(|e| fatal("create", e))?
+    };
+    let fields = fields_of(&index.schema()).map_err(|e| fatal("open", e))?;
     Ok((index, fields))
+}
+
+/// Remove the index of a state dir (before a re-chunk rebuilds it).
+pub fn remove_index(state_dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(index_dir(state_dir)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
 }
 
 /// The local index as a sync target.
@@ -107,8 +176,22 @@ pub struct LocalIndex {
 }
 
 impl LocalIndex {
-    pub fn open(state_dir: &Path) -> Result<LocalIndex, Error> {
+    /// Open the index of a state dir for writing objects cut at `size`. An
+    /// index from before chunked objects holds whole-file objects: it can go
+    /// on at `--chunk-size 0`; any other size is refused with the way out
+    /// (`--rechunk`, which rebuilds it).
+    pub fn open(state_dir: &Path, size: ChunkSize) -> Result<LocalIndex, Error> {
         let (index, fields) = open_index(state_dir)?;
+        if fields.chunked.is_none() && !size.is_whole_file() {
+            return Err(Error::Fatal {
+                message: format!(
+                    "the local index at {} holds whole-file objects from before chunked objects, \
+                     and this run asks for --chunk-size {size}: run once with --rechunk to rebuild \
+                     it in chunks (resumable), or pass --chunk-size 0 to keep one object per file",
+                    index_dir(state_dir).display()
+                ),
+            });
+        }
         Ok(LocalIndex {
             state_dir: state_dir.to_owned(),
             index,
@@ -156,17 +239,43 @@ impl LocalIndex {
         }
     }
 
-    fn to_doc(&self, d: &Document) -> TantivyDocument {
+    /// The tantivy documents of a file: one per chunk (one in all in an
+    /// index from before chunks, which is only written at chunk size 0).
+    fn to_docs(&self, d: &Document) -> Vec<TantivyDocument> {
         let f = &self.fields;
-        let mut doc = TantivyDocument::default();
-        doc.add_text(f.id, d.id.to_string());
-        doc.add_text(f.repo, &d.repo);
-        doc.add_text(f.path, &d.path);
-        doc.add_text(f.path_text, &d.path);
-        doc.add_text(f.content, &d.content);
-        doc.add_text(f.sha256, &d.content_sha256);
-        doc.add_u64(f.size, d.size);
-        doc
+        let key = d.id.to_string();
+        d.chunks
+            .iter()
+            .map(|c| {
+                let mut doc = TantivyDocument::default();
+                doc.add_text(f.id, c.id.to_string());
+                doc.add_text(f.repo, &c.repo);
+                doc.add_text(f.path, &c.path);
+                doc.add_text(f.path_text, &c.path);
+                doc.add_text(f.content, &c.content);
+                doc.add_text(f.sha256, &c.content_sha256);
+                doc.add_u64(f.size, c.size);
+                if let Some(cf) = &f.chunked {
+                    doc.add_text(cf.file, &key);
+                    doc.add_u64(cf.chunk, u64::from(c.chunk));
+                    doc.add_u64(cf.chunk_count, u64::from(c.chunk_count));
+                    doc.add_u64(cf.byte_start, c.byte_start);
+                    doc.add_u64(cf.byte_end, c.byte_end);
+                    doc.add_u64(cf.start_line, c.start_line);
+                    doc.add_u64(cf.end_line, c.end_line);
+                }
+                doc
+            })
+            .collect()
+    }
+
+    /// Delete every object of the file whose key is `key`: its chunks, and
+    /// a whole-file object from before chunks (its id is the key).
+    fn delete_file(&self, w: &mut IndexWriter, key: &str) {
+        w.delete_term(Term::from_field_text(self.fields.id, key));
+        if let Some(cf) = &self.fields.chunked {
+            w.delete_term(Term::from_field_text(cf.file, key));
+        }
     }
 
     /// Wait for background merges (call before exiting).
@@ -194,12 +303,14 @@ impl Target for LocalIndex {
 
     fn apply(&self, ops: &[Op]) -> Result<Vec<OpOutcome>, Error> {
         self.with_writer(|w| {
+            // One commit: a reader sees a file's old chunks or its new
+            // ones, never neither and never a mix.
             for op in ops {
-                let term = Term::from_field_text(self.fields.id, &op.id().to_string());
-                w.delete_term(term);
+                self.delete_file(w, &op.id().to_string());
                 if let Op::Upsert(d) = op {
-                    w.add_document(self.to_doc(d))
-                        .map_err(|e| fatal("add document", e))?;
+                    for doc in self.to_docs(d) {
+                        w.add_document(doc).map_err(|e| fatal("add document", e))?;
+                    }
                 }
             }
             w.commit().map_err(|e| fatal("commit", e))?;
@@ -214,8 +325,8 @@ impl Target for LocalIndex {
         })
     }
 
-    fn export(&self) -> Result<Vec<Exported>, Error> {
-        export(&self.state_dir).map_err(|e| fatal("export", e))
+    fn export(&self, content: bool) -> Result<Vec<Exported>, Error> {
+        read::export_with(&self.state_dir, content).map_err(|e| fatal("export", e))
     }
 
     fn list_repo(&self, repo: &str) -> Result<Vec<String>, Error> {
@@ -236,6 +347,7 @@ impl Target for LocalIndex {
             }
         }
         out.sort();
+        out.dedup();
         Ok(out)
     }
 }
@@ -256,7 +368,7 @@ mod tests {
     #[test]
     fn upsert_replaces_and_delete_removes_by_id() {
         let t = tempfile::tempdir().unwrap();
-        let idx = LocalIndex::open(t.path()).unwrap();
+        let idx = LocalIndex::open(t.path(), ChunkSize::DEFAULT).unwrap();
         let a = document("R", "a.rs", b"fn alpha() {}");
         let b = document("R", "b.rs", b"fn beta() {}");
         idx.apply(&[Op::Upsert(a.clone()), Op::Upsert(b.clone())])
@@ -281,7 +393,7 @@ mod tests {
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].path, "a.rs");
         assert!(search(t.path(), "alpha", 5).unwrap().is_empty());
-        let idx = LocalIndex::open(t.path()).unwrap();
+        let idx = LocalIndex::open(t.path(), ChunkSize::DEFAULT).unwrap();
         assert_eq!(idx.list_repo("R").unwrap(), vec!["a.rs".to_string()]);
         assert!(idx.list_repo("Other").unwrap().is_empty());
     }
@@ -297,7 +409,7 @@ mod tests {
         let dir = index_dir(t.path());
         let a = document("R", "a.rs", b"fn alpha() {}");
         let b = document("R", "b.rs", b"fn beta() {}");
-        let idx = LocalIndex::open(t.path()).unwrap();
+        let idx = LocalIndex::open(t.path(), ChunkSize::DEFAULT).unwrap();
         idx.apply(&[Op::Upsert(a.clone()), Op::Upsert(b.clone())])
             .unwrap();
         idx.close();
@@ -317,7 +429,7 @@ mod tests {
         // commit writes a delete file.
         let a2 = document("R", "a.rs", b"fn gamma() {}");
         let batch = [Op::Upsert(a2.clone())];
-        let idx = LocalIndex::open(t.path()).unwrap();
+        let idx = LocalIndex::open(t.path(), ChunkSize::DEFAULT).unwrap();
         idx.apply(&batch).unwrap();
         idx.close();
         drop(idx);
@@ -332,7 +444,7 @@ mod tests {
         std::fs::write(dir.join("meta.json"), &meta_before).unwrap();
         assert_eq!(export(t.path()).unwrap().len(), 2);
 
-        let idx = LocalIndex::open(t.path()).unwrap();
+        let idx = LocalIndex::open(t.path(), ChunkSize::DEFAULT).unwrap();
         idx.apply(&batch)
             .expect("replaying the batch after the kill");
         idx.close();

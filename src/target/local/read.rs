@@ -19,17 +19,8 @@ use tantivy::schema::Value;
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{Index, TantivyDocument};
 
-use super::{index_dir, reader, schema, Fields};
-
-/// One object as `index export` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Exported {
-    pub id: String,
-    pub repo: String,
-    pub path: String,
-    #[serde(rename = "contentSha256")]
-    pub content_sha256: String,
-}
+use super::{fields_of, index_dir, reader, Fields};
+use crate::target::Exported;
 
 /// Why `index export` or `search` could not answer from the local index.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +161,7 @@ fn open_for_reading(state_dir: &Path) -> Result<(Index, Fields), ReadError> {
         path: dir.clone(),
     };
     let index = Index::open(ro).map_err(|e| unreadable(&e))?;
-    let (_, fields) = schema();
+    let fields = fields_of(&index.schema()).map_err(|e| unreadable(&e))?;
     Ok((index, fields))
 }
 
@@ -187,6 +178,11 @@ fn read_searcher(state_dir: &Path, index: &Index) -> Result<tantivy::Searcher, R
 /// Reads without writing anything, so it works on a read-only state dir
 /// and while a sync runs.
 pub fn export(state_dir: &Path) -> Result<Vec<Exported>, ReadError> {
+    export_with(state_dir, false)
+}
+
+/// [`export`], with each chunk's text when `content`.
+pub fn export_with(state_dir: &Path, content: bool) -> Result<Vec<Exported>, ReadError> {
     let (index, f) = open_for_reading(state_dir)?;
     let searcher = read_searcher(state_dir, &index)?;
     let bad = |what: &str, e: &dyn std::fmt::Display| ReadError::Unreadable {
@@ -200,30 +196,94 @@ pub fn export(state_dir: &Path) -> Result<Vec<Exported>, ReadError> {
             .map_err(|e| bad("read store", &e))?;
         for doc_id in seg.doc_ids_alive() {
             let doc: TantivyDocument = store.get(doc_id).map_err(|e| bad("read", &e))?;
-            let s = |field| {
-                doc.get_first(field)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            out.push(Exported {
-                id: s(f.id),
-                repo: s(f.repo),
-                path: s(f.path),
-                content_sha256: s(f.sha256),
-            });
+            let mut o = exported(&doc, &f);
+            if content {
+                o.content = Some(text(&doc, f.content));
+            }
+            out.push(o);
         }
     }
     out.sort_by(|a, b| (&a.repo, &a.path, &a.id).cmp(&(&b.repo, &b.path, &b.id)));
     Ok(out)
 }
 
-/// A search hit.
+/// A stored string field ("" when absent).
+fn text(doc: &TantivyDocument, field: tantivy::schema::Field) -> String {
+    doc.get_first(field)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Where a stored document sits in its file. A whole-file object from before
+/// chunked objects is chunk 0 of 1 covering the file.
+struct Place {
+    chunk: u64,
+    chunk_count: u64,
+    byte_start: u64,
+    byte_end: u64,
+    start_line: u64,
+    end_line: u64,
+}
+
+fn place(doc: &TantivyDocument, f: &Fields) -> Place {
+    let int = |field| doc.get_first(field).and_then(|v| v.as_u64());
+    let size = int(f.size).unwrap_or(0);
+    match &f.chunked {
+        Some(cf) => Place {
+            chunk: int(cf.chunk).unwrap_or(0),
+            chunk_count: int(cf.chunk_count).unwrap_or(1),
+            byte_start: int(cf.byte_start).unwrap_or(0),
+            byte_end: int(cf.byte_end).unwrap_or(size),
+            start_line: int(cf.start_line).unwrap_or(1),
+            end_line: int(cf.end_line).unwrap_or(1),
+        },
+        None => {
+            // Lossy decoding never touches '\n', so the content's lines are
+            // the file's.
+            let content = text(doc, f.content);
+            let body = content.strip_suffix('\n').unwrap_or(&content);
+            Place {
+                chunk: 0,
+                chunk_count: 1,
+                byte_start: 0,
+                byte_end: size,
+                start_line: 1,
+                end_line: 1 + body.bytes().filter(|&b| b == b'\n').count() as u64,
+            }
+        }
+    }
+}
+
+fn exported(doc: &TantivyDocument, f: &Fields) -> Exported {
+    let p = place(doc, f);
+    Exported {
+        id: text(doc, f.id),
+        repo: text(doc, f.repo),
+        path: text(doc, f.path),
+        chunk: p.chunk,
+        chunk_count: p.chunk_count,
+        byte_start: p.byte_start,
+        byte_end: p.byte_end,
+        start_line: p.start_line,
+        end_line: p.end_line,
+        size: doc.get_first(f.size).and_then(|v| v.as_u64()).unwrap_or(0),
+        content_sha256: text(doc, f.sha256),
+        content: None,
+    }
+}
+
+/// A search hit: a chunk of a file, with its lines.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Hit {
     pub score: f32,
     pub repo: String,
     pub path: String,
+    #[serde(rename = "startLine")]
+    pub start_line: u64,
+    #[serde(rename = "endLine")]
+    pub end_line: u64,
+    pub chunk: u64,
     pub snippet: String,
 }
 
@@ -279,12 +339,8 @@ pub fn search(state_dir: &Path, query: &str, limit: usize) -> Result<Vec<Hit>, R
     let mut hits = Vec::new();
     for (score, addr) in top {
         let doc: TantivyDocument = searcher.doc(addr).map_err(|e| bad("read", &e))?;
-        let s = |field| {
-            doc.get_first(field)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let s = |field| text(&doc, field);
+        let at = place(&doc, &f);
         let snip = gen.snippet_from_doc(&doc);
         let text = if snip.is_empty() {
             s(f.content).chars().take(120).collect()
@@ -295,6 +351,9 @@ pub fn search(state_dir: &Path, query: &str, limit: usize) -> Result<Vec<Hit>, R
             score,
             repo: s(f.repo),
             path: s(f.path),
+            start_line: at.start_line,
+            end_line: at.end_line,
+            chunk: at.chunk,
             snippet: text.split_whitespace().collect::<Vec<_>>().join(" "),
         });
     }

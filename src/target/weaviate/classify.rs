@@ -282,6 +282,26 @@ pub fn transport_error(target: &str, what: &str, f: &TransportFailure) -> Error 
 
 /// Whether a per-object error message names a condition that passes: a rate
 /// limit, a deadline, an overloaded or unavailable provider.
+/// What an operator does about an object the embedding model refused as
+/// too long.
+pub const TOO_LONG_HINT: &str = "the chunk is longer than the collection's embedding model \
+    accepts: run again with a smaller --chunk-size for this model (the default is 4096 bytes; \
+    try 2048, or 1024 for 512-token models), with --rechunk on an index built at the larger size";
+
+/// Whether a per-object error says the vectorizer's model refused the input
+/// as too long (OpenAI's `maximum context length is N tokens`, and the
+/// wordings of other providers). Permanent: the same object fails again.
+pub fn is_too_long_message(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    [
+        "maximum context length",
+        "context_length_exceeded",
+        "input is too long",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+}
+
 pub fn is_retryable_message(message: &str) -> bool {
     const WORDS: &[&str] = &[
         "rate limit",
@@ -334,6 +354,10 @@ fn object_outcome(item: &UpsertItem) -> OpOutcome {
     let errors = error_messages(result.and_then(|r| r.get("errors")));
     match (failed, errors) {
         (false, None) => OpOutcome::Ok,
+        (_, Some(message)) if is_too_long_message(&message) => OpOutcome::Failed {
+            retryable: false,
+            message: format!("{message} ({TOO_LONG_HINT})"),
+        },
         (_, Some(message)) => OpOutcome::Failed {
             retryable: is_retryable_message(&message),
             message,

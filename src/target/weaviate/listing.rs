@@ -10,17 +10,55 @@ use serde_json::Value;
 
 use super::client::Exchange;
 use super::WeaviateTarget;
-use crate::target::Error;
+use crate::target::{Error, Exported};
 
 /// Objects fetched per page by [`Target::list_repo`](crate::target::Target::list_repo).
 const LIST_PAGE: usize = 1000;
 
+/// One listed object as `index export` prints it. An object from before
+/// chunked objects (no `chunk` property) is the one chunk of its file.
+fn exported(o: &Value, with_content: bool) -> Exported {
+    let props = o.get("properties");
+    let field = |k: &str| {
+        props
+            .and_then(|p| p.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let int = |k: &str| props.and_then(|p| p.get(k)).and_then(Value::as_f64);
+    let size = int("size").unwrap_or(0.0) as u64;
+    let lines = || {
+        let content = field("content");
+        let body = content.strip_suffix('\n').unwrap_or(&content);
+        1 + body.bytes().filter(|&b| b == b'\n').count() as u64
+    };
+    let chunked = int("chunkCount").is_some();
+    let get = |k: &str, legacy: u64| int(k).map_or(legacy, |v| v as u64);
+    Exported {
+        id: o
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        repo: field("repo"),
+        path: field("path"),
+        chunk: get("chunk", 0),
+        chunk_count: get("chunkCount", 1),
+        byte_start: get("byteStart", 0),
+        byte_end: get("byteEnd", size),
+        start_line: get("startLine", 1),
+        end_line: if chunked { get("endLine", 1) } else { lines() },
+        size,
+        content_sha256: field("contentSha256"),
+        content: with_content.then(|| field("content")),
+    }
+}
+
 impl WeaviateTarget {
     /// Every object of the collection (id, repo, path, contentSha256),
     /// paged with the `after` cursor.
-    pub(super) async fn list_all_async(
-        &self,
-    ) -> Result<Vec<crate::target::local::Exported>, Error> {
+    pub(super) async fn list_all_async(&self, content: bool) -> Result<Vec<Exported>, Error> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -35,26 +73,7 @@ impl WeaviateTarget {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            for o in &objects {
-                let props = o.get("properties");
-                let field = |k: &str| {
-                    props
-                        .and_then(|p| p.get(k))
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned()
-                };
-                out.push(crate::target::local::Exported {
-                    id: o
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    repo: field("repo"),
-                    path: field("path"),
-                    content_sha256: field("contentSha256"),
-                });
-            }
+            out.extend(objects.iter().map(|o| exported(o, content)));
             let last = objects
                 .last()
                 .and_then(|o| o.get("id"))
@@ -70,7 +89,7 @@ impl WeaviateTarget {
 
     pub(super) async fn list_repo_async(&self, repo: &str) -> Result<Vec<String>, Error> {
         let mut paths: Vec<String> = self
-            .list_all_async()
+            .list_all_async(false)
             .await?
             .into_iter()
             .filter(|o| o.repo == repo)

@@ -1,6 +1,9 @@
-//! The Weaviate target: batches of ops become one `POST /v1/batch/objects`
-//! (upserts) and one `DELETE /v1/batch/objects` (deletes by id), each tried
-//! once per [`Target::apply`] call; the sync loop owns retries.
+//! The Weaviate target: a batch of ops becomes one `POST /v1/batch/objects`
+//! (every chunk of every upserted file) beside one `DELETE /v1/batch/objects`
+//! (every object of each deleted file, by repo and path), then one more
+//! `DELETE` of the upserted files' surplus chunks (numbered from the new
+//! count up) once their new chunks are in; each tried once per
+//! [`Target::apply`] call; the sync loop owns retries.
 //!
 //! Invariants:
 //! - ids are deterministic (`target::object_id`), so resending any request
@@ -45,7 +48,7 @@ pub use self::config::{
     DEFAULT_TIMEOUT, PROVIDER_ENV_HEADERS,
 };
 use self::redact::Redactor;
-use crate::target::{Error, Op, OpOutcome, Target};
+use crate::target::{Document, Error, Exported, Op, OpOutcome, Target};
 
 pub struct WeaviateTarget {
     /// The class name as the server stores it.
@@ -239,18 +242,24 @@ impl WeaviateTarget {
         }
     }
 
-    async fn upsert(&self, docs: &[&crate::target::Document]) -> Result<Vec<OpOutcome>, Error> {
+    /// Write every chunk of `docs` in one request; one outcome per
+    /// document, `Ok` only when every one of its chunks is.
+    async fn upsert(&self, docs: &[&Document]) -> Result<Vec<OpOutcome>, Error> {
         let body = wire::BatchObjects {
             objects: docs
                 .iter()
-                .map(|d| wire::WireObject::new(&self.class, d))
+                .flat_map(|d| d.chunks.iter())
+                .map(|c| wire::WireObject::new(&self.class, c))
                 .collect(),
         };
         // Sized once for the contents plus room for escapes and the other
         // properties, so a batch body of megabytes is not grown by doubling.
         let guess: usize = docs
             .iter()
-            .map(|d| d.content.len() + d.content.len() / 8 + d.path.len() * 2 + 256)
+            .map(|d| {
+                let n = d.chunks.len();
+                d.content_len() + d.content_len() / 8 + n * (d.path.len() * 2 + 320)
+            })
             .sum();
         let mut bytes = Vec::with_capacity(guess + 64);
         serde_json::to_writer(&mut bytes, &body).map_err(|e| Error::Fatal {
@@ -259,26 +268,62 @@ impl WeaviateTarget {
         let ex = self
             .send(Method::POST, "/v1/batch/objects", Some(bytes))
             .await;
-        let ids: Vec<Uuid> = docs.iter().map(|d| d.id).collect();
-        classify_upsert(&self.target_name(), ex.reply(), &ids)
+        let ids: Vec<Uuid> = docs
+            .iter()
+            .flat_map(|d| d.chunks.iter().map(|c| c.id))
+            .collect();
+        let per_chunk = classify_upsert(&self.target_name(), ex.reply(), &ids)?;
+        let mut per_chunk = per_chunk.into_iter();
+        Ok(docs
+            .iter()
+            .map(|d| file_outcome(d, per_chunk.by_ref().take(d.chunks.len())))
+            .collect())
     }
 
-    /// Delete `ids`, repeating while the server matched more than its limit
-    /// let it delete in one call.
-    async fn delete(&self, ids: &[Uuid]) -> Result<Vec<OpOutcome>, Error> {
-        let body = wire::batch_delete(&self.class, ids);
-        let mut failures: HashMap<Uuid, String> = HashMap::new();
-        // Each productive round deletes at least one object.
-        for _ in 0..=ids.len() {
+    /// Delete every object any of `filters` matches, repeating while the
+    /// server matched more than its limit let it delete in one call
+    /// (QUERY_MAXIMUM_RESULTS). `Some(message)` when objects failed to go:
+    /// which file they belong to cannot be told from a chunk's id, so the
+    /// caller fails every op of the request.
+    async fn delete_where(&self, filters: Vec<Value>) -> Result<Option<String>, Error> {
+        if filters.is_empty() {
+            return Ok(None);
+        }
+        let body = wire::batch_delete_where(&self.class, filters);
+        // A delete by filter is idempotent and cheap to send again, and the
+        // chunks it follows are already written: a failure that may pass
+        // (without a server hint to wait) gets a few quick retries here
+        // rather than sending the whole batch again.
+        let mut attempt = 0u32;
+        loop {
+            match self.delete_rounds(&body).await {
+                Err(e) if e.is_retryable() && e.retry_after().is_none() && attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// One delete by filter, to the end of what it matches.
+    async fn delete_rounds(&self, body: &Value) -> Result<Option<String>, Error> {
+        let mut failure: Option<String> = None;
+        loop {
             let ex = self
-                .send_json(Method::DELETE, "/v1/batch/objects", &body)
+                .send_json(Method::DELETE, "/v1/batch/objects", body)
                 .await;
             let round = classify_delete(&self.target_name(), ex.reply())?;
             let more = round.more_to_delete();
             let progressed = round.successful > 0;
-            failures.extend(round.failures);
+            if failure.is_none() {
+                failure = round.failures.into_values().next().or_else(|| {
+                    (round.failed > 0)
+                        .then(|| format!("batch delete: {} objects failed", round.failed))
+                });
+            }
             if !more {
-                break;
+                return Ok(failure);
             }
             if !progressed {
                 // Objects still match but none went: we cannot say which
@@ -291,64 +336,71 @@ impl WeaviateTarget {
                     retry_after: None,
                 });
             }
+            // Each productive round deletes at least one object, so this
+            // ends: the objects matching are finite and only shrink.
         }
-        Ok(ids
-            .iter()
-            .map(|id| match failures.remove(id) {
-                None => OpOutcome::Ok,
-                Some(message) => OpOutcome::Failed {
-                    retryable: classify::is_retryable_message(&message),
-                    message,
-                },
-            })
-            .collect())
     }
 
     async fn apply_async(&self, ops: &[Op]) -> Result<Vec<OpOutcome>, Error> {
         let reduced = wire::reduce(ops);
-        let (up, del) = tokio::join!(
-            async {
-                if reduced.upserts.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    self.upsert(&reduced.upserts).await
-                }
-            },
-            async {
-                if reduced.deletes.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    self.delete(&reduced.deletes).await
-                }
+        // 1. Every chunk of every upserted file.
+        let mut up = if reduced.upserts.is_empty() {
+            Vec::new()
+        } else {
+            match self.upsert(&reduced.upserts).await {
+                Ok(u) => u,
+                // Stops the run, or a server hint to wait (Retry-After) that
+                // holds for the whole batch.
+                Err(e) if e.is_fatal() || e.retry_after().is_some() => return Err(e),
+                // The whole batch was this one request: its failure is the
+                // batch's.
+                Err(e) if reduced.deletes.is_empty() => return Err(e),
+                // Otherwise only the upserts fail (retried if that may
+                // pass); the deletes still go.
+                Err(e) if e.is_retryable() => vec![transient(&e); reduced.upserts.len()],
+                Err(e) => vec![rejected(&e); reduced.upserts.len()],
             }
-        );
-        let up_ids = reduced.upserts.iter().map(|d| d.id);
-        let (up, del) = match (up, del) {
-            (Ok(u), Ok(d)) => (u, d),
-            // A failure that may pass (or that stops the run) retries the
-            // whole batch: redoing the other half is harmless.
-            (Err(a), Err(b)) => return Err(worse(a, b)),
-            (Err(e), Ok(_)) | (Ok(_), Err(e)) if e.is_fatal() => return Err(e),
-            // The whole batch was one request: its refusal is the batch's.
-            (Err(e), Ok(_)) if reduced.deletes.is_empty() => return Err(e),
-            (Ok(_), Err(e)) if reduced.upserts.is_empty() => return Err(e),
-            // One of two requests failed in a way that may pass: only its
-            // ops are retried (retrying the half that succeeded too would
-            // make every attempt need both requests to pass).
-            (Err(e), Ok(d)) if e.is_retryable() && e.retry_after().is_none() => {
-                (vec![transient(&e); reduced.upserts.len()], d)
-            }
-            (Ok(u), Err(e)) if e.is_retryable() && e.retry_after().is_none() => {
-                (u, vec![transient(&e); reduced.deletes.len()])
-            }
-            // A server hint to wait (Retry-After) holds for the whole batch.
-            (Err(e), Ok(_)) | (Ok(_), Err(e)) if e.is_retryable() => return Err(e),
-            (Err(e), Ok(d)) => (vec![rejected(&e); reduced.upserts.len()], d),
-            (Ok(u), Err(e)) => (u, vec![rejected(&e); reduced.deletes.len()]),
         };
-        let by_id: HashMap<Uuid, OpOutcome> = up_ids
+        // 2. One delete: every object of each deleted file, and for each
+        // file just written its chunks numbered from its new count up (what
+        // an earlier, longer version left). Only after the new chunks are
+        // in, so a file being updated is never absent from search; a kill
+        // between the two leaves the batch unrecorded in the WAL, and the
+        // next run writes and removes again.
+        let written: Vec<usize> = (0..up.len()).filter(|&i| up[i].is_ok()).collect();
+        let filters: Vec<Value> = reduced
+            .deletes
+            .iter()
+            .map(|(_, repo, path)| wire::file_filter(repo, path))
+            .chain(written.iter().map(|&i| {
+                let d = reduced.upserts[i];
+                wire::surplus_filter(&d.repo, &d.path, d.chunk_count())
+            }))
+            .collect();
+        let del_outcome = match self.delete_where(filters).await {
+            Ok(failure) => delete_outcome(failure),
+            Err(e) if e.is_fatal() || e.retry_after().is_some() => return Err(e),
+            // Nothing was written and the delete was all there was to do.
+            Err(e) if written.is_empty() && up.iter().all(|o| o.is_ok()) => return Err(e),
+            Err(e) if e.is_retryable() => transient(&e),
+            Err(e) => rejected(&e),
+        };
+        if !del_outcome.is_ok() {
+            for &i in &written {
+                up[i] = del_outcome.clone();
+            }
+        }
+        let by_id: HashMap<Uuid, OpOutcome> = reduced
+            .upserts
+            .iter()
+            .map(|d| d.id)
             .zip(up)
-            .chain(reduced.deletes.iter().copied().zip(del))
+            .chain(
+                reduced
+                    .deletes
+                    .iter()
+                    .map(|(id, _, _)| (*id, del_outcome.clone())),
+            )
             .collect();
         Ok(ops
             .iter()
@@ -359,6 +411,47 @@ impl WeaviateTarget {
                 })
             })
             .collect())
+    }
+}
+
+/// A file's outcome from its chunks' (in chunk order): the first permanent
+/// failure, else the first that may pass, named by chunk and lines.
+fn file_outcome(d: &Document, chunks: impl Iterator<Item = OpOutcome>) -> OpOutcome {
+    let mut worst: Option<OpOutcome> = None;
+    for (c, outcome) in d.chunks.iter().zip(chunks) {
+        if let OpOutcome::Failed { retryable, message } = outcome {
+            let named = OpOutcome::Failed {
+                retryable,
+                message: if d.chunks.len() == 1 {
+                    message
+                } else {
+                    format!(
+                        "chunk {} of {} (lines {}-{}): {message}",
+                        c.chunk, c.chunk_count, c.start_line, c.end_line
+                    )
+                },
+            };
+            let permanent = !retryable;
+            match &worst {
+                None => worst = Some(named),
+                Some(OpOutcome::Failed {
+                    retryable: true, ..
+                }) if permanent => worst = Some(named),
+                _ => {}
+            }
+        }
+    }
+    worst.unwrap_or(OpOutcome::Ok)
+}
+
+/// The outcome of the ops of one delete request.
+fn delete_outcome(failure: Option<String>) -> OpOutcome {
+    match failure {
+        None => OpOutcome::Ok,
+        Some(message) => OpOutcome::Failed {
+            retryable: classify::is_retryable_message(&message),
+            message,
+        },
     }
 }
 
@@ -375,21 +468,6 @@ fn rejected(e: &Error) -> OpOutcome {
     OpOutcome::Failed {
         retryable: false,
         message: e.to_string(),
-    }
-}
-
-/// The more serious of two batch errors (Fatal > Unreachable > Transient > Rejected).
-fn worse(a: Error, b: Error) -> Error {
-    let rank = |e: &Error| match e {
-        Error::Fatal { .. } => 3,
-        Error::Unreachable { .. } => 2,
-        Error::Transient { .. } => 1,
-        _ => 0,
-    };
-    if rank(&b) > rank(&a) {
-        b
-    } else {
-        a
     }
 }
 
@@ -418,8 +496,8 @@ impl Target for WeaviateTarget {
         self.redactor.result(r, |_, v| v)
     }
 
-    fn export(&self) -> Result<Vec<crate::target::local::Exported>, Error> {
-        let r = self.rt.handle().block_on(self.list_all_async());
+    fn export(&self, content: bool) -> Result<Vec<Exported>, Error> {
+        let r = self.rt.handle().block_on(self.list_all_async(content));
         self.redactor.result(r, |_, v| v)
     }
 

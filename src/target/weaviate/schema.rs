@@ -3,6 +3,8 @@
 //! Every property is declared up front (auto-schema would guess `path` as
 //! word-tokenized text, which breaks exact matching). `repo`, `path` and
 //! `contentSha256` use `field` tokenization so filters match whole values.
+//! The int properties place a chunk in its file (docs/objects.md); a
+//! collection made before chunked objects gets them added at prepare.
 
 use serde_json::{json, Value};
 
@@ -13,6 +15,12 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ("content", "text"),
     ("contentSha256", "text"),
     ("size", "int"),
+    ("chunk", "int"),
+    ("chunkCount", "int"),
+    ("byteStart", "int"),
+    ("byteEnd", "int"),
+    ("startLine", "int"),
+    ("endLine", "int"),
 ];
 
 /// The class name as the server stores it (first letter uppercased), or why

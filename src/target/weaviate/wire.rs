@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::object::ChunkObject;
 use crate::target::{Document, Op};
 
 /// Body of `POST /v1/batch/objects`. No `fields` (the server ignores it), no
@@ -31,32 +32,66 @@ pub struct WireProperties<'a> {
     pub content: &'a str,
     pub content_sha256: &'a str,
     pub size: u64,
+    pub chunk: u32,
+    pub chunk_count: u32,
+    pub byte_start: u64,
+    pub byte_end: u64,
+    pub start_line: u64,
+    pub end_line: u64,
 }
 
 impl<'a> WireObject<'a> {
-    pub fn new(class: &'a str, d: &'a Document) -> Self {
+    pub fn new(class: &'a str, c: &'a ChunkObject) -> Self {
         WireObject {
             class,
-            id: d.id,
+            id: c.id,
             properties: WireProperties {
-                repo: &d.repo,
-                path: &d.path,
-                content: &d.content,
-                content_sha256: &d.content_sha256,
-                size: d.size,
+                repo: &c.repo,
+                path: &c.path,
+                content: &c.content,
+                content_sha256: &c.content_sha256,
+                size: c.size,
+                chunk: c.chunk,
+                chunk_count: c.chunk_count,
+                byte_start: c.byte_start,
+                byte_end: c.byte_end,
+                start_line: c.start_line,
+                end_line: c.end_line,
             },
         }
     }
 }
 
-/// Body of `DELETE /v1/batch/objects` removing `ids` from `class`.
-pub fn batch_delete(class: &str, ids: &[Uuid]) -> Value {
-    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+fn text_equal(property: &str, value: &str) -> Value {
+    json!({"path": [property], "operator": "Equal", "valueText": value})
+}
+
+/// Every object of `repo`/`path`: all its chunks, and a whole-file object
+/// from before chunked objects.
+pub fn file_filter(repo: &str, path: &str) -> Value {
+    json!({"operator": "And", "operands": [text_equal("repo", repo), text_equal("path", path)]})
+}
+
+/// The chunks of `repo`/`path` numbered `from` and up: what an earlier,
+/// longer version of the file left beyond its current chunks.
+pub fn surplus_filter(repo: &str, path: &str, from: u32) -> Value {
+    json!({"operator": "And", "operands": [
+        text_equal("repo", repo),
+        text_equal("path", path),
+        {"path": ["chunk"], "operator": "GreaterThanEqual", "valueInt": from},
+    ]})
+}
+
+/// Body of `DELETE /v1/batch/objects` removing from `class` every object
+/// any of `filters` matches (at least one filter).
+pub fn batch_delete_where(class: &str, mut filters: Vec<Value>) -> Value {
+    let filter = if filters.len() == 1 {
+        filters.remove(0)
+    } else {
+        json!({"operator": "Or", "operands": filters})
+    };
     json!({
-        "match": {
-            "class": class,
-            "where": {"path": ["id"], "operator": "ContainsAny", "valueTextArray": ids},
-        },
+        "match": {"class": class, "where": filter},
         "output": "verbose",
         "dryRun": false,
     })
@@ -71,7 +106,8 @@ pub fn batch_delete(class: &str, ids: &[Uuid]) -> Value {
 #[derive(Debug)]
 pub struct Reduced<'a> {
     pub upserts: Vec<&'a Document>,
-    pub deletes: Vec<Uuid>,
+    /// Files to remove: (key, repo, path).
+    pub deletes: Vec<(Uuid, &'a str, &'a str)>,
 }
 
 pub fn reduce(ops: &[Op]) -> Reduced<'_> {
@@ -89,7 +125,7 @@ pub fn reduce(ops: &[Op]) -> Reduced<'_> {
         }
         match op {
             Op::Upsert(d) => out.upserts.push(d),
-            Op::Delete { id, .. } => out.deletes.push(*id),
+            Op::Delete { id, repo, path } => out.deletes.push((*id, repo, path)),
         }
     }
     out
@@ -101,14 +137,7 @@ mod tests {
     use crate::target::object_id;
 
     fn doc(path: &str, content: &str) -> Document {
-        Document {
-            id: object_id("R", path),
-            repo: "R".into(),
-            path: path.into(),
-            content: content.into(),
-            content_sha256: "00".into(),
-            size: content.len() as u64,
-        }
+        crate::source::document("R", path, content.as_bytes())
     }
 
     fn del(path: &str) -> Op {
@@ -127,7 +156,7 @@ mod tests {
             Op::Upsert(doc("b", "1")),
         ];
         let r = reduce(&ops);
-        assert_eq!(r.deletes, vec![object_id("R", "a")]);
+        assert_eq!(r.deletes, vec![(object_id("R", "a"), "R", "a")]);
         assert_eq!(r.upserts.len(), 1);
         assert_eq!(r.upserts[0].path, "b");
     }
@@ -142,16 +171,35 @@ mod tests {
         let r = reduce(&ops);
         assert!(r.deletes.is_empty());
         assert_eq!(r.upserts.len(), 1);
-        assert_eq!(r.upserts[0].content, "new");
+        assert_eq!(r.upserts[0].chunks[0].content, "new");
     }
 
     #[test]
     fn wire_object_uses_camel_case_properties_and_no_vector() {
         let d = doc("src/a.rs", "x");
-        let v = serde_json::to_value(WireObject::new("C", &d)).unwrap();
-        assert_eq!(v["properties"]["contentSha256"], "00");
+        let v = serde_json::to_value(WireObject::new("C", &d.chunks[0])).unwrap();
+        assert_eq!(v["properties"]["contentSha256"], d.content_sha256.as_str());
         assert_eq!(v["properties"]["size"], 1);
+        assert_eq!(v["properties"]["chunk"], 0);
+        assert_eq!(v["properties"]["chunkCount"], 1);
+        assert_eq!(v["properties"]["byteEnd"], 1);
+        assert_eq!(v["properties"]["endLine"], 1);
         assert!(v.get("vector").is_none());
         assert_eq!(v["id"], d.id.to_string());
+    }
+
+    #[test]
+    fn surplus_filter_matches_chunks_from_the_new_count_of_one_file() {
+        let body = batch_delete_where("C", vec![surplus_filter("R", "a.rs", 2)]);
+        let w = &body["match"]["where"];
+        assert_eq!(w["operator"], "And");
+        assert_eq!(w["operands"][2]["operator"], "GreaterThanEqual");
+        assert_eq!(w["operands"][2]["valueInt"], 2);
+        let two = batch_delete_where("C", vec![file_filter("R", "a"), file_filter("R", "b")]);
+        assert_eq!(two["match"]["where"]["operator"], "Or");
+        assert_eq!(
+            two["match"]["where"]["operands"].as_array().unwrap().len(),
+            2
+        );
     }
 }
