@@ -48,6 +48,33 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A path as a command-line argument.
+pub fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `args`, then `--state-dir STATE`: the read commands and `--status`.
+pub fn run_state(args: &[&str], state: &Path) -> Output {
+    let mut all = args.to_vec();
+    all.extend(["--state-dir", arg(state)]);
+    run(&all)
+}
+
+/// Asserts that `out` exited with `code`, its stderr in the message, and
+/// returns that stderr.
+pub fn expect_code(out: &Output, code: i32) -> String {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    err
+}
+
+/// Asserts that `hay` contains each of `needles`.
+pub fn assert_contains_all(hay: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(hay.contains(n), "no {n:?} in\n{hay}");
+    }
+}
+
 /// The arguments of `index sync --input INPUT --root ROOT --state-dir STATE`,
 /// then `extra`. `input` may be `-` (the manifest on stdin).
 pub fn sync_args<'a>(
@@ -56,16 +83,8 @@ pub fn sync_args<'a>(
     state: &'a Path,
     extra: &[&'a str],
 ) -> Vec<&'a str> {
-    let mut args = vec![
-        "index",
-        "sync",
-        "--input",
-        input.to_str().unwrap(),
-        "--root",
-        root.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ];
+    let mut args = vec!["index", "sync", "--input", arg(input), "--root", arg(root)];
+    args.extend(["--state-dir", arg(state)]);
     args.extend_from_slice(extra);
     args
 }
@@ -94,13 +113,7 @@ pub fn sync_stdin(manifest: &[u8], root: &Path, state: &Path, extra: &[&str]) ->
 
 /// `index sync --status` as JSON; it exits 0 whatever the state.
 pub fn status(state: &Path) -> serde_json::Value {
-    let out = run(&[
-        "index",
-        "sync",
-        "--status",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let out = run_state(&["index", "sync", "--status"], state);
     assert_eq!(out.status.code(), Some(0), "--status exits 0");
     serde_json::from_slice(&out.stdout).expect("status is JSON")
 }
@@ -108,13 +121,7 @@ pub fn status(state: &Path) -> serde_json::Value {
 /// `wal inspect --verify` of the state dir must pass (exit 0; a torn tail
 /// is not corruption). `what` heads the failure message. Returns its stdout.
 pub fn verify_wal(state: &Path, what: &str) -> String {
-    let out = run(&[
-        "wal",
-        "inspect",
-        "--verify",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let out = run_state(&["wal", "inspect", "--verify"], state);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{what}: {stdout}");
     stdout
@@ -145,7 +152,7 @@ pub fn read_until_processed(
 
 /// `index export` as a map id → (repo/path, sha256).
 pub fn export(state: &Path) -> BTreeMap<String, (String, String)> {
-    let out = run(&["index", "export", "--state-dir", state.to_str().unwrap()]);
+    let out = run_state(&["index", "export"], state);
     assert!(out.status.success(), "export failed: {}", text(&out.stderr));
     let mut m = BTreeMap::new();
     for line in text(&out.stdout).lines() {
@@ -212,6 +219,18 @@ pub struct Workload {
     pub root: PathBuf,
     pub manifest: PathBuf,
     pub refs: Vec<(String, String)>,
+}
+
+impl Workload {
+    /// [`sync`] of this manifest over this tree into `state`.
+    pub fn sync(&self, state: &Path, extra: &[&str]) -> Output {
+        sync(&self.manifest, &self.root, state, extra)
+    }
+
+    /// [`sync_args`] of this manifest over this tree into `state`.
+    pub fn sync_args<'a>(&'a self, state: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+        sync_args(&self.manifest, &self.root, state, extra)
+    }
 }
 
 /// Make `files` files across 3 repos and a manifest of `lines` lines: adds,
