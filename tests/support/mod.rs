@@ -68,6 +68,15 @@ pub fn expect_code(out: &Output, code: i32) -> String {
     err
 }
 
+/// A temp dir and its canonical path (the one the binary prints), with
+/// `root` to be made inside it.
+pub fn canonical_tempdir() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().canonicalize().unwrap();
+    let root = dir.join("root");
+    (tmp, dir, root)
+}
+
 /// Asserts that `hay` contains each of `needles`.
 pub fn assert_contains_all(hay: &str, needles: &[&str]) {
     for n in needles {
