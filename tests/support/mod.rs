@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -38,6 +39,23 @@ pub fn cmd(args: &[&str]) -> Command {
     c.env_remove("ELYSIACTL_WEAVIATE_URL");
     c.stdin(Stdio::null());
     c
+}
+
+/// Wait at most `limit` for `child`; if it is still running then, kill and
+/// reap it and return None.
+pub fn wait_or_kill(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn run(args: &[&str]) -> Output {
@@ -111,13 +129,28 @@ pub fn sync(manifest: &Path, root: &Path, state: &Path, extra: &[&str]) -> Outpu
 
 /// `index sync --input -`, fed `manifest` on stdin; stderr is captured.
 pub fn sync_stdin(manifest: &[u8], root: &Path, state: &Path, extra: &[&str]) -> Output {
-    let mut child = sync_cmd(Path::new("-"), root, state, extra)
+    feed(&mut sync_cmd(Path::new("-"), root, state, extra), manifest)
+}
+
+/// Run `c` fed `input` on stdin; stderr is captured.
+pub fn feed(c: &mut Command, input: &[u8]) -> Output {
+    let mut child = c
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(manifest).unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// Asserts that `err` has lines and that every one is JSON; `what` heads
+/// the failure message.
+pub fn assert_json_lines(err: &str, what: &str) {
+    assert!(!err.trim().is_empty(), "{what}: nothing on stderr");
+    for line in err.lines() {
+        let v: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(v.is_ok(), "{what}: not JSON: {line}");
+    }
 }
 
 /// `index sync --status` as JSON; it exits 0 whatever the state.
