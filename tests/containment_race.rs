@@ -39,9 +39,7 @@ fn exchange(a: &Path, b: &Path) -> bool {
 
 #[test]
 fn symlink_swap_race_never_opens_or_indexes_a_file_outside_the_root() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().canonicalize().unwrap();
-    let root = dir.join("root");
+    let (_tmp, dir, root) = canonical_tempdir();
     let repo = root.join("R");
     let inside = repo.join("D");
     let outside = dir.join("outside");
@@ -152,13 +150,7 @@ fn symlink_swap_race_never_opens_or_indexes_a_file_outside_the_root() {
         );
         assert!(rp.starts_with("R/A/"), "{rp}");
     }
-    let found = run(&[
-        "search",
-        "OUTSIDESECRET",
-        "--json",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let found = run_state(&["search", "OUTSIDESECRET", "--json"], &state);
     assert!(found.status.success(), "{}", text(&found.stderr));
     assert_eq!(
         text(&found.stdout).trim(),

@@ -95,6 +95,47 @@ pub fn canonical_tempdir() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (tmp, dir, root)
 }
 
+/// Every entry under `dir`, recursively (directories are entered, not
+/// followed through links); empty when `dir` does not exist.
+pub fn entries_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// Every file under `dir`, which must exist, with its bytes.
+pub fn files_with_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    assert!(dir.is_dir(), "no directory {}", dir.display());
+    entries_under(dir)
+        .into_iter()
+        .filter(|p| !p.symlink_metadata().unwrap().is_dir())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// The flags of a run against Weaviate at `url` with no retries, files of
+/// 2 KiB at most, batches of `batch_size` and the metrics file `metrics`.
+pub fn weaviate_flags<'a>(url: &'a str, metrics: &'a Path, batch_size: &'a str) -> Vec<&'a str> {
+    let mut flags = vec!["--target", "weaviate", "--weaviate-url", url];
+    flags.extend(["--max-file-size", "2048", "--metrics-file", arg(metrics)]);
+    flags.extend(["--max-retries", "0", "--batch-size", batch_size]);
+    flags
+}
+
 /// Asserts that `hay` contains each of `needles`.
 pub fn assert_contains_all(hay: &str, needles: &[&str]) {
     for n in needles {
