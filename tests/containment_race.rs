@@ -39,12 +39,11 @@ fn exchange(a: &Path, b: &Path) -> bool {
 
 #[test]
 fn symlink_swap_race_never_opens_or_indexes_a_file_outside_the_root() {
-    let (_tmp, dir, root) = canonical_tempdir();
+    let t = sandbox();
+    let (dir, root, outside) = (&t.dir, &t.root, &t.outside);
     let repo = root.join("R");
     let inside = repo.join("D");
-    let outside = dir.join("outside");
     std::fs::create_dir_all(&inside).unwrap();
-    std::fs::create_dir_all(&outside).unwrap();
     let mut outside_sha = Vec::new();
     for i in 0..FILES {
         std::fs::write(inside.join(format!("f{i}.txt")), format!("inside {i}\n")).unwrap();

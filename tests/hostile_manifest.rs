@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::open_watch::OpenWatch;
@@ -52,20 +51,11 @@ fn add_r(kind: &'static str, path: &str, want: Want) -> Line {
     )
 }
 
-struct Tree {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    outside: PathBuf,
-    state: PathBuf,
-    dir: PathBuf,
-}
-
-fn tree() -> Tree {
-    let (tmp, dir, root) = canonical_tempdir();
+fn tree() -> Sandbox {
+    let t = sandbox();
+    let (root, outside) = (&t.root, &t.outside);
     let repo = root.join("R");
-    let outside = dir.join("outside");
     std::fs::create_dir_all(repo.join("src")).unwrap();
-    std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("secret"), "TOP-SECRET\n").unwrap();
     std::fs::write(repo.join("src/ok.rs"), "fn ok() {}\n").unwrap();
     std::fs::write(repo.join("src/crlf.rs"), "fn crlf() {}\n").unwrap();
@@ -74,8 +64,8 @@ fn tree() -> Tree {
     // Hostile tree entries.
     symlink(outside.join("secret"), repo.join("leak")).unwrap();
     symlink("/etc/passwd", repo.join("passwd")).unwrap();
-    symlink(&outside, repo.join("outdir")).unwrap();
-    symlink(&outside, root.join("EvilRepo")).unwrap();
+    symlink(outside, repo.join("outdir")).unwrap();
+    symlink(outside, root.join("EvilRepo")).unwrap();
     symlink("loop_a", repo.join("loop_b")).unwrap();
     symlink("loop_b", repo.join("loop_a")).unwrap();
     let fifo = CString::new(repo.join("fifo").as_os_str().as_bytes()).unwrap();
@@ -90,17 +80,10 @@ fn tree() -> Tree {
     std::fs::create_dir_all(repo.join("now_a_dir")).unwrap();
     std::fs::write(repo.join("bin.dat"), b"\x00\x01binary").unwrap();
     std::fs::write(repo.join("huge.txt"), vec![b'x'; 4096]).unwrap();
-    let state = dir.join("state");
-    Tree {
-        root,
-        outside,
-        state,
-        dir,
-        _tmp: tmp,
-    }
+    t
 }
 
-fn hostile_lines(t: &Tree) -> Vec<Line> {
+fn hostile_lines(t: &Sandbox) -> Vec<Line> {
     let out = t.outside.display().to_string();
     let mut nested = "[".repeat(200_000);
     nested.push_str(&"]".repeat(200_000));

@@ -12,39 +12,23 @@ use std::path::{Path, PathBuf};
 use support::open_watch::OpenWatch;
 use support::*;
 
-struct Tree {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    root: PathBuf,
-    outside: PathBuf,
-    state: PathBuf,
-}
-
-fn tree() -> Tree {
-    let (tmp, dir, root) = canonical_tempdir();
-    let outside = dir.join("outside");
+fn tree() -> Sandbox {
+    let t = sandbox();
+    let (root, outside) = (&t.root, &t.outside);
     std::fs::create_dir_all(root.join("ServiceA/src")).unwrap();
     std::fs::create_dir_all(outside.join("deeper")).unwrap();
     std::fs::write(root.join("ServiceA/src/main.py"), "print('a')\n").unwrap();
     std::fs::write(root.join("ServiceA/x.txt"), "x\n").unwrap();
     std::fs::write(outside.join("secret.txt"), "OUTSIDESECRET\n").unwrap();
     std::fs::write(outside.join("deeper/more.txt"), "OUTSIDESECRET\n").unwrap();
-    Tree {
-        _tmp: tmp,
-        state: dir.join("state"),
-        dir,
-        root,
-        outside,
-    }
+    t
 }
 
-impl Tree {
-    /// The manifest `name` of `lines` in the temp dir.
-    fn manifest(&self, name: &str, lines: &[String]) -> PathBuf {
-        let m = self.dir.join(name);
-        std::fs::write(&m, lines.join("\n") + "\n").unwrap();
-        m
-    }
+/// The manifest `name` of `lines` in the temp dir.
+fn manifest(t: &Sandbox, name: &str, lines: &[String]) -> PathBuf {
+    let m = t.dir.join(name);
+    std::fs::write(&m, lines.join("\n") + "\n").unwrap();
+    m
 }
 
 /// The failures `--status` lists, as (line, kind, reason).
@@ -87,7 +71,7 @@ fn untracked_dir_walk_never_leaves_the_root() {
         .iter()
         .map(|p| format!(r#"{{"repo":"ServiceA","op":"add","path":"{p}"}}"#))
         .collect();
-    let m = t.manifest("m.jsonl", &lines);
+    let m = manifest(&t, "m.jsonl", &lines);
 
     // (Listing a directory to watch it is an open the other watch sees.)
     let deeper = OpenWatch::tree(&t.outside.join("deeper"));
@@ -121,7 +105,8 @@ fn untracked_dir_walk_never_leaves_the_root() {
 fn a_repo_without_a_directory_under_any_root_is_a_failed_item_never_a_deletion() {
     let t = tree();
     let abs = t.root.join("ServiceA/x.txt");
-    let add = t.manifest(
+    let add = manifest(
+        &t,
         "add.jsonl",
         &[
             r#"{"op":"add","repo":"ServiceA","path":"src/main.py"}"#.into(),
@@ -145,7 +130,7 @@ fn a_repo_without_a_directory_under_any_root_is_a_failed_item_never_a_deletion()
         r#"{"op":"rename","repo":"servicea","from":"x.txt","path":"y.txt"}"#.to_owned(),
         r#"{"repo":"servicea","op":"add","path":"src/"}"#.to_owned(),
     ];
-    let m = t.manifest("case.jsonl", &wrong_case);
+    let m = manifest(&t, "case.jsonl", &wrong_case);
     let out = sync(&m, &t.root, &t.state, &[]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -170,7 +155,7 @@ fn a_repo_without_a_directory_under_any_root_is_a_failed_item_never_a_deletion()
         r#"{"op":"add","repo":"ServiceA","path":"x.txt"}"#,
         r#"{"op":"delete","path":"ServiceA/x.txt"}"#,
     ];
-    let m = t.manifest("gone.jsonl", &gone.map(str::to_owned));
+    let m = manifest(&t, "gone.jsonl", &gone.map(str::to_owned));
     let state2 = t.dir.join("state2");
     let out = sync(&add, &t.root, &state2, &[]);
     assert_eq!(out.status.code(), Some(0));
@@ -192,7 +177,8 @@ fn a_repo_without_a_directory_under_any_root_is_a_failed_item_never_a_deletion()
 #[test]
 fn prune_still_removes_the_objects_of_a_vanished_repo() {
     let t = tree();
-    let add = t.manifest(
+    let add = manifest(
+        &t,
         "add.jsonl",
         &[
             r#"{"op":"add","repo":"ServiceA","path":"src/main.py"}"#.into(),
@@ -203,7 +189,8 @@ fn prune_still_removes_the_objects_of_a_vanished_repo() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(exported_paths(&t.state).len(), 2);
     std::fs::remove_dir_all(t.root.join("ServiceA")).unwrap();
-    let m = t.manifest(
+    let m = manifest(
+        &t,
         "prune.jsonl",
         &[r#"{"op":"prune","repo":"ServiceA"}"#.into()],
     );
@@ -216,7 +203,8 @@ fn prune_still_removes_the_objects_of_a_vanished_repo() {
 #[test]
 fn a_directory_line_on_a_regular_file_is_malformed_not_a_transient_failure() {
     let t = tree();
-    let m = t.manifest(
+    let m = manifest(
+        &t,
         "m.jsonl",
         &[r#"{"repo":"ServiceA","op":"add","path":"x.txt/"}"#.into()],
     );
@@ -263,7 +251,7 @@ fn ignored_fields_are_ignored_whatever_their_json_value() {
             r#"{{"op":"add","repo":"ServiceA","path":"x.txt","size":{v}}}"#
         ));
     }
-    let m = t.manifest("m.jsonl", &lines);
+    let m = manifest(&t, "m.jsonl", &lines);
     let out = sync(&m, &t.root, &t.state, &[]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

@@ -86,13 +86,30 @@ pub fn expect_code(out: &Output, code: i32) -> String {
     err
 }
 
-/// A temp dir and its canonical path (the one the binary prints), with
-/// `root` to be made inside it.
-pub fn canonical_tempdir() -> (tempfile::TempDir, PathBuf, PathBuf) {
+/// A temp dir by its canonical path `dir` (the one the binary prints), with
+/// the folders `root` and `outside` it (for what must never be read), and
+/// the path `state`.
+pub struct Sandbox {
+    pub _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub outside: PathBuf,
+    pub state: PathBuf,
+}
+
+pub fn sandbox() -> Sandbox {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().canonicalize().unwrap();
-    let root = dir.join("root");
-    (tmp, dir, root)
+    let (root, outside) = (dir.join("root"), dir.join("outside"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    Sandbox {
+        _tmp: tmp,
+        state: dir.join("state"),
+        dir,
+        root,
+        outside,
+    }
 }
 
 /// Every entry under `dir`, recursively (directories are entered, not
