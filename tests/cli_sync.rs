@@ -249,9 +249,7 @@ fn last_record_cut_at_every_byte_resumes_correctly() {
 
 #[test]
 fn flipped_byte_in_an_earlier_record_is_a_clear_error_naming_segment_and_offset() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 30, 30, 11);
-    let state = dir.path().join("state");
+    let (_dir, w, state) = temp_workload(30, 30, 11);
     expect_code(&w.sync(&state, &["--batch-size", "5"]), 0);
     let recs = record_offsets(&state);
     let (off, len, _) = recs.iter().find(|r| r.2 == "BatchDone").cloned().unwrap();

@@ -27,9 +27,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn secrets_echoed_by_the_server_never_reach_stderr_state_status_failures_or_metrics() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 40, 120, 0xec40);
-    let state = dir.path().join("state");
+    let (dir, w, state) = temp_workload(40, 120, 0xec40);
     let state_url = dir.path().join("state-url");
     let metrics = dir.path().join("metrics.prom");
     // A leaky proxy: every error reply and every per-object failure quotes

@@ -26,9 +26,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 #[test]
 fn the_api_key_never_appears_in_argv_logs_status_metrics_or_the_wal() {
     use wsupport::standin::{Config, Standin};
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 40, 120, 0x5ec);
-    let state = dir.path().join("state");
+    let (dir, w, state) = temp_workload(40, 120, 0x5ec);
     let metrics = dir.path().join("metrics.prom");
     let standin = Standin::start(Config {
         api_key: Some(SECRET.into()),
@@ -156,9 +154,7 @@ fn the_state_dir_is_owner_only_and_so_is_what_elysiactl_writes_in_it() {
 
 #[test]
 fn a_second_run_on_a_busy_state_dir_is_refused_at_once_and_the_first_finishes() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 150, 500, 0x10c);
-    let state = dir.path().join("state");
+    let (_dir, w, state) = temp_workload(150, 500, 0x10c);
     let args = w.sync_args(&state, &["--batch-size", "5", "--max-file-size", "2048"]);
     let mut first = cmd(&args).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();

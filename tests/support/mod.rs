@@ -333,6 +333,18 @@ impl Workload {
     }
 }
 
+/// A temp dir holding a [`workload`], and the path of a `state` dir in it.
+pub fn temp_workload(
+    files: usize,
+    lines: usize,
+    seed: u64,
+) -> (tempfile::TempDir, Workload, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let w = workload(dir.path(), files, lines, seed);
+    let state = dir.path().join("state");
+    (dir, w, state)
+}
+
 /// Make `files` files across 3 repos and a manifest of `lines` lines: adds,
 /// updates (some `modify`), deletes of files that are gone and of files that
 /// still exist (reconciled), renames, adds of vanished files, binary and
