@@ -40,7 +40,7 @@ fn exchange(a: &Path, b: &Path) -> bool {
 #[test]
 fn symlink_swap_race_never_opens_or_indexes_a_file_outside_the_root() {
     let t = sandbox();
-    let (dir, root, outside) = (&t.dir, &t.root, &t.outside);
+    let (dir, root, outside) = (t.dir.clone(), t.root.clone(), t.outside.clone());
     let repo = root.join("R");
     let inside = repo.join("D");
     std::fs::create_dir_all(&inside).unwrap();
