@@ -14,15 +14,11 @@ fn a_failed_pull_is_still_diffed_at_its_local_head_and_gets_its_changeset() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().join("root");
     let a = Repo::init(&root, "A");
-    a.write("one.txt", "1\n");
-    let base = a.commit("one");
+    let base = a.write("one.txt", "1\n").commit("one");
     // A local commit the index has not seen, and an upstream that is gone.
-    a.write("two.txt", "2\n");
-    let head = a.commit("two");
+    let head = a.write("two.txt", "2\n").commit("two");
     let gone = tmp.path().join("gone.git");
-    a.git(&["remote", "add", "origin", gone.to_str().expect("utf-8")]);
-    a.git(&["config", "branch.main.remote", "origin"]);
-    a.git(&["config", "branch.main.merge", "refs/heads/main"]);
+    a.set_upstream(gone.to_str().expect("utf-8"));
 
     let mut opts = ChangesOptions::new(vec![root.clone()]);
     opts.bases.insert("A".into(), base.clone());

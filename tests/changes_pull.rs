@@ -4,24 +4,25 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use elysiactl::changes::{self, ChangesOptions};
 use serde_json::{json, Value};
-use support::gitrepo::{git, Repo};
+use support::gitrepo::Repo;
 
-/// A bare origin at `remotes/<name>.git` with one commit, and a developer
-/// clone to push from.
+/// A temp dir with empty `dev-parent` and `root` folders in it.
+fn site() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(tmp.path().join("dev-parent")).expect("mkdir");
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    (tmp, root)
+}
+
+/// A bare origin with one commit, and a developer clone under `dev-parent`
+/// to push from.
 fn origin(tmp: &Path, name: &str) -> (String, Repo) {
-    let bare = tmp.join("remotes").join(format!("{name}.git"));
-    std::fs::create_dir_all(&bare).expect("mkdir");
-    git(&bare, ["init", "-q", "--bare"]);
-    let url = format!("file://{}", bare.display());
-    let dev = Repo::clone_from(&tmp.join("dev-parent"), name, &url);
-    dev.write("first.txt", "1");
-    dev.commit("first");
-    dev.git(&["push", "-q", "origin", "HEAD:main"]);
-    (url, dev)
+    support::gitrepo::origin(tmp, &tmp.join("dev-parent"), name, "1")
 }
 
 fn run(opts: &ChangesOptions) -> (Vec<Value>, String, changes::ChangesReport) {
@@ -31,10 +32,7 @@ fn run(opts: &ChangesOptions) -> (Vec<Value>, String, changes::ChangesReport) {
 
 #[test]
 fn pull_fast_forwards_each_repo_and_a_failing_remote_is_reported_not_fatal() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(tmp.path().join("dev-parent")).expect("mkdir");
-    let root = tmp.path().join("root");
-    std::fs::create_dir_all(&root).expect("mkdir");
+    let (tmp, root) = site();
     let mut bases = BTreeMap::new();
     let mut devs = Vec::new();
     for name in ["A", "B", "C"] {
@@ -47,7 +45,7 @@ fn pull_fast_forwards_each_repo_and_a_failing_remote_is_reported_not_fatal() {
     for dev in [&devs[0], &devs[2]] {
         dev.write("second.txt", "2");
         dev.commit("second");
-        dev.git(&["push", "-q", "origin", "HEAD:main"]);
+        dev.push();
     }
     std::fs::remove_dir_all(tmp.path().join("remotes/B.git")).expect("rm remote");
 
@@ -75,10 +73,7 @@ fn pull_fast_forwards_each_repo_and_a_failing_remote_is_reported_not_fatal() {
 
 #[test]
 fn diverged_upstream_is_reported_and_never_reset() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(tmp.path().join("dev-parent")).expect("mkdir");
-    let root = tmp.path().join("root");
-    std::fs::create_dir_all(&root).expect("mkdir");
+    let (tmp, root) = site();
     let (url, dev) = origin(tmp.path(), "A");
     let clone = Repo::clone_from(&root, "A", &url);
     let local = clone.head();
@@ -99,17 +94,9 @@ fn credentials_in_a_remote_url_are_never_logged() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().join("root");
     let a = Repo::init(&root, "A");
-    a.write("f", "f");
-    a.commit("c");
+    a.write("f", "f").commit("c");
     // Port 9 (discard) is closed: the fetch fails at once.
-    a.git(&[
-        "remote",
-        "add",
-        "origin",
-        "https://alice:s3cr3t-token@127.0.0.1:9/A.git",
-    ]);
-    a.git(&["config", "branch.main.remote", "origin"]);
-    a.git(&["config", "branch.main.merge", "refs/heads/main"]);
+    a.set_upstream("https://alice:s3cr3t-token@127.0.0.1:9/A.git");
     let mut opts = ChangesOptions::new(vec![root.clone()]);
     opts.pull = true;
     let (_, log, report) = run(&opts);

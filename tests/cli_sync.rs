@@ -3,12 +3,9 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use support::*;
-
-fn sd(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn small_tree(dir: &Path) -> PathBuf {
     let root = dir.join("root");
@@ -32,6 +29,39 @@ fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
+/// A temp dir holding [`small_tree`] as `root`, and `state` beside it.
+struct Small {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    state: PathBuf,
+}
+
+impl Small {
+    fn new() -> Small {
+        let dir = tempfile::tempdir().unwrap();
+        let root = small_tree(dir.path());
+        let state = dir.path().join("state");
+        Small { dir, root, state }
+    }
+
+    /// A file `name` holding `body` in the temp dir.
+    fn write(&self, name: &str, body: &str) -> PathBuf {
+        write(self.dir.path(), name, body)
+    }
+
+    /// `index sync` of `m` over the tree into `state`.
+    fn sync(&self, m: &Path, extra: &[&str]) -> Output {
+        sync(m, &self.root, &self.state, extra)
+    }
+}
+
+/// A [`Small`] with the manifest `m.jsonl` holding `body`.
+fn small_with(body: &str) -> (Small, PathBuf) {
+    let t = Small::new();
+    let m = t.write("m.jsonl", body);
+    (t, m)
+}
+
 #[test]
 fn sample_manifest_from_examples_syncs_and_search_finds_a_known_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,7 +74,7 @@ fn sample_manifest_from_examples_syncs_and_search_finds_a_known_file() {
         &[],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let s = run(&["search", "ledger", "--state-dir", sd(&state)]);
+    let s = run_state(&["search", "ledger"], &state);
     assert!(
         text(&s.stdout).contains("ServiceB/lib/ledger.rs"),
         "{}",
@@ -56,9 +86,7 @@ fn sample_manifest_from_examples_syncs_and_search_finds_a_known_file() {
 
 #[test]
 fn malformed_lines_are_reported_with_line_and_offset_while_the_rest_applies() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = small_tree(dir.path());
-    let state = dir.path().join("state");
+    let t = Small::new();
     let bad: Vec<&[u8]> = vec![
         br#"{"op":"add","repo":"A","path":"#,      // truncated JSON
         br#"not json at all"#,                     // garbage
@@ -94,11 +122,9 @@ fn malformed_lines_are_reported_with_line_and_offset_while_the_rest_applies() {
         body.extend_from_slice(if i % 2 == 0 { b"\n" } else { b"\r\n" });
         line += 1;
     }
-    let m = dir.path().join("m.jsonl");
+    let m = t.dir.path().join("m.jsonl");
     std::fs::write(&m, &body).unwrap();
-    let out = sync(&m, &root, &state, &[]);
-    assert_eq!(out.status.code(), Some(1), "finished with failed items");
-    let err = text(&out.stderr);
+    let err = expect_code(&t.sync(&m, &[]), 1); // finished with failed items
     assert!(!err.contains("panicked"));
     for (line, off) in &bad_pos {
         let want = format!("[FAILED] line {line} (byte {off})");
@@ -122,9 +148,9 @@ fn malformed_lines_are_reported_with_line_and_offset_while_the_rest_applies() {
         assert!(err.contains(reason), "no {reason:?} in\n{err}");
     }
     // The good lines applied.
-    let got = exported_paths(&state);
+    let got = exported_paths(&t.state);
     assert_eq!(got, vec!["A/src/main.py", "A/src/util.py", "B/lib.rs"]);
-    let st = status(&state);
+    let st = status(&t.state);
     assert_eq!(st["errors"], bad.len());
     assert_eq!(st["status"], "partially_complete");
     let f = &st["failures"][0];
@@ -145,7 +171,7 @@ fn seg_of(state: &Path) -> PathBuf {
 
 /// Offsets of each record in a segment, via `wal inspect --json`.
 fn record_offsets(state: &Path) -> Vec<(u64, u64, String)> {
-    let out = run(&["wal", "inspect", "--json", "--state-dir", sd(state)]);
+    let out = run_state(&["wal", "inspect", "--json"], state);
     assert_eq!(out.status.code(), Some(0));
     text(&out.stdout)
         .lines()
@@ -173,13 +199,8 @@ fn last_record_cut_at_every_byte_resumes_correctly() {
     let dir = tempfile::tempdir().unwrap();
     let w = workload(dir.path(), 60, 40, 7);
     let base = dir.path().join("base");
-    let out = sync(
-        &w.manifest,
-        &w.root,
-        &base,
-        &["--batch-size", "8", "--max-file-size", "2048"],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let args = ["--batch-size", "8", "--max-file-size", "2048"];
+    expect_code(&w.sync(&base, &args), 0);
     let want = expected(&w.root, &w.refs, 2048);
     let recs = record_offsets(&base);
     let (bd_off, bd_len, _) = recs
@@ -207,12 +228,7 @@ fn last_record_cut_at_every_byte_resumes_correctly() {
         if *cut > bd_off && *cut < bd_off + bd_len || *cut > rf_off {
             assert!(v.contains("torn tail"), "cut {cut}: {v}");
         }
-        let out = sync(
-            &w.manifest,
-            &w.root,
-            &state,
-            &["--batch-size", "8", "--max-file-size", "2048"],
-        );
+        let out = w.sync(&state, &args);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "cut {cut}: {err}");
         assert!(!err.contains("panicked"));
@@ -233,11 +249,8 @@ fn last_record_cut_at_every_byte_resumes_correctly() {
 
 #[test]
 fn flipped_byte_in_an_earlier_record_is_a_clear_error_naming_segment_and_offset() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 30, 30, 11);
-    let state = dir.path().join("state");
-    let out = sync(&w.manifest, &w.root, &state, &["--batch-size", "5"]);
-    assert!(out.status.code() == Some(0), "{}", text(&out.stderr));
+    let (_dir, w, state) = temp_workload(30, 30, 11);
+    expect_code(&w.sync(&state, &["--batch-size", "5"]), 0);
     let recs = record_offsets(&state);
     let (off, len, _) = recs.iter().find(|r| r.2 == "BatchDone").cloned().unwrap();
     let seg = seg_of(&state);
@@ -245,9 +258,7 @@ fn flipped_byte_in_an_earlier_record_is_a_clear_error_naming_segment_and_offset(
     bytes[(off + len / 2) as usize] ^= 0x10;
     std::fs::write(&seg, &bytes).unwrap();
 
-    let out = sync(&w.manifest, &w.root, &state, &[]);
-    assert_eq!(out.status.code(), Some(3));
-    let err = text(&out.stderr);
+    let err = expect_code(&w.sync(&state, &[]), 3);
     let seg_name = seg.file_name().unwrap().to_string_lossy().into_owned();
     assert!(err.contains("WAL corrupt"), "{err}");
     assert!(err.contains(&seg_name), "{err}");
@@ -276,7 +287,7 @@ fn flipped_byte_in_an_earlier_record_is_a_clear_error_naming_segment_and_offset(
         .iter()
         .any(|h| h.as_str().unwrap().contains("wal inspect")));
 
-    let v = run(&["wal", "inspect", "--verify", "--state-dir", sd(&state)]);
+    let v = run_state(&["wal", "inspect", "--verify"], &state);
     assert_eq!(v.status.code(), Some(3));
     assert!(text(&v.stdout).contains("CORRUPT"));
     let st = status(&state);
@@ -287,33 +298,23 @@ fn flipped_byte_in_an_earlier_record_is_a_clear_error_naming_segment_and_offset(
 
 #[test]
 fn second_run_on_a_locked_state_dir_exits_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = small_tree(dir.path());
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
+    let (t, m) = small_with("{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n");
+    std::fs::create_dir_all(&t.state).unwrap();
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(state.join("lock"))
+        .open(t.state.join("lock"))
         .unwrap();
     lock.try_lock().unwrap();
-    let m = write(
-        dir.path(),
-        "m.jsonl",
-        "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n",
-    );
-    let t = std::time::Instant::now();
-    let out = sync(&m, &root, &state, &[]);
-    assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out.stderr).contains("another elysiactl run holds the state dir"));
-    assert!(t.elapsed() < std::time::Duration::from_secs(20));
-    assert!(
-        !state.join("wal").exists(),
-        "the second run touched nothing"
-    );
+    let started = std::time::Instant::now();
+    let err = expect_code(&t.sync(&m, &[]), 3);
+    assert!(err.contains("another elysiactl run holds the state dir"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let wal = t.state.join("wal");
+    assert!(!wal.exists(), "the second run touched nothing");
     drop(lock);
-    assert_eq!(sync(&m, &root, &state, &[]).status.code(), Some(0));
+    assert_eq!(t.sync(&m, &[]).status.code(), Some(0));
 }
 
 #[test]
@@ -327,60 +328,43 @@ fn status_of_a_fresh_state_dir_is_never_run() {
 
 #[test]
 fn status_reports_progress_resume_position_and_pending_manifests() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = small_tree(dir.path());
-    let state = dir.path().join("state");
-    let m = write(
-        dir.path(),
-        "m.jsonl",
-        "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\nnot json\n{\"op\":\"add\",\"path\":\"A/README.md\"}\n{\"op\":\"add\",\"path\":\"B/lib.rs\"}\n",
-    );
-    let out = sync(
-        &m,
-        &root,
-        &state,
-        &["--batch-size", "2", "--on-error", "stop"],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("failed (stopping)"));
-    let st = status(&state);
+    let first_two = "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\nnot json\n";
+    let (t, m) = small_with(&format!(
+        "{first_two}{{\"op\":\"add\",\"path\":\"A/README.md\"}}\n{{\"op\":\"add\",\"path\":\"B/lib.rs\"}}\n"
+    ));
+    let stop = ["--batch-size", "2", "--on-error", "stop"];
+    assert!(expect_code(&t.sync(&m, &stop), 1).contains("failed (stopping)"));
+    let st = status(&t.state);
     assert_eq!(st["status"], "stopped");
     assert_eq!(st["processed"], 2);
     assert_eq!(st["total"], 4);
     assert_eq!(st["errors"], 1);
-    let second_line_end = "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\nnot json\n".len();
-    assert_eq!(st["next_resume_position"], second_line_end);
+    assert_eq!(st["next_resume_position"], first_two.len());
     assert_eq!(st["next_resume_line"], 3);
     assert_eq!(st["pending_manifests"].as_array().unwrap().len(), 1);
     assert!(st["last_successful_run"].is_null());
 
-    // The next run resumes at line 3 and retries the failed line.
-    let out = sync(&m, &root, &state, &["--batch-size", "2"]);
-    assert_eq!(out.status.code(), Some(1), "the bad line still fails");
-    let err = text(&out.stderr);
+    // The next run resumes at line 3 and retries the failed line; the bad
+    // line still fails.
+    let err = expect_code(&t.sync(&m, &["--batch-size", "2"]), 1);
     assert!(
         err.contains("[RESUME]") && err.contains("from line 3"),
         "{err}"
     );
     assert!(err.contains("[RETRIED] Line 2-2"), "{err}");
-    let st = status(&state);
+    let st = status(&t.state);
     assert_eq!(st["status"], "partially_complete");
     assert!(st["next_resume_position"].is_null());
-    assert_eq!(export(&state).len(), 3);
+    assert_eq!(export(&t.state).len(), 3);
 }
 
 #[test]
 fn wal_inspect_dumps_every_record_readably_and_as_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = small_tree(dir.path());
-    let state = dir.path().join("state");
-    let m = write(
-        dir.path(),
-        "m.jsonl",
+    let (t, m) = small_with(
         "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n{\"op\":\"bogus\",\"path\":\"x\"}\n{\"repo\":\"A\",\"new_changeset\":{\"commit\":\"abc\",\"parent\":null,\"branch\":\"main\"}}\n",
     );
-    sync(&m, &root, &state, &[]);
-    let human = text(&run(&["wal", "inspect", "--state-dir", sd(&state)]).stdout);
+    t.sync(&m, &[]);
+    let human = text(&run_state(&["wal", "inspect"], &t.state).stdout);
     for kind in [
         "RunStarted",
         "ManifestStarted",
@@ -392,7 +376,7 @@ fn wal_inspect_dumps_every_record_readably_and_as_json() {
         assert!(human.contains(kind), "{kind} missing:\n{human}");
     }
     assert!(human.contains("unknown op `bogus`"));
-    let json = run(&["wal", "inspect", "--json", "--state-dir", sd(&state)]);
+    let json = run_state(&["wal", "inspect", "--json"], &t.state);
     let recs: Vec<serde_json::Value> = text(&json.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -402,75 +386,60 @@ fn wal_inspect_dumps_every_record_readably_and_as_json() {
     let cs = recs.iter().find(|r| r["type"] == "ChangesetSeen").unwrap();
     assert_eq!(cs["record"]["commit"], "abc");
     // A segment file can be named directly.
-    let seg = seg_of(&state);
-    let one = run(&["wal", "inspect", seg.to_str().unwrap(), "--verify"]);
+    let seg = seg_of(&t.state);
+    let one = run(&["wal", "inspect", arg(&seg), "--verify"]);
     assert_eq!(one.status.code(), Some(0));
     assert!(text(&one.stdout).contains(&format!("ok: {} records", recs.len())));
     // The changeset became the repo's applied base only after its repo's
     // lines all applied (line 1 is repo A; the bad line has no repo).
-    let st = status(&state);
-    assert_eq!(st["status"], "partially_complete");
+    assert_eq!(status(&t.state)["status"], "partially_complete");
 }
 
 #[test]
 fn stdin_manifest_is_spooled_and_resumable() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = small_tree(dir.path());
-    let state = dir.path().join("state");
+    let t = Small::new();
     let body =
         "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n{\"op\":\"add\",\"path\":\"B/lib.rs\"}\n";
-    let pipe = |extra: &[&str]| sync_stdin(body.as_bytes(), &root, &state, extra);
-    let out = pipe(&["--batch-size", "1", "--on-error", "stop"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(export(&state).len(), 2);
-    let st = status(&state);
-    assert_eq!(st["manifest"]["spooled"], true);
+    let pipe = |extra: &[&str]| sync_stdin(body.as_bytes(), &t.root, &t.state, extra);
+    expect_code(&pipe(&["--batch-size", "1", "--on-error", "stop"]), 0);
+    assert_eq!(export(&t.state).len(), 2);
+    assert_eq!(status(&t.state)["manifest"]["spooled"], true);
     // Completed spool files are cleaned up; the same input again is
     // applied again (every line re-checked against the disk).
-    assert_eq!(std::fs::read_dir(state.join("spool")).unwrap().count(), 0);
+    let spooled = || std::fs::read_dir(t.state.join("spool")).unwrap().count();
+    assert_eq!(spooled(), 0);
     let again = pipe(&[]);
     assert_eq!(again.status.code(), Some(0));
     assert!(text(&again.stderr).contains("[RESTART]"));
-    assert_eq!(export(&state).len(), 2);
-    assert_eq!(std::fs::read_dir(state.join("spool")).unwrap().count(), 0);
+    assert_eq!(export(&t.state).len(), 2);
+    assert_eq!(spooled(), 0);
 }
 
 #[test]
 fn dry_run_writes_neither_index_nor_wal() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = small_tree(dir.path());
-    let state = dir.path().join("state");
-    let m = write(
-        dir.path(),
-        "m.jsonl",
+    let (t, m) = small_with(
         "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n{\"op\":\"delete\",\"path\":\"A/x\"}\nnope\n",
     );
-    let out = sync(&m, &root, &state, &["--dry-run"]);
-    assert_eq!(out.status.code(), Some(1), "an invalid line is reported");
-    let err = text(&out.stderr);
-    assert!(err.contains("[INVALID] line 3 (byte"), "{err}");
-    assert!(err.contains("1 add, 0 update, 1 delete"), "{err}");
-    assert!(!state.join("wal").exists() && !state.join("index").exists());
-    assert_eq!(status(&state)["status"], "never_run");
+    // An invalid line is reported.
+    let err = expect_code(&t.sync(&m, &["--dry-run"]), 1);
+    assert_contains_all(
+        &err,
+        &["[INVALID] line 3 (byte", "1 add, 0 update, 1 delete"],
+    );
+    assert!(!t.state.join("wal").exists() && !t.state.join("index").exists());
+    assert_eq!(status(&t.state)["status"], "never_run");
 }
 
 #[test]
 fn from_line_applies_again_from_that_line_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = small_tree(dir.path());
-    let state = dir.path().join("state");
-    let m = write(
-        dir.path(),
-        "m.jsonl",
+    let (t, m) = small_with(
         "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n{\"op\":\"add\",\"path\":\"B/lib.rs\"}\n",
     );
-    assert_eq!(sync(&m, &root, &state, &[]).status.code(), Some(0));
-    std::fs::write(root.join("B/lib.rs"), "pub fn changed() {}\n").unwrap();
-    std::fs::write(root.join("A/src/main.py"), "changed too\n").unwrap();
-    let out = sync(&m, &root, &state, &["--from-line", "2"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("Line 2-2"));
-    let objs = export(&state);
+    assert_eq!(t.sync(&m, &[]).status.code(), Some(0));
+    std::fs::write(t.root.join("B/lib.rs"), "pub fn changed() {}\n").unwrap();
+    std::fs::write(t.root.join("A/src/main.py"), "changed too\n").unwrap();
+    assert!(expect_code(&t.sync(&m, &["--from-line", "2"]), 0).contains("Line 2-2"));
+    let objs = export(&t.state);
     let sha = |p: &str| objs.values().find(|(rp, _)| rp == p).unwrap().1.clone();
     assert_eq!(sha("B/lib.rs"), sha256_hex(b"pub fn changed() {}\n"));
     assert_eq!(
@@ -478,65 +447,39 @@ fn from_line_applies_again_from_that_line_only() {
         sha256_hex(b"print('main')\n"),
         "line 1 not re-applied"
     );
-    let past = sync(&m, &root, &state, &["--from-line", "9"]);
-    assert_eq!(past.status.code(), Some(2));
-    assert!(text(&past.stderr).contains("--from-line 9"));
+    let past = expect_code(&t.sync(&m, &["--from-line", "9"]), 2);
+    assert!(past.contains("--from-line 9"));
 }
 
 #[test]
 fn a_new_manifest_first_finishes_the_unfinished_one_or_refuses() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = small_tree(dir.path());
-    let state = dir.path().join("state");
-    let old = write(
-        dir.path(),
+    let t = Small::new();
+    let stop = ["--batch-size", "1", "--on-error", "stop"];
+    let old = t.write(
         "old.jsonl",
         "bad line\n{\"op\":\"add\",\"path\":\"A/README.md\"}\n",
     );
-    let new = write(
-        dir.path(),
-        "new.jsonl",
-        "{\"op\":\"add\",\"path\":\"B/lib.rs\"}\n",
-    );
+    let new = t.write("new.jsonl", "{\"op\":\"add\",\"path\":\"B/lib.rs\"}\n");
     // Stopped at the bad first line: old.jsonl has an unapplied line.
-    assert_eq!(
-        sync(
-            &old,
-            &root,
-            &state,
-            &["--batch-size", "1", "--on-error", "stop"]
-        )
-        .status
-        .code(),
-        Some(1)
+    assert_eq!(t.sync(&old, &stop).status.code(), Some(1));
+    // A new manifest finishes the old one first. The old manifest's bad
+    // line is retried first and still fails.
+    let err = expect_code(&t.sync(&new, &[]), 1);
+    assert_contains_all(
+        &err,
+        &["old.jsonl: from line 2", "[FAILED] line 1 (byte 0)"],
     );
-    // A new manifest finishes the old one first.
-    let out = sync(&new, &root, &state, &[]);
-    let err = text(&out.stderr);
-    // The old manifest's bad line is retried first and still fails.
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("old.jsonl: from line 2"), "{err}");
-    assert!(err.contains("[FAILED] line 1 (byte 0)"), "{err}");
-    let paths = exported_paths(&state);
-    assert_eq!(paths, vec!["A/README.md", "B/lib.rs"]);
+    assert_eq!(exported_paths(&t.state), vec!["A/README.md", "B/lib.rs"]);
 
     // If the unfinished manifest is gone, the sync refuses...
-    let state2 = dir.path().join("state2");
-    let old2 = write(
-        dir.path(),
+    let state2 = t.dir.path().join("state2");
+    let old2 = t.write(
         "old2.jsonl",
         "bad\n{\"op\":\"add\",\"path\":\"A/README.md\"}\n",
     );
-    sync(
-        &old2,
-        &root,
-        &state2,
-        &["--batch-size", "1", "--on-error", "stop"],
-    );
+    sync(&old2, &t.root, &state2, &stop);
     std::fs::remove_file(&old2).unwrap();
-    let out = sync(&new, &root, &state2, &[]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
+    let err = expect_code(&sync(&new, &t.root, &state2, &[]), 2);
     assert!(
         err.contains("unfinished")
             && err.contains("old2.jsonl")
@@ -548,56 +491,39 @@ fn a_new_manifest_first_finishes_the_unfinished_one_or_refuses() {
         "nothing applied from the new manifest"
     );
     // ...unless told to drop it, which the WAL records.
-    let out = sync(&new, &root, &state2, &["--abandon-pending"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("[ABANDONED]"));
-    let dump = text(&run(&["wal", "inspect", "--state-dir", sd(&state2)]).stdout);
+    let err = expect_code(&sync(&new, &t.root, &state2, &["--abandon-pending"]), 0);
+    assert!(err.contains("[ABANDONED]"));
+    let dump = text(&run_state(&["wal", "inspect"], &state2).stdout);
     assert!(dump.contains("ManifestAbandoned"));
 }
 
 #[test]
 fn disk_wins_over_the_op_and_lines_reconcile() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = small_tree(dir.path());
-    let state = dir.path().join("state");
-    let m = write(
-        dir.path(),
-        "m.jsonl",
-        concat!(
-            "{\"op\":\"add\",\"repo\":\"A\",\"path\":\"vanished.py\"}\n",
-            "{\"op\":\"delete\",\"repo\":\"A\",\"path\":\"src/util.py\"}\n",
-            "{\"op\":\"add\",\"repo\":\"B\",\"path\":\"bin.dat\"}\n",
-            "{\"op\":\"rename\",\"repo\":\"A\",\"from\":\"src/main.py\",\"path\":\"README.md\"}\n",
-        ),
-    );
-    let out = sync(&m, &root, &state, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let err = text(&out.stderr);
-    assert!(err.contains("3 reconciled"), "{err}");
-    assert!(err.contains("1 skipped"), "{err}");
-    let paths = exported_paths(&state);
+    let (t, m) = small_with(concat!(
+        "{\"op\":\"add\",\"repo\":\"A\",\"path\":\"vanished.py\"}\n",
+        "{\"op\":\"delete\",\"repo\":\"A\",\"path\":\"src/util.py\"}\n",
+        "{\"op\":\"add\",\"repo\":\"B\",\"path\":\"bin.dat\"}\n",
+        "{\"op\":\"rename\",\"repo\":\"A\",\"from\":\"src/main.py\",\"path\":\"README.md\"}\n",
+    ));
+    let err = expect_code(&t.sync(&m, &[]), 0);
+    assert_contains_all(&err, &["3 reconciled", "1 skipped"]);
     // util.py and main.py still exist on disk, so they are indexed; the
     // binary file and the vanished one are not.
+    let paths = exported_paths(&t.state);
     assert_eq!(paths, vec!["A/README.md", "A/src/main.py", "A/src/util.py"]);
 }
 
 #[test]
 fn prune_removes_objects_whose_files_are_gone_from_the_local_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = small_tree(dir.path());
-    let state = dir.path().join("state");
-    let m = write(
-        dir.path(),
-        "m.jsonl",
+    let (t, m) = small_with(
         "{\"op\":\"add\",\"path\":\"A/src/main.py\"}\n{\"op\":\"add\",\"path\":\"A/src/util.py\"}\n{\"op\":\"add\",\"path\":\"B/lib.rs\"}\n",
     );
-    assert_eq!(sync(&m, &root, &state, &[]).status.code(), Some(0));
-    std::fs::remove_file(root.join("A/src/util.py")).unwrap();
-    std::fs::remove_file(root.join("B/lib.rs")).unwrap();
-    let p = write(dir.path(), "p.jsonl", "{\"op\":\"prune\",\"repo\":\"A\"}\n");
-    let out = sync(&p, &root, &state, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let paths = exported_paths(&state);
+    assert_eq!(t.sync(&m, &[]).status.code(), Some(0));
+    for gone in ["A/src/util.py", "B/lib.rs"] {
+        std::fs::remove_file(t.root.join(gone)).unwrap();
+    }
+    let p = t.write("p.jsonl", "{\"op\":\"prune\",\"repo\":\"A\"}\n");
+    expect_code(&t.sync(&p, &[]), 0);
     // Only repo A was pruned: B/lib.rs stays until a line or prune names it.
-    assert_eq!(paths, vec!["A/src/main.py", "B/lib.rs"]);
+    assert_eq!(exported_paths(&t.state), vec!["A/src/main.py", "B/lib.rs"]);
 }

@@ -10,21 +10,8 @@ use support::*;
 
 /// Every entry under `dir`, recursively (empty when it does not exist).
 fn entries(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            out.push(p.display().to_string());
-            if p.is_dir() {
-                stack.push(p);
-            }
-        }
-    }
-    out
+    let all = entries_under(dir).into_iter();
+    all.map(|p| p.display().to_string()).collect()
 }
 
 #[test]
@@ -93,11 +80,6 @@ fn bad_weaviate_url_or_collection_exits_2_naming_the_fix_and_writes_no_state() {
     // The check is on the value, not on the flag: a good URL gets past it
     // (and fails later, for a server that is not there).
     let state = dir.path().join("state-ok");
-    let out = sync(
-        &w.manifest,
-        &w.root,
-        &state,
-        &["--weaviate-url", "http://127.0.0.1:1", "--max-retries", "0"],
-    );
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let unreachable = ["--weaviate-url", "http://127.0.0.1:1", "--max-retries", "0"];
+    expect_code(&w.sync(&state, &unreachable), 3);
 }

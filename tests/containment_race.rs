@@ -39,14 +39,11 @@ fn exchange(a: &Path, b: &Path) -> bool {
 
 #[test]
 fn symlink_swap_race_never_opens_or_indexes_a_file_outside_the_root() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().canonicalize().unwrap();
-    let root = dir.join("root");
+    let t = sandbox();
+    let (dir, root, outside) = (t.dir.clone(), t.root.clone(), t.outside.clone());
     let repo = root.join("R");
     let inside = repo.join("D");
-    let outside = dir.join("outside");
     std::fs::create_dir_all(&inside).unwrap();
-    std::fs::create_dir_all(&outside).unwrap();
     let mut outside_sha = Vec::new();
     for i in 0..FILES {
         std::fs::write(inside.join(format!("f{i}.txt")), format!("inside {i}\n")).unwrap();
@@ -152,13 +149,7 @@ fn symlink_swap_race_never_opens_or_indexes_a_file_outside_the_root() {
         );
         assert!(rp.starts_with("R/A/"), "{rp}");
     }
-    let found = run(&[
-        "search",
-        "OUTSIDESECRET",
-        "--json",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let found = run_state(&["search", "OUTSIDESECRET", "--json"], &state);
     assert!(found.status.success(), "{}", text(&found.stderr));
     assert_eq!(
         text(&found.stdout).trim(),

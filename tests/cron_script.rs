@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use csupport::gitrepo::{git, Repo};
+use csupport::gitrepo::{origin, Repo};
 use support::{exported_paths, text, BIN};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sync-all-repos.sh");
@@ -21,19 +21,6 @@ const UNIT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/examples/systemd/elysiactl-sync.service"
 );
-
-/// A bare origin `remotes/<name>.git` with one commit, and a developer clone.
-fn origin(tmp: &Path, name: &str) -> (String, Repo) {
-    let bare = tmp.join("remotes").join(format!("{name}.git"));
-    std::fs::create_dir_all(&bare).expect("mkdir");
-    git(&bare, ["init", "-q", "--bare"]);
-    let url = format!("file://{}", bare.display());
-    let dev = Repo::clone_from(&tmp.join("dev"), name, &url);
-    dev.write("first.txt", format!("{name} 1\n"));
-    dev.commit("first");
-    dev.git(&["push", "-q", "origin", "HEAD:main"]);
-    (url, dev)
-}
 
 struct Site {
     tmp: tempfile::TempDir,
@@ -55,7 +42,8 @@ impl Site {
         std::fs::create_dir_all(&root).expect("mkdir");
         let mut devs = Vec::new();
         for name in ["A", "B"] {
-            let (url, dev) = origin(tmp.path(), name);
+            let first = format!("{name} 1\n");
+            let (url, dev) = origin(tmp.path(), &tmp.path().join("dev"), name, &first);
             Repo::clone_from(&root, name, &url);
             devs.push(dev);
         }
@@ -98,7 +86,16 @@ impl Site {
     fn push(&self, i: usize, file: &str) {
         self.devs[i].write(file, format!("{file}\n"));
         self.devs[i].commit(file);
-        self.devs[i].git(&["push", "-q", "origin", "HEAD:main"]);
+        self.devs[i].push();
+    }
+
+    /// [`Site::run`], which must exit 0; returns the log.
+    fn run_ok(&self, extra: &[(&str, &str)]) -> String {
+        let out = self.run(extra);
+        let log = self.log();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}\n{log}");
+        log
     }
 }
 
@@ -109,19 +106,8 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn cron_script_under_crons_path_syncs_creates_a_private_state_dir_and_exits_0() {
     let site = Site::new();
-    let out = site.run(&[("ELYSIACTL", BIN)]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        text(&out.stderr),
-        site.log()
-    );
-    assert!(
-        site.log().contains("Sync completed successfully"),
-        "{}",
-        site.log()
-    );
+    let log = site.run_ok(&[("ELYSIACTL", BIN)]);
+    assert!(log.contains("Sync completed successfully"), "{log}");
     assert_eq!(mode(&site.state), 0o700, "state dir");
     assert_eq!(mode(&site.logs), 0o700, "log dir");
     assert_eq!(exported_paths(&site.state), ["A/first.txt", "B/first.txt"]);
@@ -133,19 +119,8 @@ fn cron_script_under_crons_path_syncs_creates_a_private_state_dir_and_exits_0() 
     std::fs::create_dir_all(&bin_dir).expect("mkdir");
     std::os::unix::fs::symlink(BIN, bin_dir.join("elysiactl")).expect("symlink");
     site.push(0, "second.txt");
-    let out = site.run(&[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        text(&out.stderr),
-        site.log()
-    );
-    assert!(
-        site.log().contains(".cargo/bin/elysiactl"),
-        "{}",
-        site.log()
-    );
+    let log = site.run_ok(&[]);
+    assert!(log.contains(".cargo/bin/elysiactl"), "{log}");
     assert_eq!(
         exported_paths(&site.state),
         ["A/first.txt", "A/second.txt", "B/first.txt"]

@@ -79,9 +79,7 @@ macro_rules! mount_or_skip {
 
 #[test]
 fn full_state_disk_never_corrupts_the_wal_and_a_run_with_space_resumes_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 300, 1200, 0xd15c);
-    let state = dir.path().join("state");
+    let (_dir, w, state) = temp_workload(300, 1200, 0xd15c);
     let fs = mount_or_skip!(&state, "64k");
     let args = ["--batch-size", "10", "--max-file-size", "2048"];
 
@@ -119,9 +117,7 @@ fn full_state_disk_never_corrupts_the_wal_and_a_run_with_space_resumes_exactly()
 #[test]
 fn full_wal_disk_mid_run_goes_on_in_memory_says_so_exits_3_and_resumes_exactly() {
     use wsupport::standin::{Config, Standin};
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 200, 900, 0xf011);
-    let state = dir.path().join("state");
+    let (_dir, w, state) = temp_workload(200, 900, 0xf011);
     let fs = mount_or_skip!(&state, "64k");
     let standin = Standin::start(Config {
         record: false,
@@ -201,9 +197,7 @@ fn output_to_dev_full_is_an_error_not_a_panic() {
         eprintln!("SKIPPED: no /dev/full");
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 30, 60, 0xf1);
-    let state = dir.path().join("state");
+    let (_dir, w, state) = temp_workload(30, 60, 0xf1);
     let out = sync(&w.manifest, &w.root, &state, &["--max-file-size", "2048"]);
     assert_eq!(out.status.code(), Some(0));
     let sd = state.to_str().unwrap();

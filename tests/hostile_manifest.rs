@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::open_watch::OpenWatch;
@@ -43,22 +42,20 @@ fn line(kind: &'static str, bytes: impl Into<Vec<u8>>, want: Want) -> Line {
     }
 }
 
-struct Tree {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    outside: PathBuf,
-    state: PathBuf,
-    dir: PathBuf,
+/// [`line`] of `{"op":"add","repo":"R","path":PATH}`.
+fn add_r(kind: &'static str, path: &str, want: Want) -> Line {
+    line(
+        kind,
+        format!(r#"{{"op":"add","repo":"R","path":"{path}"}}"#),
+        want,
+    )
 }
 
-fn tree() -> Tree {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().canonicalize().unwrap();
-    let root = dir.join("root");
+fn tree() -> Sandbox {
+    let t = sandbox();
+    let (root, outside) = (&t.root, &t.outside);
     let repo = root.join("R");
-    let outside = dir.join("outside");
     std::fs::create_dir_all(repo.join("src")).unwrap();
-    std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("secret"), "TOP-SECRET\n").unwrap();
     std::fs::write(repo.join("src/ok.rs"), "fn ok() {}\n").unwrap();
     std::fs::write(repo.join("src/crlf.rs"), "fn crlf() {}\n").unwrap();
@@ -67,8 +64,8 @@ fn tree() -> Tree {
     // Hostile tree entries.
     symlink(outside.join("secret"), repo.join("leak")).unwrap();
     symlink("/etc/passwd", repo.join("passwd")).unwrap();
-    symlink(&outside, repo.join("outdir")).unwrap();
-    symlink(&outside, root.join("EvilRepo")).unwrap();
+    symlink(outside, repo.join("outdir")).unwrap();
+    symlink(outside, root.join("EvilRepo")).unwrap();
     symlink("loop_a", repo.join("loop_b")).unwrap();
     symlink("loop_b", repo.join("loop_a")).unwrap();
     let fifo = CString::new(repo.join("fifo").as_os_str().as_bytes()).unwrap();
@@ -83,29 +80,18 @@ fn tree() -> Tree {
     std::fs::create_dir_all(repo.join("now_a_dir")).unwrap();
     std::fs::write(repo.join("bin.dat"), b"\x00\x01binary").unwrap();
     std::fs::write(repo.join("huge.txt"), vec![b'x'; 4096]).unwrap();
-    let state = dir.join("state");
-    Tree {
-        root,
-        outside,
-        state,
-        dir,
-        _tmp: tmp,
-    }
+    t
 }
 
-fn hostile_lines(t: &Tree) -> Vec<Line> {
+fn hostile_lines(t: &Sandbox) -> Vec<Line> {
     let out = t.outside.display().to_string();
     let mut nested = "[".repeat(200_000);
     nested.push_str(&"]".repeat(200_000));
     let mut big = br#"{"op":"add","repo":"R","path":"src/big_line.rs","pad":""#.to_vec();
     big.extend(std::iter::repeat_n(b'p', 16 << 20));
     big.extend_from_slice(br#""}"#);
-    vec![
-        line(
-            "ordinary add",
-            r#"{"op":"add","repo":"R","path":"src/ok.rs"}"#,
-            Want::Indexed("R/src/ok.rs"),
-        ),
+    let mut lines = vec![
+        add_r("ordinary add", "src/ok.rs", Want::Indexed("R/src/ok.rs")),
         line(
             "truncated JSON",
             r#"{"op":"add","repo":"R","pa"#,
@@ -117,11 +103,7 @@ fn hostile_lines(t: &Tree) -> Vec<Line> {
             b"{\"op\":\"add\",\"repo\":\"R\",\"path\":\"src/a\x00b\"}".to_vec(),
             Want::Failed(""),
         ),
-        line(
-            "NUL escape in a path",
-            r#"{"op":"add","repo":"R","path":"src/a\u0000b"}"#,
-            Want::Failed("NUL"),
-        ),
+        add_r("NUL escape in a path", r"src/a\u0000b", Want::Failed("NUL")),
         line(
             "invalid UTF-8",
             b"{\"op\":\"add\",\"repo\":\"R\",\"path\":\"src/\xff\xfe.rs\"}".to_vec(),
@@ -148,14 +130,10 @@ fn hostile_lines(t: &Tree) -> Vec<Line> {
             r#"{"repo":"R","path":"src/ok.rs"}"#,
             Want::Failed("missing field `op`"),
         ),
-        line(
-            "empty path",
-            r#"{"op":"add","repo":"R","path":""}"#,
-            Want::Failed("empty"),
-        ),
-        line(
+        add_r("empty path", "", Want::Failed("empty")),
+        add_r(
             "dot-dot traversal",
-            r#"{"op":"add","repo":"R","path":"../../outside/secret"}"#,
+            "../../outside/secret",
             Want::Failed("escapes"),
         ),
         line(
@@ -196,59 +174,33 @@ fn hostile_lines(t: &Tree) -> Vec<Line> {
             r#"{"op":"add","repo":"R","path":"src/x.rs","content_base64":"!!!"}"#,
             Want::Failed("base64"),
         ),
-        line(
-            "symlink to a secret outside",
-            r#"{"op":"add","repo":"R","path":"leak"}"#,
-            Want::Skipped,
-        ),
-        line(
-            "symlink to a system file",
-            r#"{"op":"add","repo":"R","path":"passwd"}"#,
-            Want::Skipped,
-        ),
-        line(
-            "path through a symlinked dir",
-            r#"{"op":"add","repo":"R","path":"outdir/secret"}"#,
-            Want::Skipped,
-        ),
-        line(
+    ];
+    // Hostile file kinds (op, repo, path): each is skipped.
+    let skipped = [
+        ("symlink to a secret outside", "add", "R", "leak"),
+        ("symlink to a system file", "add", "R", "passwd"),
+        ("path through a symlinked dir", "add", "R", "outdir/secret"),
+        (
             "symlinked repo leaving the root",
-            r#"{"op":"add","repo":"EvilRepo","path":"secret"}"#,
-            Want::Skipped,
+            "add",
+            "EvilRepo",
+            "secret",
         ),
-        line(
-            "symlink loop",
-            r#"{"op":"add","repo":"R","path":"loop_a"}"#,
-            Want::Skipped,
-        ),
-        line(
-            "FIFO",
-            r#"{"op":"add","repo":"R","path":"fifo"}"#,
-            Want::Skipped,
-        ),
-        line(
-            "device",
-            r#"{"op":"add","repo":"R","path":"device"}"#,
-            Want::Skipped,
-        ),
-        line(
-            "file replaced by a directory",
-            r#"{"op":"update","repo":"R","path":"now_a_dir"}"#,
-            Want::Skipped,
-        ),
-        line(
-            "binary file",
-            r#"{"op":"add","repo":"R","path":"bin.dat"}"#,
-            Want::Skipped,
-        ),
-        line(
-            "file over --max-file-size",
-            r#"{"op":"add","repo":"R","path":"huge.txt"}"#,
-            Want::Skipped,
-        ),
-        line(
+        ("symlink loop", "add", "R", "loop_a"),
+        ("FIFO", "add", "R", "fifo"),
+        ("device", "add", "R", "device"),
+        ("file replaced by a directory", "update", "R", "now_a_dir"),
+        ("binary file", "add", "R", "bin.dat"),
+        ("file over --max-file-size", "add", "R", "huge.txt"),
+    ];
+    lines.extend(skipped.map(|(kind, op, repo, path)| {
+        let json = format!(r#"{{"op":"{op}","repo":"{repo}","path":"{path}"}}"#);
+        line(kind, json, Want::Skipped)
+    }));
+    lines.extend([
+        add_r(
             "file deleted before the sync",
-            r#"{"op":"add","repo":"R","path":"src/deleted.rs"}"#,
+            "src/deleted.rs",
             Want::Absent,
         ),
         line(
@@ -257,12 +209,13 @@ fn hostile_lines(t: &Tree) -> Vec<Line> {
             Want::Indexed("R/src/crlf.rs"),
         ),
         line("blank and whitespace line", "  \t ", Want::Absent),
-        line(
+        add_r(
             "no final newline",
-            r#"{"op":"add","repo":"R","path":"src/last.rs"}"#,
+            "src/last.rs",
             Want::Indexed("R/src/last.rs"),
         ),
-    ]
+    ]);
+    lines
 }
 
 fn counts(stderr: &str) -> BTreeMap<String, u64> {

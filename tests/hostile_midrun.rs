@@ -55,10 +55,8 @@ fn resume_and_check(w: &Workload, state: &Path) {
 
 #[test]
 fn manifest_truncated_mid_run_stops_with_exit_2_and_the_next_run_resumes_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 400, 2500, 0x7121);
+    let (_dir, w, state) = temp_workload(400, 2500, 0x7121);
     let original = std::fs::read(&w.manifest).unwrap();
-    let state = dir.path().join("state");
     let (status, log) = change_mid_run(&w, &state, |m| {
         // Cut to a tenth: every page past that now faults on read.
         let f = std::fs::OpenOptions::new().write(true).open(m).unwrap();
@@ -86,10 +84,8 @@ fn manifest_truncated_mid_run_stops_with_exit_2_and_the_next_run_resumes_exactly
 
 #[test]
 fn manifest_rewritten_in_place_mid_run_is_detected_and_the_next_run_resumes_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 400, 2500, 0x7122);
+    let (_dir, w, state) = temp_workload(400, 2500, 0x7122);
     let original = std::fs::read(&w.manifest).unwrap();
-    let state = dir.path().join("state");
     let (status, log) = change_mid_run(&w, &state, |m| {
         // Same size, written in place (no truncation): only the
         // modification time tells. Same bytes, so the rerun can resume.
@@ -128,9 +124,7 @@ fn kill_mid_run(w: &Workload, state: &Path, from_top: bool) {
 
 #[test]
 fn a_new_manifest_while_an_older_is_unfinished_finishes_the_older_first_or_refuses() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 200, 600, 0x01d);
-    let state = dir.path().join("state");
+    let (dir, w, state) = temp_workload(200, 600, 0x01d);
     kill_mid_run(&w, &state, false);
 
     // A second manifest over the same tree.

@@ -263,9 +263,7 @@ fn metrics_textfile_is_written_atomically_with_the_run_outcome() {
 
 #[test]
 fn status_is_readable_while_a_sync_runs_without_taking_its_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 300, 3000, 99);
-    let state = dir.path().join("state");
+    let (_dir, w, state) = temp_workload(300, 3000, 99);
     let mut child = sync_cmd(
         &w.manifest,
         &w.root,

@@ -12,34 +12,21 @@ use std::path::{Path, PathBuf};
 use support::open_watch::OpenWatch;
 use support::*;
 
-struct Tree {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    root: PathBuf,
-    outside: PathBuf,
-}
-
-fn tree() -> Tree {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().canonicalize().unwrap();
-    let root = dir.join("root");
-    let outside = dir.join("outside");
+fn tree() -> Sandbox {
+    let t = sandbox();
+    let (root, outside) = (&t.root, &t.outside);
     std::fs::create_dir_all(root.join("ServiceA/src")).unwrap();
     std::fs::create_dir_all(outside.join("deeper")).unwrap();
     std::fs::write(root.join("ServiceA/src/main.py"), "print('a')\n").unwrap();
     std::fs::write(root.join("ServiceA/x.txt"), "x\n").unwrap();
     std::fs::write(outside.join("secret.txt"), "OUTSIDESECRET\n").unwrap();
     std::fs::write(outside.join("deeper/more.txt"), "OUTSIDESECRET\n").unwrap();
-    Tree {
-        _tmp: tmp,
-        dir,
-        root,
-        outside,
-    }
+    t
 }
 
-fn write_manifest(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
-    let m = dir.join(name);
+/// The manifest `name` of `lines` in the temp dir.
+fn manifest(t: &Sandbox, name: &str, lines: &[String]) -> PathBuf {
+    let m = t.dir.join(name);
     std::fs::write(&m, lines.join("\n") + "\n").unwrap();
     m
 }
@@ -84,13 +71,12 @@ fn untracked_dir_walk_never_leaves_the_root() {
         .iter()
         .map(|p| format!(r#"{{"repo":"ServiceA","op":"add","path":"{p}"}}"#))
         .collect();
-    let m = write_manifest(&t.dir, "m.jsonl", &lines);
-    let state = t.dir.join("state");
+    let m = manifest(&t, "m.jsonl", &lines);
 
     // (Listing a directory to watch it is an open the other watch sees.)
     let deeper = OpenWatch::tree(&t.outside.join("deeper"));
     let watch = OpenWatch::tree(&t.outside);
-    let out = sync(&m, &t.root, &state, &[]);
+    let out = sync(&m, &t.root, &t.state, &[]);
     let err = text(&out.stderr);
     let opened = [watch.events(), deeper.events()].concat();
     assert!(
@@ -99,7 +85,7 @@ fn untracked_dir_walk_never_leaves_the_root() {
     );
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(
-        exported_paths(&state),
+        exported_paths(&t.state),
         [
             "ServiceA/inl/a.txt",
             "ServiceA/inl/alias.txt",
@@ -118,20 +104,19 @@ fn untracked_dir_walk_never_leaves_the_root() {
 #[test]
 fn a_repo_without_a_directory_under_any_root_is_a_failed_item_never_a_deletion() {
     let t = tree();
-    let state = t.dir.join("state");
     let abs = t.root.join("ServiceA/x.txt");
-    let add = write_manifest(
-        &t.dir,
+    let add = manifest(
+        &t,
         "add.jsonl",
         &[
             r#"{"op":"add","repo":"ServiceA","path":"src/main.py"}"#.into(),
             format!(r#"{{"op":"add","path":"{}"}}"#, abs.display()),
         ],
     );
-    let out = sync(&add, &t.root, &state, &[]);
+    let out = sync(&add, &t.root, &t.state, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let indexed = vec!["ServiceA/src/main.py", "ServiceA/x.txt"];
-    assert_eq!(exported_paths(&state), indexed);
+    assert_eq!(exported_paths(&t.state), indexed);
 
     // A repo name in the wrong case: another repo, which has no directory.
     let wrong_case = [
@@ -145,16 +130,16 @@ fn a_repo_without_a_directory_under_any_root_is_a_failed_item_never_a_deletion()
         r#"{"op":"rename","repo":"servicea","from":"x.txt","path":"y.txt"}"#.to_owned(),
         r#"{"repo":"servicea","op":"add","path":"src/"}"#.to_owned(),
     ];
-    let m = write_manifest(&t.dir, "case.jsonl", &wrong_case);
-    let out = sync(&m, &t.root, &state, &[]);
+    let m = manifest(&t, "case.jsonl", &wrong_case);
+    let out = sync(&m, &t.root, &t.state, &[]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert_eq!(exported_paths(&state), indexed, "{err}");
+    assert_eq!(exported_paths(&t.state), indexed, "{err}");
     let want = format!(
         "repo directory servicea not found under any --root ({})",
         t.root.display()
     );
-    let failed = failures(&state);
+    let failed = failures(&t.state);
     assert_eq!(failed.len(), wrong_case.len(), "{failed:?}");
     for (line, _, reason) in &failed {
         assert_eq!(reason, &want, "line {line}");
@@ -170,22 +155,11 @@ fn a_repo_without_a_directory_under_any_root_is_a_failed_item_never_a_deletion()
         r#"{"op":"add","repo":"ServiceA","path":"x.txt"}"#,
         r#"{"op":"delete","path":"ServiceA/x.txt"}"#,
     ];
-    let m = write_manifest(&t.dir, "gone.jsonl", &gone.map(str::to_owned));
+    let m = manifest(&t, "gone.jsonl", &gone.map(str::to_owned));
     let state2 = t.dir.join("state2");
     let out = sync(&add, &t.root, &state2, &[]);
     assert_eq!(out.status.code(), Some(0));
-    let out = run(&[
-        "index",
-        "sync",
-        "--input",
-        m.to_str().unwrap(),
-        "--root",
-        empty_a.to_str().unwrap(),
-        "--root",
-        empty_b.to_str().unwrap(),
-        "--state-dir",
-        state2.to_str().unwrap(),
-    ]);
+    let out = sync(&m, &empty_a, &state2, &["--root", arg(&empty_b)]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -203,42 +177,40 @@ fn a_repo_without_a_directory_under_any_root_is_a_failed_item_never_a_deletion()
 #[test]
 fn prune_still_removes_the_objects_of_a_vanished_repo() {
     let t = tree();
-    let state = t.dir.join("state");
-    let add = write_manifest(
-        &t.dir,
+    let add = manifest(
+        &t,
         "add.jsonl",
         &[
             r#"{"op":"add","repo":"ServiceA","path":"src/main.py"}"#.into(),
             r#"{"op":"add","repo":"ServiceA","path":"x.txt"}"#.into(),
         ],
     );
-    let out = sync(&add, &t.root, &state, &[]);
+    let out = sync(&add, &t.root, &t.state, &[]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(exported_paths(&state).len(), 2);
+    assert_eq!(exported_paths(&t.state).len(), 2);
     std::fs::remove_dir_all(t.root.join("ServiceA")).unwrap();
-    let m = write_manifest(
-        &t.dir,
+    let m = manifest(
+        &t,
         "prune.jsonl",
         &[r#"{"op":"prune","repo":"ServiceA"}"#.into()],
     );
-    let out = sync(&m, &t.root, &state, &[]);
+    let out = sync(&m, &t.root, &t.state, &[]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(exported_paths(&state).is_empty(), "{err}");
+    assert!(exported_paths(&t.state).is_empty(), "{err}");
 }
 
 #[test]
 fn a_directory_line_on_a_regular_file_is_malformed_not_a_transient_failure() {
     let t = tree();
-    let state = t.dir.join("state");
-    let m = write_manifest(
-        &t.dir,
+    let m = manifest(
+        &t,
         "m.jsonl",
         &[r#"{"repo":"ServiceA","op":"add","path":"x.txt/"}"#.into()],
     );
-    let out = sync(&m, &t.root, &state, &[]);
+    let out = sync(&m, &t.root, &t.state, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let failed = failures(&state);
+    let failed = failures(&t.state);
     assert_eq!(failed.len(), 1, "{failed:?}");
     let (line, kind, reason) = &failed[0];
     assert_eq!((*line, kind.as_str()), (1, "malformed_line"), "{reason}");
@@ -251,21 +223,14 @@ fn a_directory_line_on_a_regular_file_is_malformed_not_a_transient_failure() {
 #[test]
 fn ignored_fields_are_ignored_whatever_their_json_value() {
     let t = tree();
-    let state = t.dir.join("state");
     std::fs::create_dir_all(t.root.join("ServiceA/newdir")).unwrap();
     std::fs::write(t.root.join("ServiceA/newdir/n.txt"), "n\n").unwrap();
-    let odd = [
-        "1e999",
-        "-1e999",
+    // The values the parser's own test feeds it too, and two more.
+    let mut odd: Vec<&str> = include_str!("data/odd-json-values.txt").lines().collect();
+    odd.extend([
         "1.7976931348623157e309",
-        "1e-999",
-        "123456789012345678901234567890",
-        "-9223372036854775809",
-        "-1",
-        "\"12\"",
-        "null",
         "{\"deep\":[1e999,{\"n\":18446744073709551616}],\"s\":\"1e999\"}",
-    ];
+    ]);
     let mut lines: Vec<String> = odd
         .iter()
         .map(|v| {
@@ -286,11 +251,11 @@ fn ignored_fields_are_ignored_whatever_their_json_value() {
             r#"{{"op":"add","repo":"ServiceA","path":"x.txt","size":{v}}}"#
         ));
     }
-    let m = write_manifest(&t.dir, "m.jsonl", &lines);
-    let out = sync(&m, &t.root, &state, &[]);
+    let m = manifest(&t, "m.jsonl", &lines);
+    let out = sync(&m, &t.root, &t.state, &[]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    let failed = failures(&state);
+    let failed = failures(&t.state);
     let failed_lines: Vec<u64> = failed.iter().map(|f| f.0).collect();
     let first_invalid = (odd.len() + 3) as u64;
     let want: Vec<u64> = (first_invalid..first_invalid + invalid.len() as u64).collect();
@@ -300,7 +265,7 @@ fn ignored_fields_are_ignored_whatever_their_json_value() {
         assert!(reason.starts_with("invalid JSON"), "{reason}");
     }
     assert_eq!(
-        exported_paths(&state),
+        exported_paths(&t.state),
         [
             "ServiceA/newdir/n.txt",
             "ServiceA/src/main.py",

@@ -7,13 +7,14 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 
-fn tree(dir: &Path, files: usize) -> std::path::PathBuf {
+fn tree(dir: &Path, files: usize) -> PathBuf {
     let root = dir.join("root");
     for i in 0..files {
         let f = root.join("repo").join(format!("f{i}.txt"));
@@ -35,6 +36,49 @@ fn stops_at_line_3() -> String {
     format!("{}not json\n{}", adds(0..2), adds(2..5))
 }
 
+/// A temp dir with [`tree`] as `root`, and `state` beside it.
+struct Site {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    state: PathBuf,
+}
+
+impl Site {
+    fn new(files: usize) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let root = tree(dir.path(), files);
+        let state = dir.path().join("state");
+        Site { dir, root, state }
+    }
+
+    /// A manifest `name` holding `body` in the temp dir.
+    fn manifest(&self, name: &str, body: &str) -> PathBuf {
+        let m = self.dir.path().join(name);
+        std::fs::write(&m, body).unwrap();
+        m
+    }
+
+    fn sync(&self, m: &Path, extra: &[&str]) -> Output {
+        sync(m, &self.root, &self.state, extra)
+    }
+
+    /// The file a later line can add: `late/a.txt`, in a repo made now.
+    fn make_late(&self) {
+        std::fs::create_dir_all(self.root.join("late")).unwrap();
+        std::fs::write(self.root.join("late/a.txt"), "late\n").unwrap();
+    }
+}
+
+/// A line adding `late/a.txt`, a file of a repo that has no directory yet.
+const LATE: &str = "{\"op\":\"add\",\"repo\":\"late\",\"path\":\"a.txt\"}\n";
+
+/// Asserts that `--status` says `failed`, its message naming `what`.
+fn assert_failed_saying(state: &Path, what: &str) {
+    let st = status(state);
+    assert_eq!(st["status"], "failed", "{st}");
+    assert!(st["message"].as_str().unwrap_or("").contains(what), "{st}");
+}
+
 #[test]
 fn spool_of_an_unfinished_run_survives_any_form_of_the_state_dir() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,27 +87,10 @@ fn spool_of_an_unfinished_run_survives_any_form_of_the_state_dir() {
     for (first, second) in [("st", "./st/."), ("./st2", "st2"), ("st3/", "ABS/./st3")] {
         let abs = |s: &str| s.replace("ABS", dir.path().to_str().unwrap());
         let run_in = |state: &str, input: &[u8]| {
-            let mut c = cmd(&[
-                "index",
-                "sync",
-                "--input",
-                "-",
-                "--root",
-                root.to_str().unwrap(),
-                "--state-dir",
-                &abs(state),
-                "--on-error",
-                "stop",
-                "--batch-size",
-                "1",
-            ]);
-            c.current_dir(dir.path())
-                .stdin(Stdio::piped())
-                .stderr(Stdio::piped());
-            let mut child = c.spawn().unwrap();
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(input).unwrap();
-            child.wait_with_output().unwrap()
+            let stop = ["--on-error", "stop", "--batch-size", "1"];
+            let state = PathBuf::from(abs(state));
+            let mut c = sync_cmd(Path::new("-"), &root, &state, &stop);
+            feed(c.current_dir(dir.path()), input)
         };
         let out = run_in(first, manifest.as_bytes());
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
@@ -82,34 +109,21 @@ fn spool_of_an_unfinished_run_survives_any_form_of_the_state_dir() {
 
 #[test]
 fn a_fifo_as_input_is_refused_at_once_and_leaves_no_running_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = tree(dir.path(), 1);
-    let state = dir.path().join("state");
-    let fifo = dir.path().join("fifo.jsonl");
+    let t = Site::new(1);
+    let fifo = t.dir.path().join("fifo.jsonl");
     let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
     // SAFETY: mkfifo reads a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let mut child = sync_cmd(&fifo, &root, &state, &[])
+    let mut child = sync_cmd(&fifo, &t.root, &t.state, &[])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_or_kill(&mut child, Duration::from_secs(20));
     let out = child.wait_with_output().unwrap();
     let status = status.expect("a FIFO as --input blocked the run");
     assert_eq!(status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("FIFO"), "{}", text(&out.stderr));
-    assert_ne!(status_of(&state), "running");
+    assert_ne!(status_of(&t.state), "running");
 }
 
 fn status_of(state: &Path) -> String {
@@ -118,32 +132,17 @@ fn status_of(state: &Path) -> String {
 
 #[test]
 fn status_after_an_input_error_is_failed_not_interrupted() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = tree(dir.path(), 3);
-    let state = dir.path().join("state");
-    let manifest = dir.path().join("m.jsonl");
-    std::fs::write(&manifest, adds(0..3)).unwrap();
-    let out = sync(&manifest, &root, &state, &["--from-line", "99"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    let st = status(&state);
-    assert_eq!(st["status"], "failed", "{st}");
-    assert!(
-        st["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("--from-line 99"),
-        "{st}"
-    );
+    let t = Site::new(3);
+    let manifest = t.manifest("m.jsonl", &adds(0..3));
+    expect_code(&t.sync(&manifest, &["--from-line", "99"]), 2);
+    assert_failed_saying(&t.state, "--from-line 99");
 }
 
 #[test]
 fn status_of_a_killed_run_is_interrupted_even_while_its_pid_lives_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = tree(dir.path(), 400);
-    let state = dir.path().join("state");
-    let manifest = dir.path().join("m.jsonl");
-    std::fs::write(&manifest, adds(0..400).repeat(20)).unwrap();
-    let mut child = sync_cmd(&manifest, &root, &state, &["--batch-size", "5"])
+    let t = Site::new(400);
+    let manifest = t.manifest("m.jsonl", &adds(0..400).repeat(20));
+    let mut child = sync_cmd(&manifest, &t.root, &t.state, &["--batch-size", "5"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -152,15 +151,15 @@ fn status_of_a_killed_run_is_interrupted_even_while_its_pid_lives_on() {
     assert!(read_until_processed(&mut lines, 3, &mut log), "{log}");
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(status_of(&state), "interrupted");
+    assert_eq!(status_of(&t.state), "interrupted");
     // The lock file names a live process that holds no lock (a reused pid,
     // or a holder killed while a child it forked lives on).
     let mut sleeper = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
         .unwrap();
-    std::fs::write(state.join("lock"), sleeper.id().to_string()).unwrap();
-    let st = status(&state);
+    std::fs::write(t.state.join("lock"), sleeper.id().to_string()).unwrap();
+    let st = status(&t.state);
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     assert_eq!(st["status"], "interrupted", "{st}");
@@ -169,150 +168,87 @@ fn status_of_a_killed_run_is_interrupted_even_while_its_pid_lives_on() {
 
 #[test]
 fn a_run_that_cannot_reach_its_index_shows_failed_in_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = tree(dir.path(), 1);
-    let state = dir.path().join("state");
-    let manifest = dir.path().join("m.jsonl");
-    std::fs::write(&manifest, adds(0..1)).unwrap();
+    let t = Site::new(1);
+    let manifest = t.manifest("m.jsonl", &adds(0..1));
     // Nothing listens on port 1.
-    let out = sync(
-        &manifest,
-        &root,
-        &state,
-        &[
-            "--target",
-            "weaviate",
-            "--weaviate-url",
-            "http://127.0.0.1:1",
-            "--timeout",
-            "1",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    let st = status(&state);
-    assert_eq!(st["status"], "failed", "{st}");
-    assert!(
-        st["message"].as_str().unwrap_or("").contains("127.0.0.1:1"),
-        "{st}"
-    );
+    let weaviate = [
+        "--target",
+        "weaviate",
+        "--weaviate-url",
+        "http://127.0.0.1:1",
+    ];
+    let args = [&weaviate[..], &["--timeout", "1"]].concat();
+    expect_code(&t.sync(&manifest, &args), 3);
+    assert_failed_saying(&t.state, "127.0.0.1:1");
 }
 
 #[test]
 fn relative_input_in_a_non_utf8_working_directory_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = tree(dir.path(), 5);
-    let state = dir.path().join("state");
-    let cwd = dir
+    let t = Site::new(5);
+    let cwd = t
+        .dir
         .path()
         .join(std::ffi::OsStr::from_bytes(b"work-\xff\xfe"));
     std::fs::create_dir_all(&cwd).unwrap();
     std::fs::write(cwd.join("m.jsonl"), stops_at_line_3()).unwrap();
     // Run from the non-UTF-8 directory.
-    let out = cmd(&sync_args(
-        Path::new("m.jsonl"),
-        &root,
-        &state,
-        &["--on-error", "stop", "--batch-size", "1"],
-    ))
-    .current_dir(&cwd)
-    .output()
-    .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stop = ["--on-error", "stop", "--batch-size", "1"];
+    let out = sync_cmd(Path::new("m.jsonl"), &t.root, &t.state, &stop)
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    expect_code(&out, 1);
     // A later run with another manifest must find the unfinished one again.
-    let other = dir.path().join("other.jsonl");
-    std::fs::write(&other, adds(0..1)).unwrap();
-    let out = sync(&other, &root, &state, &[]);
-    let err = text(&out.stderr);
+    let other = t.manifest("other.jsonl", &adds(0..1));
+    let err = text(&t.sync(&other, &[]).stderr);
     assert!(!err.contains("no longer readable"), "{err}");
     assert!(err.contains("[RESUME]"), "{err}");
 }
 
 #[test]
 fn every_stderr_line_is_json_under_log_format_json_the_fatal_one_included() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = tree(dir.path(), 3);
-    let state = dir.path().join("state");
-    let manifest = dir.path().join("m.jsonl");
-    std::fs::write(&manifest, format!("{}garbage\n", adds(0..3))).unwrap();
+    let t = Site::new(3);
+    let manifest = t.manifest("m.jsonl", &format!("{}garbage\n", adds(0..3)));
     for extra in [
         &["--log-format", "json"][..],
         &["--log-format", "json", "--from-line", "99"][..],
         &["--log-format", "json", "--dry-run"][..],
     ] {
-        let out = sync(&manifest, &root, &state, extra);
-        let err = text(&out.stderr);
-        assert!(!err.trim().is_empty(), "{extra:?}: nothing on stderr");
-        for line in err.lines() {
-            let v: Result<serde_json::Value, _> = serde_json::from_str(line);
-            assert!(v.is_ok(), "{extra:?}: not JSON: {line}");
-        }
+        let err = text(&t.sync(&manifest, extra).stderr);
+        assert_json_lines(&err, &format!("{extra:?}"));
     }
-}
-
-fn sync_ok(manifest: &Path, root: &Path, state: &Path, extra: &[&str]) -> (i32, String) {
-    let out = sync(manifest, root, state, extra);
-    (out.status.code().unwrap_or(-1), text(&out.stderr))
 }
 
 #[test]
 fn a_failed_first_line_after_a_byte_order_mark_is_retried_as_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = tree(dir.path(), 1);
-    let state = dir.path().join("state");
-    let manifest = dir.path().join("bom.jsonl");
+    let t = Site::new(1);
     // Line 1 names a repo that has no directory yet: a failed item.
-    std::fs::write(
-        &manifest,
-        format!(
-            "\u{feff}{{\"op\":\"add\",\"repo\":\"late\",\"path\":\"a.txt\"}}\n{}",
-            adds(0..1)
-        ),
-    )
-    .unwrap();
-    let (code, err) = sync_ok(&manifest, &root, &state, &[]);
-    assert_eq!(code, 1, "{err}");
+    let manifest = t.manifest("bom.jsonl", &format!("\u{feff}{LATE}{}", adds(0..1)));
+    let err = expect_code(&t.sync(&manifest, &[]), 1);
     assert!(err.contains("late"), "{err}");
-    std::fs::create_dir_all(root.join("late")).unwrap();
-    std::fs::write(root.join("late/a.txt"), "late\n").unwrap();
+    t.make_late();
     // The retry reads line 1 again: without its BOM, so it parses.
-    let (code, err) = sync_ok(&manifest, &root, &state, &[]);
-    assert_eq!(code, 0, "{err}");
+    let err = expect_code(&t.sync(&manifest, &[]), 0);
     assert!(!err.contains("invalid JSON"), "{err}");
-    assert!(exported_paths(&state).contains(&"late/a.txt".to_string()));
+    assert!(exported_paths(&t.state).contains(&"late/a.txt".to_string()));
 }
 
 #[test]
 fn dead_letters_keep_exit_1_and_partially_complete_until_a_later_line_applies_their_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = tree(dir.path(), 2);
-    let state = dir.path().join("state");
-    let bad = dir.path().join("bad.jsonl");
-    std::fs::write(
-        &bad,
-        format!(
-            "{{\"op\":\"add\",\"repo\":\"late\",\"path\":\"a.txt\"}}\n{}",
-            adds(0..1)
-        ),
-    )
-    .unwrap();
+    let t = Site::new(2);
+    let bad = t.manifest("bad.jsonl", &format!("{LATE}{}", adds(0..1)));
     for night in 1..=5 {
-        let (code, err) = sync_ok(&bad, &root, &state, &[]);
-        assert_eq!(code, 1, "night {night}: {err}");
+        let out = t.sync(&bad, &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "night {night}: {err}");
     }
-    assert_eq!(status(&state)["dead_letters"], 1);
+    assert_eq!(status(&t.state)["dead_letters"], 1);
     // A healthy night with another manifest: the dead letter is still
     // outstanding (the file is still not in the index).
-    let good = dir.path().join("good.jsonl");
-    std::fs::write(&good, adds(1..2)).unwrap();
-    let metrics = dir.path().join("m.prom");
-    let (code, err) = sync_ok(
-        &good,
-        &root,
-        &state,
-        &["--metrics-file", metrics.to_str().unwrap()],
-    );
-    assert_eq!(code, 1, "{err}");
-    let st = status(&state);
+    let good = t.manifest("good.jsonl", &adds(1..2));
+    let metrics = t.dir.path().join("m.prom");
+    expect_code(&t.sync(&good, &["--metrics-file", arg(&metrics)]), 1);
+    let st = status(&t.state);
     assert_eq!(st["status"], "partially_complete", "{st}");
     let prom = std::fs::read_to_string(&metrics).unwrap();
     assert!(
@@ -322,37 +258,25 @@ fn dead_letters_keep_exit_1_and_partially_complete_until_a_later_line_applies_th
     assert!(prom.contains("status=\"partially_complete\""), "{prom}");
     // The repo appears and a later manifest applies the file: no longer
     // outstanding, and the run is complete.
-    std::fs::create_dir_all(root.join("late")).unwrap();
-    std::fs::write(root.join("late/a.txt"), "late\n").unwrap();
-    let later = dir.path().join("later.jsonl");
-    std::fs::write(
-        &later,
-        "{\"op\":\"add\",\"repo\":\"late\",\"path\":\"a.txt\"}\n",
-    )
-    .unwrap();
-    let (code, err) = sync_ok(&later, &root, &state, &[]);
-    assert_eq!(code, 0, "{err}");
-    let st = status(&state);
+    t.make_late();
+    let later = t.manifest("later.jsonl", LATE);
+    expect_code(&t.sync(&later, &[]), 0);
+    let st = status(&t.state);
     assert_eq!(st["status"], "complete", "{st}");
     assert_eq!(st["errors"], 0, "{st}");
 }
 
 #[test]
 fn a_finished_manifest_given_again_is_applied_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = tree(dir.path(), 2);
-    let state = dir.path().join("state");
-    let manifest = dir.path().join("find.jsonl");
-    std::fs::write(&manifest, adds(0..2)).unwrap();
-    let (code, err) = sync_ok(&manifest, &root, &state, &[]);
-    assert_eq!(code, 0, "{err}");
+    let t = Site::new(2);
+    let manifest = t.manifest("find.jsonl", &adds(0..2));
+    expect_code(&t.sync(&manifest, &[]), 0);
     // The same bytes tomorrow (a find-style producer), the files changed.
-    std::fs::write(root.join("repo/f0.txt"), "changed\n").unwrap();
-    std::fs::remove_file(root.join("repo/f1.txt")).unwrap();
-    let (code, err) = sync_ok(&manifest, &root, &state, &[]);
-    assert_eq!(code, 0, "{err}");
+    std::fs::write(t.root.join("repo/f0.txt"), "changed\n").unwrap();
+    std::fs::remove_file(t.root.join("repo/f1.txt")).unwrap();
+    let err = expect_code(&t.sync(&manifest, &[]), 0);
     assert!(err.contains("[RESTART]"), "{err}");
-    let index = export(&state);
+    let index = export(&t.state);
     let shas: Vec<&(String, String)> = index.values().collect();
     assert_eq!(
         shas,
@@ -363,28 +287,27 @@ fn a_finished_manifest_given_again_is_applied_again() {
 
 #[test]
 fn a_state_dir_refuses_a_run_against_another_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = tree(dir.path(), 1);
-    let state = dir.path().join("state");
-    let manifest = dir.path().join("m.jsonl");
-    std::fs::write(&manifest, adds(0..1)).unwrap();
-    let (code, err) = sync_ok(&manifest, &root, &state, &[]);
-    assert_eq!(code, 0, "{err}");
+    let t = Site::new(1);
+    let manifest = t.manifest("m.jsonl", &adds(0..1));
+    expect_code(&t.sync(&manifest, &[]), 0);
     // ELYSIACTL_WEAVIATE_URL exported by mistake: weaviate by default now.
     // Refused before anything is contacted or recorded (nothing listens).
-    let out = cmd(&sync_args(&manifest, &root, &state, &[]))
+    let out = sync_cmd(&manifest, &t.root, &t.state, &[])
         .env("ELYSIACTL_WEAVIATE_URL", "http://127.0.0.1:1")
         .output()
         .unwrap();
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("the local index"), "{err}");
-    assert!(err.contains("weaviate at http://127.0.0.1:1"), "{err}");
-    assert!(err.contains("--state-dir"), "{err}");
-    assert_eq!(status(&state)["status"], "complete");
+    let err = expect_code(&out, 2);
+    assert_contains_all(
+        &err,
+        &[
+            "the local index",
+            "weaviate at http://127.0.0.1:1",
+            "--state-dir",
+        ],
+    );
+    assert_eq!(status(&t.state)["status"], "complete");
     // The right index still works.
-    let (code, err) = sync_ok(&manifest, &root, &state, &[]);
-    assert_eq!(code, 0, "{err}");
+    expect_code(&t.sync(&manifest, &[]), 0);
 }
 
 #[test]
@@ -419,17 +342,11 @@ fn every_stderr_line_of_changes_is_json_under_log_format_json() {
     let out_file = dir.path().join("c.jsonl");
     for roots in [vec![&root, &empty], vec![&repo]] {
         let mut args = vec!["changes", "--log-format", "json", "--state-dir"];
-        args.push(state.to_str().unwrap());
-        args.extend(["--output", out_file.to_str().unwrap()]);
+        args.extend([arg(&state), "--output", arg(&out_file)]);
         for r in &roots {
-            args.extend(["--root", r.to_str().unwrap()]);
+            args.extend(["--root", arg(r)]);
         }
-        let out = run(&args);
-        let err = text(&out.stderr);
-        assert!(!err.trim().is_empty(), "{roots:?}: nothing on stderr");
-        for line in err.lines() {
-            let v: Result<serde_json::Value, _> = serde_json::from_str(line);
-            assert!(v.is_ok(), "{roots:?}: not JSON: {line}");
-        }
+        let err = text(&run(&args).stderr);
+        assert_json_lines(&err, &format!("{roots:?}"));
     }
 }

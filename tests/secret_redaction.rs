@@ -10,7 +10,7 @@ mod support;
 #[path = "weaviate_support/mod.rs"]
 mod wsupport;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine;
 use support::*;
@@ -25,31 +25,9 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Every file under `dir` (recursively) with its bytes.
-fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn secrets_echoed_by_the_server_never_reach_stderr_state_status_failures_or_metrics() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 40, 120, 0xec40);
-    let state = dir.path().join("state");
+    let (dir, w, state) = temp_workload(40, 120, 0xec40);
     let state_url = dir.path().join("state-url");
     let metrics = dir.path().join("metrics.prom");
     // A leaky proxy: every error reply and every per-object failure quotes
@@ -74,20 +52,7 @@ fn secrets_echoed_by_the_server_never_reach_stderr_state_status_failures_or_metr
             &w.manifest,
             &w.root,
             state,
-            &[
-                "--target",
-                "weaviate",
-                "--weaviate-url",
-                url,
-                "--max-file-size",
-                "2048",
-                "--metrics-file",
-                metrics.to_str().unwrap(),
-                "--max-retries",
-                "0",
-                "--batch-size",
-                "7",
-            ],
+            &weaviate_flags(url, &metrics, "7"),
         )
         .env("WEAVIATE_API_KEY", key)
         .env("OPENAI_APIKEY", PROVIDER_KEY)
@@ -126,8 +91,8 @@ fn secrets_echoed_by_the_server_never_reach_stderr_state_status_failures_or_metr
         }
     }
     seen.extend_from_slice(&reports);
-    let mut files = all_files(&state);
-    files.extend(all_files(&state_url));
+    let mut files = files_with_bytes(&state);
+    files.extend(files_with_bytes(&state_url));
     assert!(
         files.iter().any(|(p, _)| p
             .file_name()
@@ -153,13 +118,7 @@ fn secrets_echoed_by_the_server_never_reach_stderr_state_status_failures_or_metr
 
     // The checks above can fail: the replies did quote the secrets, and
     // what was recorded of them is redacted.
-    let failures = run(&[
-        "index",
-        "failures",
-        "--json",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let failures = run_state(&["index", "failures", "--json"], &state);
     let failures = text(&failures.stdout);
     assert!(
         failures.contains("request headers") && failures.contains("<redacted>"),

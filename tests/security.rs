@@ -19,24 +19,6 @@ use support::*;
 
 const SECRET: &str = "wk-Sup3rS3cretKey-7f3a9c";
 
-/// Every byte under `dir`, file by file.
-fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            } else {
-                let b = std::fs::read(&p).unwrap_or_default();
-                out.push((p, b));
-            }
-        }
-    }
-    out
-}
-
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -44,9 +26,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 #[test]
 fn the_api_key_never_appears_in_argv_logs_status_metrics_or_the_wal() {
     use wsupport::standin::{Config, Standin};
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 40, 120, 0x5ec);
-    let state = dir.path().join("state");
+    let (dir, w, state) = temp_workload(40, 120, 0x5ec);
     let metrics = dir.path().join("metrics.prom");
     let standin = Standin::start(Config {
         api_key: Some(SECRET.into()),
@@ -60,20 +40,7 @@ fn the_api_key_never_appears_in_argv_logs_status_metrics_or_the_wal() {
             &w.manifest,
             &w.root,
             &state,
-            &[
-                "--target",
-                "weaviate",
-                "--weaviate-url",
-                &url,
-                "--max-file-size",
-                "2048",
-                "--metrics-file",
-                metrics.to_str().unwrap(),
-                "--max-retries",
-                "0",
-                "--batch-size",
-                batch_size,
-            ],
+            &weaviate_flags(&url, &metrics, batch_size),
         )
     };
 
@@ -129,7 +96,7 @@ fn the_api_key_never_appears_in_argv_logs_status_metrics_or_the_wal() {
         outputs.extend_from_slice(&out.stderr);
     }
     assert!(!contains(&outputs, SECRET), "the key leaked into output");
-    for (p, bytes) in all_files(&state)
+    for (p, bytes) in files_with_bytes(&state)
         .into_iter()
         .chain([(metrics.clone(), std::fs::read(&metrics).unwrap())])
     {
@@ -187,15 +154,8 @@ fn the_state_dir_is_owner_only_and_so_is_what_elysiactl_writes_in_it() {
 
 #[test]
 fn a_second_run_on_a_busy_state_dir_is_refused_at_once_and_the_first_finishes() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = workload(dir.path(), 150, 500, 0x10c);
-    let state = dir.path().join("state");
-    let args = sync_args(
-        &w.manifest,
-        &w.root,
-        &state,
-        &["--batch-size", "5", "--max-file-size", "2048"],
-    );
+    let (_dir, w, state) = temp_workload(150, 500, 0x10c);
+    let args = w.sync_args(&state, &["--batch-size", "5", "--max-file-size", "2048"]);
     let mut first = cmd(&args).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
     assert!(read_until_processed(&mut lines, 1, &mut String::new()));

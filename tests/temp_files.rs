@@ -30,10 +30,49 @@ fn victim(dir: &Path) -> PathBuf {
     v
 }
 
-fn one_repo(root: &Path) {
-    let r = Repo::init(root, "A");
+/// A temp dir with one repo, `A`, under `root`.
+fn with_repo() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let r = Repo::init(&root, "A");
     r.write("a.txt", "a\n");
     r.commit("a");
+    (dir, root)
+}
+
+/// [`with_repo`], an empty `shared` folder to publish into, and the victim.
+struct Shared {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    shared: PathBuf,
+    v: PathBuf,
+}
+
+fn shared() -> Shared {
+    let (dir, root) = with_repo();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let v = victim(dir.path());
+    Shared {
+        dir,
+        root,
+        shared,
+        v,
+    }
+}
+
+/// The binary's `changes --output shared/changes.jsonl`, then `index sync`
+/// of that manifest with `--metrics-file shared/elysiactl.prom`; each must
+/// exit 0. Returns the manifest's and the textfile's paths.
+fn changes_then_sync(t: &Shared) -> (PathBuf, PathBuf) {
+    let out = t.shared.join("changes.jsonl");
+    let state = t.dir.path().join("state");
+    let (root, prom) = (arg(&t.root), t.shared.join("elysiactl.prom"));
+    let changes = ["changes", "--root", root, "--output", arg(&out)];
+    expect_code(&run_state(&changes, &state), 0);
+    let metrics = ["--metrics-file", arg(&prom)];
+    expect_code(&sync(&out, &t.root, &state, &metrics), 0);
+    (out, prom)
 }
 
 fn changes_args(root: &Path, output: &Path) -> ChangesArgs {
@@ -54,41 +93,38 @@ fn symlink(to: &Path, at: &Path) {
 
 #[test]
 fn a_symlink_planted_at_the_old_temp_names_is_never_written_through() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    one_repo(&root);
-    let shared = dir.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
-    let v = victim(dir.path());
+    let Shared {
+        root, shared, v, ..
+    } = &shared();
     let pid = std::process::id();
 
     // `changes --output` in this process: its old temp name was
     // `.NAME.tmp.<pid>`.
     let out = shared.join("changes.jsonl");
-    symlink(&v, &shared.join(format!(".changes.jsonl.tmp.{pid}")));
-    symlink(&v, &shared.join(format!(".changes.jsonl.{pid}.tmp")));
-    let report = changes_args(&root, &out)
+    symlink(v, &shared.join(format!(".changes.jsonl.tmp.{pid}")));
+    symlink(v, &shared.join(format!(".changes.jsonl.{pid}.tmp")));
+    let report = changes_args(root, &out)
         .execute(BTreeMap::new(), &mut Vec::new())
         .expect("changes runs");
     assert_eq!(report.repos_scanned, 1);
-    assert_eq!(std::fs::read_to_string(&v).unwrap(), VICTIM);
+    assert_eq!(std::fs::read_to_string(v).unwrap(), VICTIM);
     let manifest = std::fs::read_to_string(&out).unwrap();
     assert!(manifest.contains("\"a.txt\""), "{manifest}");
     assert!(!out.symlink_metadata().unwrap().is_symlink());
 
     // The metrics textfile: its old temp name was `.NAME.<pid>.tmp`.
     let prom = shared.join("elysiactl.prom");
-    symlink(&v, &shared.join(format!(".elysiactl.prom.{pid}.tmp")));
-    symlink(&v, &shared.join(format!(".elysiactl.prom.tmp.{pid}")));
+    symlink(v, &shared.join(format!(".elysiactl.prom.{pid}.tmp")));
+    symlink(v, &shared.join(format!(".elysiactl.prom.tmp.{pid}")));
     let m = elysiactl::sync::metrics::RunMetrics::default();
     elysiactl::sync::metrics::write(&prom, &m).unwrap();
-    assert_eq!(std::fs::read_to_string(&v).unwrap(), VICTIM);
+    assert_eq!(std::fs::read_to_string(v).unwrap(), VICTIM);
     assert_eq!(
         std::fs::read_to_string(&prom).unwrap(),
         elysiactl::sync::metrics::render(&m)
     );
     // Nothing of ours is left beside the planted links.
-    let left: Vec<String> = std::fs::read_dir(&shared)
+    let left: Vec<String> = std::fs::read_dir(shared)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -110,37 +146,13 @@ fn the_binary_never_writes_through_a_symlink_at_any_pids_old_temp_name() {
         eprintln!("pid_max {pid_max}: too many names to plant; the in-process test covers this");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    one_repo(&root);
-    let shared = dir.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
-    let v = victim(dir.path());
+    let t = shared();
     for pid in 1..=pid_max {
-        symlink(&v, &shared.join(format!(".changes.jsonl.tmp.{pid}")));
-        symlink(&v, &shared.join(format!(".elysiactl.prom.{pid}.tmp")));
+        symlink(&t.v, &t.shared.join(format!(".changes.jsonl.tmp.{pid}")));
+        symlink(&t.v, &t.shared.join(format!(".elysiactl.prom.{pid}.tmp")));
     }
-    let out = shared.join("changes.jsonl");
-    let state = dir.path().join("state");
-    let r = run(&[
-        "changes",
-        "--root",
-        root.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
-    let prom = shared.join("elysiactl.prom");
-    let r = sync(
-        &out,
-        &root,
-        &state,
-        &["--metrics-file", prom.to_str().unwrap()],
-    );
-    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
-    assert_eq!(std::fs::read_to_string(&v).unwrap(), VICTIM);
+    let (out, prom) = changes_then_sync(&t);
+    assert_eq!(std::fs::read_to_string(&t.v).unwrap(), VICTIM);
     assert!(std::fs::read_to_string(&out).unwrap().contains("\"a.txt\""));
     assert!(std::fs::read_to_string(&prom)
         .unwrap()
@@ -149,15 +161,10 @@ fn the_binary_never_writes_through_a_symlink_at_any_pids_old_temp_name() {
 
 #[test]
 fn leftovers_of_killed_runs_are_cleaned_and_nothing_else() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    one_repo(&root);
-    let shared = dir.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
-    let v = victim(dir.path());
+    let t = shared();
     let hour_ago = SystemTime::now() - Duration::from_secs(3600);
     let plant = |name: &str| {
-        let p = shared.join(name);
+        let p = t.shared.join(name);
         File::create(&p).unwrap().set_modified(hour_ago).unwrap();
         p
     };
@@ -172,29 +179,10 @@ fn leftovers_of_killed_runs_are_cleaned_and_nothing_else() {
     // Still being written by a live process (this one): kept.
     let live = plant(&format!(".changes.jsonl.{}.tmp", std::process::id()));
     let unrelated = plant(".notes.txt.99999999.tmp");
-    let link = shared.join(".changes.jsonl.tmp.99999997");
-    symlink(&v, &link);
+    let link = t.shared.join(".changes.jsonl.tmp.99999997");
+    symlink(&t.v, &link);
 
-    let out = shared.join("changes.jsonl");
-    let state = dir.path().join("state");
-    let r = run(&[
-        "changes",
-        "--root",
-        root.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
-    let prom = shared.join("elysiactl.prom");
-    let r = sync(
-        &out,
-        &root,
-        &state,
-        &["--metrics-file", prom.to_str().unwrap()],
-    );
-    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
+    let (out, prom) = changes_then_sync(&t);
 
     for p in &dead {
         assert!(!p.exists(), "left behind: {}", p.display());
@@ -203,14 +191,12 @@ fn leftovers_of_killed_runs_are_cleaned_and_nothing_else() {
         assert!(p.exists(), "removed: {}", p.display());
     }
     assert!(link.symlink_metadata().unwrap().is_symlink());
-    assert_eq!(std::fs::read_to_string(&v).unwrap(), VICTIM);
+    assert_eq!(std::fs::read_to_string(&t.v).unwrap(), VICTIM);
 }
 
 #[test]
 fn published_modes_are_the_documented_ones_whatever_the_umask() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    one_repo(&root);
+    let (dir, root) = with_repo();
     let out = dir.path().join("changes.jsonl");
     let prom = dir.path().join("elysiactl.prom");
     let state = dir.path().join("state");

@@ -115,15 +115,8 @@ fn sync_on_a_terminal_draws_the_bar_and_ends() {
     // dir with only a retry pass is not): still ends.
     let (status, out) = run_on_pty(
         {
-            let mut c = cmd(&[
-                "index",
-                "sync",
-                "--retry-failed",
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--root",
-                root.to_str().unwrap(),
-            ]);
+            let retry = ["index", "sync", "--retry-failed", "--root", arg(&root)];
+            let mut c = cmd(&[&retry[..], &["--state-dir", arg(&state)]].concat());
             c.env("TERM", "xterm");
             c
         },

@@ -439,13 +439,7 @@ fn a_log_whose_first_segments_are_gone_without_a_snapshot_is_corruption() {
     let second = std::fs::read(&segs[1]).unwrap();
     // Replaying the rest would silently forget run 1.
     assert_refused(&state_dir, &segs[1], 16, &second, "segment 1 removed");
-    let out = run(&[
-        "wal",
-        "inspect",
-        "--verify",
-        "--state-dir",
-        state_dir.to_str().unwrap(),
-    ]);
+    let out = run_state(&["wal", "inspect", "--verify"], &state_dir);
     let msg = text(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{msg}");
     assert!(

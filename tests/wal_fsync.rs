@@ -102,12 +102,7 @@ fn failed_wal_fsync_stops_the_run_is_never_retried_and_the_next_run_resumes_exac
     let w = workload(dir.path(), 200, 600, 0xe10);
     let state = dir.path().join("state");
     let log = dir.path().join("fsync.log");
-    let args = sync_args(
-        &w.manifest,
-        &w.root,
-        &state,
-        &["--batch-size", "10", "--max-file-size", "2048"],
-    );
+    let args = w.sync_args(&state, &["--batch-size", "10", "--max-file-size", "2048"]);
     // Segment header, RunStarted, ManifestStarted, two batches: the third
     // batch's flush fails.
     let out = cmd(&args)

@@ -118,6 +118,19 @@ fn snapshot_files(disk: &MemStorage, dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 impl Model {
+    /// A fresh model that runs `steps`, then frees the disk, crashes and
+    /// reopens: the recovery every sequence ends with.
+    fn after(steps: &[Step]) -> Model {
+        let mut m = Model::new();
+        for s in steps {
+            m.apply(s);
+        }
+        m.apply(&Step::Free);
+        m.apply(&Step::Crash);
+        m.apply(&Step::Reopen);
+        m
+    }
+
     fn new() -> Model {
         let disk = MemStorage::new();
         let dir = PathBuf::from("/state/wal");
@@ -299,13 +312,7 @@ proptest! {
     fn recovery_keeps_every_acknowledged_record_and_invents_none(
         steps in proptest::collection::vec(step(), 1..60)
     ) {
-        let mut m = Model::new();
-        for s in &steps {
-            m.apply(s);
-        }
-        m.apply(&Step::Free);
-        m.apply(&Step::Crash);
-        m.apply(&Step::Reopen);
+        let m = Model::after(&steps);
         prop_assert_eq!(m.disk.retried_syncs(), 0, "an fsync was retried after it failed");
     }
 }
@@ -384,52 +391,33 @@ fn full_disk_is_met_by_preallocation_before_a_record_is_half_written() {
 #[test]
 fn sequences_that_once_broke_recovery_stay_fixed() {
     use FaultOp::*;
+    use Step::*;
+    // The last two end alike: a torn write, an append, a reopen, and a
+    // write that fails at once.
+    let torn = [
+        Fault(Write, false, 97),
+        Append(1),
+        Reopen,
+        Fault(Write, false, 0),
+    ];
     let cases: Vec<Vec<Step>> = vec![
         // A reused empty segment whose directory entry was never made durable.
         vec![
-            Step::Fault(SyncDir, false, 0),
-            Step::Reopen,
-            Step::Reopen,
-            Step::Append(1),
-            Step::Append(1),
+            Fault(SyncDir, false, 0),
+            Reopen,
+            Reopen,
+            Append(1),
+            Append(1),
         ],
         // A torn header in a preallocated segment.
-        vec![
-            Step::Fault(Write, false, 1),
-            Step::Reopen,
-            Step::Reopen,
-            Step::Append(1),
-            Step::Append(1),
-        ],
+        vec![Fault(Write, false, 1), Reopen, Reopen, Append(1), Append(1)],
         // A reused segment whose header was written but never synced.
-        vec![
-            Step::Fault(Write, false, 16),
-            Step::Reopen,
-            Step::Reopen,
-            Step::Fault(Write, false, 97),
-            Step::Append(1),
-            Step::Reopen,
-            Step::Fault(Write, false, 0),
-        ],
+        [&[Fault(Write, false, 16), Reopen, Reopen][..], &torn].concat(),
         // A header lost by a failed fsync, still readable from the cache.
-        vec![
-            Step::Fault(Sync, false, 0),
-            Step::Compact,
-            Step::Reopen,
-            Step::Fault(Write, false, 97),
-            Step::Append(1),
-            Step::Reopen,
-            Step::Fault(Write, false, 0),
-        ],
+        [&[Fault(Sync, false, 0), Compact, Reopen][..], &torn].concat(),
     ];
     for steps in cases {
-        let mut m = Model::new();
-        for s in &steps {
-            m.apply(s);
-        }
-        m.apply(&Step::Free);
-        m.apply(&Step::Crash);
-        m.apply(&Step::Reopen);
+        let m = Model::after(&steps);
         assert_eq!(m.disk.retried_syncs(), 0, "{steps:?}");
     }
 }

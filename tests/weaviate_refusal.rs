@@ -6,7 +6,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::Method;
@@ -14,18 +14,24 @@ use support::e2e::*;
 use support::standin::{Config, Faults, Standin};
 use support::Raw;
 
+/// A stand-in that records nothing, with `faults`.
+fn standin(faults: Faults) -> Standin {
+    let si = Standin::start(Config {
+        record: false,
+        ..Config::default()
+    })
+    .unwrap();
+    si.set_faults(faults);
+    si
+}
+
 #[test]
 fn a_collection_deleted_mid_run_ends_the_run_with_exit_3_under_every_on_error() {
     let Shared { root, manifest, .. } = shared_workload(2000);
     for on_error in ["retry", "continue", "stop"] {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let si = Standin::start(Config {
-            record: false,
-            ..Config::default()
-        })
-        .unwrap();
-        si.set_faults(Faults {
+        let si = standin(Faults {
             latency_ms: 5,
             ..Faults::default()
         });
@@ -65,18 +71,11 @@ fn a_collection_deleted_mid_run_ends_the_run_with_exit_3_under_every_on_error() 
             }
             rest
         });
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if start.elapsed() > Duration::from_secs(90) {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = wait_for(&mut child, Duration::from_secs(90));
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         log.push_str(&reader.join().unwrap_or_default());
         let status = status.unwrap_or_else(|| panic!("--on-error {on_error}: never ended: {log}"));
         assert_eq!(status.code(), Some(3), "--on-error {on_error}: {log}");
@@ -99,12 +98,7 @@ fn on_error_retry_lines_name_the_error_and_the_wait() {
     let Shared { root, manifest, .. } = shared_workload(200);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let si = Standin::start(Config {
-        record: false,
-        ..Config::default()
-    })
-    .unwrap();
-    si.set_faults(Faults {
+    let si = standin(Faults {
         p_object_fail: 0.3,
         ..Faults::default()
     });

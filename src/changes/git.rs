@@ -103,6 +103,21 @@ impl Git {
         c
     }
 
+    /// [`Self::command`] with stdout and stderr piped.
+    fn piped(&self, args: &[&str]) -> Command {
+        let mut c = self.command(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+
+    /// The error for a git that could not be started.
+    fn spawn_failed(&self, source: std::io::Error) -> GitError {
+        GitError::Spawn {
+            program: self.program.clone(),
+            source,
+        }
+    }
+
     fn describe(args: &[&str]) -> String {
         args.join(" ")
     }
@@ -110,14 +125,9 @@ impl Git {
     /// Run to completion; `Ok((status, stdout))` whatever the exit status.
     pub fn output_status(&self, args: &[&str]) -> Result<(ExitStatus, Vec<u8>, String), GitError> {
         let out = self
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .piped(args)
             .output()
-            .map_err(|source| GitError::Spawn {
-                program: self.program.clone(),
-                source,
-            })?;
+            .map_err(|e| self.spawn_failed(e))?;
         Ok((out.status, out.stdout, clip_stderr(&out.stderr)))
     }
 
@@ -143,15 +153,7 @@ impl Git {
         args: &[&str],
         mut each: impl FnMut(Vec<u8>) -> Result<(), E>,
     ) -> Result<Result<(), E>, GitError> {
-        let mut child = self
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| GitError::Spawn {
-                program: self.program.clone(),
-                source,
-            })?;
+        let mut child = self.piped(args).spawn().map_err(|e| self.spawn_failed(e))?;
         let stderr = drain_stderr(&mut child);
         let command = Self::describe(args);
         let mut inner = Ok(());

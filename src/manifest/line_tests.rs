@@ -137,18 +137,10 @@ fn parser_buffers_are_reused_across_lines() {
 
 #[test]
 fn ignored_fields_are_ignored_whatever_their_json_value() {
-    for v in [
-        "1e999",
-        "-1e999",
-        "1e-999",
-        "123456789012345678901234567890",
-        "-9223372036854775809",
-        "-1",
-        "\"12\"",
-        "null",
-        "true",
-        "[1e999,{\"a\":{\"b\":[18446744073709551616]}}]",
-    ] {
+    // tests/path_rules.rs feeds the binary the same values.
+    let shared = include_str!("../../tests/data/odd-json-values.txt").lines();
+    let own = ["true", "[1e999,{\"a\":{\"b\":[18446744073709551616]}}]"];
+    for v in shared.chain(own) {
         let line = format!(
             r#"{{"op":"add","repo":"R","size":{v},"path":"a.txt","mime":null,"x":{{"y":{v}}}}}"#
         );

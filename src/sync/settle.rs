@@ -319,42 +319,41 @@ mod tests {
             failed_count: u64,
             resolved: Vec<FailedAt>,
         }
+        // What a case does not say: one line applied, nothing earlier.
+        let applied = || Case {
+            what: "applied",
+            items: vec![ops_item(1, "a", 0..1)],
+            outcomes: vec![OpOutcome::Ok],
+            prior: &no_prior,
+            earlier: vec![],
+            records: vec!["BatchDone"],
+            failed: vec![],
+            upserted: 1,
+            failed_count: 0,
+            resolved: vec![],
+        };
+        // A line failed, and nothing indexed.
+        let one_failed = || Case {
+            records: vec!["ItemFailed", "BatchDone"],
+            upserted: 0,
+            failed_count: 1,
+            ..applied()
+        };
         let cases = vec![
-            Case {
-                what: "applied",
-                items: vec![ops_item(1, "a", 0..1)],
-                outcomes: vec![OpOutcome::Ok],
-                prior: &no_prior,
-                earlier: vec![],
-                records: vec!["BatchDone"],
-                failed: vec![],
-                upserted: 1,
-                failed_count: 0,
-                resolved: vec![],
-            },
+            applied(),
             Case {
                 what: "refused by the index: failed, not indexed; attempts go on",
-                items: vec![ops_item(1, "a", 0..1)],
                 outcomes: vec![refused()],
                 prior: &prior_two,
-                earlier: vec![],
-                records: vec!["ItemFailed", "BatchDone"],
                 failed: vec![(1, FailureKind::Target, 3)],
-                upserted: 0,
-                failed_count: 1,
-                resolved: vec![],
+                ..one_failed()
             },
             Case {
                 what: "a malformed line is failed like any other",
                 items: vec![failed_item(1, "", FailureKind::Malformed)],
                 outcomes: vec![],
-                prior: &no_prior,
-                earlier: vec![],
-                records: vec!["ItemFailed", "BatchDone"],
                 failed: vec![(1, FailureKind::Malformed, 1)],
-                upserted: 0,
-                failed_count: 1,
-                resolved: vec![],
+                ..one_failed()
             },
             Case {
                 what: "a later line of the batch applying the file supersedes its failure",
@@ -362,14 +361,8 @@ mod tests {
                     failed_item(1, "a", FailureKind::Source),
                     ops_item(2, "a", 0..1),
                 ],
-                outcomes: vec![OpOutcome::Ok],
-                prior: &no_prior,
-                earlier: vec![],
-                records: vec!["BatchDone"],
-                failed: vec![],
-                upserted: 1,
                 failed_count: 1,
-                resolved: vec![],
+                ..applied()
             },
             Case {
                 what: "an earlier line failing after the file was applied stays failed",
@@ -377,20 +370,14 @@ mod tests {
                     ops_item(1, "a", 0..1),
                     failed_item(2, "a", FailureKind::Source),
                 ],
-                outcomes: vec![OpOutcome::Ok],
-                prior: &no_prior,
-                earlier: vec![],
-                records: vec!["ItemFailed", "BatchDone"],
                 failed: vec![(2, FailureKind::Source, 1)],
                 upserted: 1,
-                failed_count: 1,
-                resolved: vec![],
+                ..one_failed()
             },
             Case {
                 what: "failures of earlier batches or runs for the file are resolved",
                 items: vec![ops_item(1, "a", 0..1), ops_item(2, "b", 1..2)],
                 outcomes: vec![OpOutcome::Ok, refused()],
-                prior: &no_prior,
                 earlier: vec![
                     ("a", ([1; 32], 5)),
                     ("a", ([2; 32], 9)),
@@ -398,9 +385,9 @@ mod tests {
                 ],
                 records: vec!["ItemFailed", "BatchDone", "FailuresResolved"],
                 failed: vec![(2, FailureKind::Target, 1)],
-                upserted: 1,
                 failed_count: 1,
                 resolved: vec![([1; 32], 5), ([2; 32], 9)],
+                ..applied()
             },
         ];
         for c in cases {

@@ -53,6 +53,21 @@ where
     c
 }
 
+/// A bare origin at `<tmp>/remotes/<name>.git` whose `main` has one commit
+/// (`first.txt` holding `first`), and the developer clone under `devs` that
+/// pushed it. Returns the origin's `file://` URL and the clone.
+pub fn origin(tmp: &Path, devs: &Path, name: &str, first: &str) -> (String, Repo) {
+    let bare = tmp.join("remotes").join(format!("{name}.git"));
+    std::fs::create_dir_all(&bare).expect("mkdir");
+    git(&bare, ["init", "-q", "--bare"]);
+    let url = format!("file://{}", bare.display());
+    let dev = Repo::clone_from(devs, name, &url);
+    dev.write("first.txt", first);
+    dev.commit("first");
+    dev.push();
+    (url, dev)
+}
+
 /// One working repository under a root.
 pub struct Repo {
     pub dir: PathBuf,
@@ -148,6 +163,19 @@ impl Repo {
 
     pub fn git(&self, args: &[&str]) -> String {
         git(&self.dir, args)
+    }
+
+    /// `git push -q origin HEAD:main`.
+    pub fn push(&self) -> String {
+        self.git(&["push", "-q", "origin", "HEAD:main"])
+    }
+
+    /// Make `url` the remote `origin` that `main` pulls from.
+    pub fn set_upstream(&self, url: &str) -> &Self {
+        self.git(&["remote", "add", "origin", url]);
+        self.git(&["config", "branch.main.remote", "origin"]);
+        self.git(&["config", "branch.main.merge", "refs/heads/main"]);
+        self
     }
 
     /// `git submodule add` of `origin` at `at` (staged, not committed).

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -41,12 +42,123 @@ pub fn cmd(args: &[&str]) -> Command {
     c
 }
 
+/// Wait at most `limit` for `child`; if it is still running then, kill and
+/// reap it and return None.
+pub fn wait_or_kill(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn run(args: &[&str]) -> Output {
     cmd(args).output().expect("run elysiactl")
 }
 
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// A path as a command-line argument.
+pub fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `args`, then `--state-dir STATE`: the read commands and `--status`.
+pub fn run_state(args: &[&str], state: &Path) -> Output {
+    let mut all = args.to_vec();
+    all.extend(["--state-dir", arg(state)]);
+    run(&all)
+}
+
+/// Asserts that `out` exited with `code`, its stderr in the message, and
+/// returns that stderr.
+pub fn expect_code(out: &Output, code: i32) -> String {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    err
+}
+
+/// A temp dir by its canonical path `dir` (the one the binary prints), with
+/// the folders `root` and `outside` it (for what must never be read), and
+/// the path `state`.
+pub struct Sandbox {
+    pub _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub outside: PathBuf,
+    pub state: PathBuf,
+}
+
+pub fn sandbox() -> Sandbox {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().canonicalize().unwrap();
+    let (root, outside) = (dir.join("root"), dir.join("outside"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    Sandbox {
+        _tmp: tmp,
+        state: dir.join("state"),
+        dir,
+        root,
+        outside,
+    }
+}
+
+/// Every entry under `dir`, recursively (directories are entered, not
+/// followed through links); empty when `dir` does not exist.
+pub fn entries_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// Every file under `dir`, which must exist, with its bytes.
+pub fn files_with_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    assert!(dir.is_dir(), "no directory {}", dir.display());
+    entries_under(dir)
+        .into_iter()
+        .filter(|p| !p.symlink_metadata().unwrap().is_dir())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// The flags of a run against Weaviate at `url` with no retries, files of
+/// 2 KiB at most, batches of `batch_size` and the metrics file `metrics`.
+pub fn weaviate_flags<'a>(url: &'a str, metrics: &'a Path, batch_size: &'a str) -> Vec<&'a str> {
+    let mut flags = vec!["--target", "weaviate", "--weaviate-url", url];
+    flags.extend(["--max-file-size", "2048", "--metrics-file", arg(metrics)]);
+    flags.extend(["--max-retries", "0", "--batch-size", batch_size]);
+    flags
+}
+
+/// Asserts that `hay` contains each of `needles`.
+pub fn assert_contains_all(hay: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(hay.contains(n), "no {n:?} in\n{hay}");
+    }
 }
 
 /// The arguments of `index sync --input INPUT --root ROOT --state-dir STATE`,
@@ -57,16 +169,8 @@ pub fn sync_args<'a>(
     state: &'a Path,
     extra: &[&'a str],
 ) -> Vec<&'a str> {
-    let mut args = vec![
-        "index",
-        "sync",
-        "--input",
-        input.to_str().unwrap(),
-        "--root",
-        root.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ];
+    let mut args = vec!["index", "sync", "--input", arg(input), "--root", arg(root)];
+    args.extend(["--state-dir", arg(state)]);
     args.extend_from_slice(extra);
     args
 }
@@ -84,24 +188,33 @@ pub fn sync(manifest: &Path, root: &Path, state: &Path, extra: &[&str]) -> Outpu
 
 /// `index sync --input -`, fed `manifest` on stdin; stderr is captured.
 pub fn sync_stdin(manifest: &[u8], root: &Path, state: &Path, extra: &[&str]) -> Output {
-    let mut child = sync_cmd(Path::new("-"), root, state, extra)
+    feed(&mut sync_cmd(Path::new("-"), root, state, extra), manifest)
+}
+
+/// Run `c` fed `input` on stdin; stderr is captured.
+pub fn feed(c: &mut Command, input: &[u8]) -> Output {
+    let mut child = c
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(manifest).unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// Asserts that `err` has lines and that every one is JSON; `what` heads
+/// the failure message.
+pub fn assert_json_lines(err: &str, what: &str) {
+    assert!(!err.trim().is_empty(), "{what}: nothing on stderr");
+    for line in err.lines() {
+        let v: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(v.is_ok(), "{what}: not JSON: {line}");
+    }
 }
 
 /// `index sync --status` as JSON; it exits 0 whatever the state.
 pub fn status(state: &Path) -> serde_json::Value {
-    let out = run(&[
-        "index",
-        "sync",
-        "--status",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let out = run_state(&["index", "sync", "--status"], state);
     assert_eq!(out.status.code(), Some(0), "--status exits 0");
     serde_json::from_slice(&out.stdout).expect("status is JSON")
 }
@@ -109,13 +222,7 @@ pub fn status(state: &Path) -> serde_json::Value {
 /// `wal inspect --verify` of the state dir must pass (exit 0; a torn tail
 /// is not corruption). `what` heads the failure message. Returns its stdout.
 pub fn verify_wal(state: &Path, what: &str) -> String {
-    let out = run(&[
-        "wal",
-        "inspect",
-        "--verify",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let out = run_state(&["wal", "inspect", "--verify"], state);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{what}: {stdout}");
     stdout
@@ -146,7 +253,7 @@ pub fn read_until_processed(
 
 /// `index export` as a map id → (repo/path, sha256).
 pub fn export(state: &Path) -> BTreeMap<String, (String, String)> {
-    let out = run(&["index", "export", "--state-dir", state.to_str().unwrap()]);
+    let out = run_state(&["index", "export"], state);
     assert!(out.status.success(), "export failed: {}", text(&out.stderr));
     let mut m = BTreeMap::new();
     for line in text(&out.stdout).lines() {
@@ -213,6 +320,30 @@ pub struct Workload {
     pub root: PathBuf,
     pub manifest: PathBuf,
     pub refs: Vec<(String, String)>,
+}
+
+impl Workload {
+    /// [`sync`] of this manifest over this tree into `state`.
+    pub fn sync(&self, state: &Path, extra: &[&str]) -> Output {
+        sync(&self.manifest, &self.root, state, extra)
+    }
+
+    /// [`sync_args`] of this manifest over this tree into `state`.
+    pub fn sync_args<'a>(&'a self, state: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+        sync_args(&self.manifest, &self.root, state, extra)
+    }
+}
+
+/// A temp dir holding a [`workload`], and the path of a `state` dir in it.
+pub fn temp_workload(
+    files: usize,
+    lines: usize,
+    seed: u64,
+) -> (tempfile::TempDir, Workload, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let w = workload(dir.path(), files, lines, seed);
+    let state = dir.path().join("state");
+    (dir, w, state)
 }
 
 /// Make `files` files across 3 repos and a manifest of `lines` lines: adds,
