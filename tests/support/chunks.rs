@@ -136,7 +136,7 @@ pub fn assert_exact(
     }
     let known: std::collections::HashSet<(&str, &str)> =
         refs.iter().map(|(r, p)| (r.as_str(), p.as_str())).collect();
-    for (file, _) in &by_file {
+    for file in by_file.keys() {
         assert!(
             known.contains(file),
             "object for a file never named: {file:?}"
