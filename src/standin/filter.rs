@@ -134,6 +134,45 @@ pub fn parse(v: &Value) -> Result<Filter, String> {
     })
 }
 
+/// The (repo, path) pairs a filter can only match within, when it says so
+/// plainly: an `And` with `repo Equal` and `path Equal` among its operands, or
+/// an `Or` of such. Lets a delete look only at those files' objects instead of
+/// evaluating the filter on every object of the class (a real server uses
+/// its inverted index for this). `None`: any object may match.
+pub fn files_named(f: &Filter) -> Option<FileSet> {
+    let mut set = FileSet::default();
+    collect_files(f, &mut set).then_some(set)
+}
+
+/// Paths by repo.
+pub type FileSet = std::collections::HashMap<String, std::collections::HashSet<String>>;
+
+fn collect_files(f: &Filter, set: &mut FileSet) -> bool {
+    match f {
+        Filter::Or(fs) => fs.iter().all(|f| collect_files(f, set)),
+        Filter::And(fs) => {
+            let equal = |name: &str| {
+                fs.iter().find_map(|f| match f {
+                    Filter::Leaf { path, op, values }
+                        if path == name && op == "Equal" && values.len() == 1 =>
+                    {
+                        values[0].as_str()
+                    }
+                    _ => None,
+                })
+            };
+            match (equal("repo"), equal("path")) {
+                (Some(repo), Some(path)) => {
+                    set.entry(repo.to_owned()).or_default().insert(path.to_owned());
+                    true
+                }
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
 pub fn matches(f: &Filter, id: &Uuid, props: &Map<String, Value>) -> bool {
     match f {
         Filter::And(fs) => fs.iter().all(|f| matches(f, id, props)),

@@ -462,6 +462,10 @@ pub(super) fn batch_reply(stored: StoredBatch) -> Resp {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
+fn stored_text<'a>(o: &'a super::super::Stored, k: &str) -> Option<&'a str> {
+    o.properties.get(k).and_then(Value::as_str)
+}
+
 pub(super) fn batch_delete(
     shared: &Shared,
     st: &mut State,
@@ -506,11 +510,20 @@ pub(super) fn batch_delete(
         Err(e) => return error_list(422, &format!("validate: failed to parse where filter: {e}")),
     };
     let limit = shared.cfg.delete_limit.max(1);
+    let files = filter::files_named(&f);
+    let named = |o: &super::super::Stored| match &files {
+        None => true,
+        Some(fs) => stored_text(o, "repo")
+            .and_then(|r| fs.get(r))
+            .zip(stored_text(o, "path"))
+            .is_some_and(|(paths, p)| paths.contains(p)),
+    };
     let matched: Vec<Uuid> = st
         .objects
         .get(&class)
         .map(|objs| {
             objs.iter()
+                .filter(|(_, o)| named(o))
                 .filter(|(id, o)| filter::matches(&f, id, &o.properties))
                 .map(|(id, _)| *id)
                 .collect()
