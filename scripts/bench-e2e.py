@@ -10,7 +10,10 @@ has a timeout.
     cargo build --release --bins --example bench-fixture
     python3 scripts/bench-e2e.py [--work DIR] [--quick] [--skip-peer] [--only NAME,...]
 
-Parts (--only): fsync, dryrun, resume, weaviate, latency, local, peer.
+Parts (--only): fsync, dryrun, resume, weaviate, latency, local, peer, chunks.
+`chunks` compares --chunk-size 4096 with --chunk-size 0 (whole files),
+interleaved in the same run, on the 2 KiB tree and on a tree of real source
+files (the crate sources in $CARGO_HOME/registry/src), local and Weaviate.
 """
 
 import argparse
@@ -251,6 +254,82 @@ def part_local(work, root, manifest, files):
     return out
 
 
+def real_tree(work, limit=20_000):
+    """A manifest over real source files: the crate sources cargo left in
+    $CARGO_HOME/registry/src (one repo per crate), text files only, at most
+    `limit` files. Returns (root, manifest, files, bytes)."""
+    home = os.environ.get("CARGO_HOME", os.path.expanduser("~/.cargo"))
+    src = os.path.join(home, "registry", "src")
+    regs = sorted(os.listdir(src)) if os.path.isdir(src) else []
+    if not regs:
+        return None
+    root = os.path.join(src, regs[0])
+    manifest = os.path.join(work, "manifest-real.jsonl")
+    files, total = 0, 0
+    with open(manifest, "w") as out:
+        for crate in sorted(os.listdir(root)):
+            for d, _, names in sorted(os.walk(os.path.join(root, crate))):
+                for n in sorted(names):
+                    if not n.endswith((".rs", ".md", ".toml", ".txt", ".c", ".h", ".py")):
+                        continue
+                    full = os.path.join(d, n)
+                    size = os.path.getsize(full)
+                    if size > 1 << 20 or files >= limit:
+                        continue
+                    rel = os.path.relpath(full, os.path.join(root, crate))
+                    out.write(json.dumps({"op": "add", "repo": crate, "path": rel}) + "\n")
+                    files += 1
+                    total += size
+    return root, manifest, files, total
+
+
+def part_chunks(work, root2k, manifest2k, files2k, reps=3):
+    """--chunk-size 4096 against 0, interleaved, medians of `reps` runs."""
+    trees = [("2KiB", root2k, manifest2k, files2k, files2k * 2048)]
+    real = real_tree(work)
+    if real:
+        trees.append(("real",) + real)
+    out = {}
+    for name, root, manifest, files, nbytes in trees:
+        for target in ("local", "weaviate"):
+            walls = {"0": [], "4096": []}
+            objects = {}
+            for rep in range(reps):
+                for size in ("0", "4096"):
+                    state = fresh(os.path.join(work, f"state-chunks-{size}"))
+                    extra = ["--chunk-size", size, "--batch-size", "1000", "--quiet"]
+                    if target == "weaviate":
+                        with Standin() as s:
+                            wall, _, _, rc, err = timed(sync_cmd(
+                                manifest, root, state, "--target", "weaviate",
+                                "--weaviate-url", s.url, "--concurrency", "4", *extra))
+                    else:
+                        wall, _, _, rc, err = timed(sync_cmd(
+                            manifest, root, state, "--target", "local", *extra))
+                        if rep == 0:
+                            p = run([BIN, "index", "export", "--state-dir", state],
+                                    capture_output=True)
+                            objects[size] = p.stdout.count(b"\n")
+                    if rc not in (0, 1):
+                        raise SystemExit(f"chunks {name} {target} {size}: exit {rc}: {err[-500:]}")
+                    walls[size].append(wall)
+            med = {k: statistics.median(v) for k, v in walls.items()}
+            r = {
+                "files": files, "mb": nbytes / 1e6,
+                "whole_file": {"wall_s": med["0"], "files_per_s": files / med["0"],
+                               "mb_per_s": nbytes / 1e6 / med["0"]},
+                "chunk_4096": {"wall_s": med["4096"], "files_per_s": files / med["4096"],
+                               "mb_per_s": nbytes / 1e6 / med["4096"]},
+                "cost": med["4096"] / med["0"] - 1,
+                "walls": walls,
+            }
+            if objects:
+                r["objects"] = objects
+            log(f"chunks {name} {target}: {r}")
+            out[f"{name}_{target}"] = r
+    return out
+
+
 PEER = r'''
 import hashlib, json, os, sys, time, uuid
 import weaviate
@@ -323,7 +402,7 @@ def main():
     ap.add_argument("--files", type=int, default=50_000)
     a = ap.parse_args()
     parts = set(a.only.split(",")) if a.only else {
-        "fsync", "dryrun", "resume", "weaviate", "latency", "local", "peer"}
+        "fsync", "dryrun", "resume", "weaviate", "latency", "local", "peer", "chunks"}
     if a.skip_peer:
         parts.discard("peer")
     for b in (BIN, STANDIN, FIXTURE):
@@ -378,6 +457,8 @@ def main():
         res["weaviate_50ms"] = part_latency(work, root, path, lat_files)
     if "local" in parts:
         res["local_index"] = part_local(work, root, mans["e2e"][0], files)
+    if "chunks" in parts:
+        res["chunks"] = part_chunks(work, root, mans["e2e"][0], files)
     if "peer" in parts:
         res["python_peer"] = part_peer(work, root, files)
         if "weaviate_zero_latency" in res:

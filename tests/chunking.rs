@@ -31,6 +31,31 @@ fn tree(s: &Sandbox, files: usize, seed: u64) -> Vec<(String, String)> {
     refs
 }
 
+/// A sandbox with a [`tree`] of `files` files synced at `chunk`.
+fn indexed(
+    files: usize,
+    seed: u64,
+    chunk: &str,
+    more: &[&str],
+) -> (Sandbox, Vec<(String, String)>) {
+    let s = sandbox();
+    let refs = tree(&s, files, seed);
+    expect_code(&sync_at(&s, chunk, more), 0);
+    (s, refs)
+}
+
+/// A manifest with no lines: only a re-chunk does anything.
+fn empty_manifest(s: &Sandbox) -> std::path::PathBuf {
+    let empty = s.dir.join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    empty
+}
+
+/// A sync of the manifest `empty` with `extra`, expecting `code`; its stderr.
+fn sync_empty(s: &Sandbox, empty: &Path, extra: &[&str], code: i32) -> String {
+    expect_code(&sync(empty, &s.root, &s.state, extra), code)
+}
+
 fn write_code(path: &Path, size: usize, rng: &mut Rng) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut out = String::new();
@@ -112,9 +137,7 @@ fn a_file_that_shrinks_keeps_none_of_its_old_chunks_and_one_that_grows_gains_the
 
 #[test]
 fn a_run_at_another_chunk_size_is_refused_naming_both_sizes_and_the_way_forward() {
-    let s = sandbox();
-    let refs = tree(&s, 20, 3);
-    expect_code(&sync_at(&s, "512", &[]), 0);
+    let (s, refs) = indexed(20, 3, "512", &[]);
     let before = objects(&s);
     let err = expect_code(&sync_at(&s, "1024", &[]), 2);
     assert_contains_all(
@@ -128,24 +151,14 @@ fn a_run_at_another_chunk_size_is_refused_naming_both_sizes_and_the_way_forward(
 
 #[test]
 fn rechunk_rewrites_every_indexed_file_at_the_new_size_and_ends_exact() {
-    let s = sandbox();
-    let refs = tree(&s, 40, 11);
-    expect_code(&sync_at(&s, "0", &[]), 0);
+    let (s, refs) = indexed(40, 11, "0", &[]);
     assert_exact(&objects(&s), &s.root, &refs, 1 << 20, 0);
     // A file changes and one vanishes meanwhile: the re-chunk reads the disk.
     let mut rng = Rng(5);
     write_code(&s.root.join("R/src/f1.rs"), 5000, &mut rng);
     std::fs::remove_file(s.root.join("R/src/f2.rs")).unwrap();
-    // An empty manifest: only the re-chunk does anything.
-    let empty = s.dir.join("empty.jsonl");
-    std::fs::write(&empty, "").unwrap();
-    let out = sync(
-        &empty,
-        &s.root,
-        &s.state,
-        &["--chunk-size", "300", "--rechunk"],
-    );
-    let err = expect_code(&out, 0);
+    let empty = empty_manifest(&s);
+    let err = sync_empty(&s, &empty, &["--chunk-size", "300", "--rechunk"], 0);
     assert!(err.contains("[RECHUNK]"), "{err}");
     let objs = objects(&s);
     let n = assert_exact(&objs, &s.root, &refs, 1 << 20, 300);
@@ -161,11 +174,8 @@ fn rechunk_rewrites_every_indexed_file_at_the_new_size_and_ends_exact() {
 
 #[test]
 fn a_rechunk_killed_midway_is_finished_by_the_next_run() {
-    let s = sandbox();
-    let refs = tree(&s, 1500, 23);
-    expect_code(&sync_at(&s, "0", &["--batch-size", "20"]), 0);
-    let empty = s.dir.join("empty.jsonl");
-    std::fs::write(&empty, "").unwrap();
+    let (s, refs) = indexed(1500, 23, "0", &["--batch-size", "20"]);
+    let empty = empty_manifest(&s);
     let rechunk = [
         "index",
         "sync",
@@ -204,13 +214,7 @@ fn a_rechunk_killed_midway_is_finished_by_the_next_run() {
     assert_eq!(killed, 1, "no re-chunk was still running when killed");
     // Without --rechunk: the recorded size is the new one, and the pending
     // re-chunk manifest is finished first.
-    let out = sync(
-        &empty,
-        &s.root,
-        &s.state,
-        &["--chunk-size", "200", "--quiet"],
-    );
-    let err = expect_code(&out, 0);
+    let err = sync_empty(&s, &empty, &["--chunk-size", "200", "--quiet"], 0);
     assert!(err.contains("[RESUME]"), "{err}");
     assert_exact(&objects(&s), &s.root, &refs, 1 << 20, 200);
 }
@@ -338,9 +342,7 @@ fn search_points_at_the_lines_of_the_chunk_that_matched() {
 
 #[test]
 fn the_checker_rejects_a_surplus_chunk_a_gap_and_wrong_content() {
-    let s = sandbox();
-    let refs = tree(&s, 3, 41);
-    expect_code(&sync_at(&s, "256", &[]), 0);
+    let (s, refs) = indexed(3, 41, "256", &[]);
     let good = objects(&s);
     assert_exact(&good, &s.root, &refs, 1 << 20, 256);
     let multi = good
@@ -361,6 +363,6 @@ fn the_checker_rejects_a_surplus_chunk_a_gap_and_wrong_content() {
     gap[multi].byte_end -= 1;
     assert!(check(gap), "a gap passed");
     let mut content = good.clone();
-    content[multi].content.push('!');
+    content[multi].content.as_mut().unwrap().push('!');
     assert!(check(content), "wrong content passed");
 }

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::chunks::{assert_exact, export_objects};
@@ -31,27 +30,11 @@ fn resume_after_kill_never_loses_a_line() {
     let mut restart_from_top = false;
     let budget = (full.as_millis() as u64 / 12).max(30);
     while kills < 24 {
-        let mut a = args.clone();
-        if restart_from_top {
-            // The manifest was finished: apply it again from line 1, so the
-            // kills keep landing in the middle of real work.
-            a.extend(["--from-line", "1"]);
-        }
-        let mut child = cmd(&a)
-            .stderr(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(5 + rng.below(budget)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
-        }
-        let status = child.wait().unwrap();
-        restart_from_top = status.code() == Some(0);
-        if restart_from_top {
-            completed += 1;
-        }
+        let wait = Duration::from_millis(5 + rng.below(budget));
+        let (killed, finished) = run_killed_after(&args, restart_from_top, wait);
+        kills += usize::from(killed);
+        restart_from_top = finished;
+        completed += usize::from(finished);
         assert!(completed < 40, "runs keep finishing before the kill");
     }
     assert!(kills >= 20, "only {kills} kills landed mid-run");
@@ -164,21 +147,10 @@ fn resume_after_kill_with_files_growing_and_shrinking_across_chunks_ends_exact()
             let r = &refs[rng.below(refs.len() as u64) as usize];
             write(&mut rng, r);
         }
-        let mut a = args.clone();
-        if restart_from_top {
-            a.extend(["--from-line", "1"]);
-        }
-        let mut child = cmd(&a)
-            .stderr(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(5 + rng.below(budget)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
-        }
-        restart_from_top = child.wait().unwrap().code() == Some(0);
+        let wait = Duration::from_millis(5 + rng.below(budget));
+        let (killed, finished) = run_killed_after(&args, restart_from_top, wait);
+        kills += usize::from(killed);
+        restart_from_top = finished;
     }
     assert!(kills >= 8, "only {kills} kills landed mid-run");
 

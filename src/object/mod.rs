@@ -116,9 +116,12 @@ pub fn chunk_id(repo: &str, path: &str, k: u32) -> Uuid {
 }
 
 /// One stored object: a chunk of a file with the properties of SPEC's
-/// Objects section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Objects section. Serializes to exactly those properties, camelCase (the
+/// id is the object's, not a property).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ChunkObject {
+    #[serde(skip)]
     pub id: Uuid,
     pub repo: String,
     pub path: String,

@@ -163,7 +163,9 @@ fn collect_files(f: &Filter, set: &mut FileSet) -> bool {
             };
             match (equal("repo"), equal("path")) {
                 (Some(repo), Some(path)) => {
-                    set.entry(repo.to_owned()).or_default().insert(path.to_owned());
+                    set.entry(repo.to_owned())
+                        .or_default()
+                        .insert(path.to_owned());
                     true
                 }
                 _ => false,

@@ -31,7 +31,7 @@ pub use crate::object::Document;
 /// One object as `index export` prints it (either target). An object from
 /// before chunked objects reads as the one chunk of its file: chunk 0 of 1,
 /// bytes `[0, size)`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Exported {
     pub id: String,
@@ -46,7 +46,7 @@ pub struct Exported {
     pub size: u64,
     pub content_sha256: String,
     /// The chunk's text, when asked for (`index export --content`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
 }
 

@@ -6,38 +6,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::{run, sha256_hex, text};
 
-/// One object as `index export --content` prints it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Obj {
-    pub id: String,
-    pub repo: String,
-    pub path: String,
-    pub chunk: u64,
-    pub chunk_count: u64,
-    pub byte_start: u64,
-    pub byte_end: u64,
-    pub start_line: u64,
-    pub end_line: u64,
-    pub size: u64,
-    pub sha: String,
-    pub content: String,
-}
-
-fn int(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("export line has no integer {k}: {v}"))
-}
-
-fn string(v: &Value, k: &str) -> String {
-    v[k].as_str()
-        .unwrap_or_else(|| panic!("export line has no string {k}: {v}"))
-        .to_owned()
-}
+/// One object as `index export --content` prints it (parsed with serde:
+/// any field missing or of another type fails the test).
+pub type Obj = elysiactl::target::Exported;
 
 /// Every object of the index, with its text (`extra`: target flags, or the
 /// state dir as `--state-dir DIR`).
@@ -49,21 +24,13 @@ pub fn export_objects(extra: &[&str]) -> Vec<Obj> {
     text(&out.stdout)
         .lines()
         .map(|line| {
-            let v: Value = serde_json::from_str(line).expect("export line is JSON");
-            Obj {
-                id: string(&v, "id"),
-                repo: string(&v, "repo"),
-                path: string(&v, "path"),
-                chunk: int(&v, "chunk"),
-                chunk_count: int(&v, "chunkCount"),
-                byte_start: int(&v, "byteStart"),
-                byte_end: int(&v, "byteEnd"),
-                start_line: int(&v, "startLine"),
-                end_line: int(&v, "endLine"),
-                size: int(&v, "size"),
-                sha: string(&v, "contentSha256"),
-                content: string(&v, "content"),
-            }
+            let o: Obj =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("export line {line:?}: {e}"));
+            assert!(
+                o.content.is_some(),
+                "export --content line without content: {line}"
+            );
+            o
         })
         .collect()
 }
@@ -170,7 +137,7 @@ pub fn assert_exact(
             );
             assert_eq!(o.id, spec_id(repo, path, k), "{at}: id");
             assert_eq!(
-                (o.size, o.sha.as_str()),
+                (o.size, o.content_sha256.as_str()),
                 (size, sha.as_str()),
                 "{at}: file size/hash"
             );
@@ -203,8 +170,8 @@ pub fn assert_exact(
             );
             let (ua, ub) = (a as usize, b as usize);
             assert_eq!(
-                o.content,
-                String::from_utf8_lossy(&bytes[ua..ub]),
+                o.content.as_deref(),
+                Some(&*String::from_utf8_lossy(&bytes[ua..ub])),
                 "{at}: content"
             );
             let start_line = 1 + newlines(&bytes[..ua]);

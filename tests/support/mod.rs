@@ -59,6 +59,28 @@ pub fn wait_or_kill(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// One run of the binary with `args` (and `--from-line 1` when `from_top`:
+/// the manifest was finished, so the next kill still lands in real work),
+/// SIGKILLed after `wait` if it is still running. Returns (killed, exited 0).
+pub fn run_killed_after(args: &[&str], from_top: bool, wait: Duration) -> (bool, bool) {
+    let mut a = args.to_vec();
+    if from_top {
+        a.extend(["--from-line", "1"]);
+    }
+    let mut child = cmd(&a)
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(wait);
+    let killed = child.try_wait().unwrap().is_none();
+    if killed {
+        child.kill().unwrap(); // SIGKILL
+    }
+    let status = child.wait().unwrap();
+    (killed, status.code() == Some(0))
+}
+
 pub fn run(args: &[&str]) -> Output {
     cmd(args).output().expect("run elysiactl")
 }

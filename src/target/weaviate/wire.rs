@@ -21,23 +21,8 @@ pub struct BatchObjects<'a> {
 pub struct WireObject<'a> {
     pub class: &'a str,
     pub id: Uuid,
-    pub properties: WireProperties<'a>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WireProperties<'a> {
-    pub repo: &'a str,
-    pub path: &'a str,
-    pub content: &'a str,
-    pub content_sha256: &'a str,
-    pub size: u64,
-    pub chunk: u32,
-    pub chunk_count: u32,
-    pub byte_start: u64,
-    pub byte_end: u64,
-    pub start_line: u64,
-    pub end_line: u64,
+    /// Every property of SPEC's Objects section (see [`ChunkObject`]).
+    pub properties: &'a ChunkObject,
 }
 
 impl<'a> WireObject<'a> {
@@ -45,19 +30,7 @@ impl<'a> WireObject<'a> {
         WireObject {
             class,
             id: c.id,
-            properties: WireProperties {
-                repo: &c.repo,
-                path: &c.path,
-                content: &c.content,
-                content_sha256: &c.content_sha256,
-                size: c.size,
-                chunk: c.chunk,
-                chunk_count: c.chunk_count,
-                byte_start: c.byte_start,
-                byte_end: c.byte_end,
-                start_line: c.start_line,
-                end_line: c.end_line,
-            },
+            properties: c,
         }
     }
 }
@@ -185,6 +158,7 @@ mod tests {
         assert_eq!(v["properties"]["byteEnd"], 1);
         assert_eq!(v["properties"]["endLine"], 1);
         assert!(v.get("vector").is_none());
+        assert!(v["properties"].get("id").is_none(), "the id is not a property");
         assert_eq!(v["id"], d.id.to_string());
     }
 
