@@ -15,4 +15,5 @@ pub mod source;
 pub mod sync;
 pub mod target;
 pub mod util;
+pub mod verify;
 pub mod wal;

@@ -32,6 +32,7 @@ fn dispatch(args: Cli) -> Exit {
             IndexCommand::Sync(a) => cli::sync::run(*a),
             IndexCommand::Failures(a) => cli::failures::run(a),
             IndexCommand::Export(a) => cli::export::run(a),
+            IndexCommand::Verify(a) => cli::verify::run(a),
         },
         Command::Wal {
             command: WalCommand::Inspect(a),

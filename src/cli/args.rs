@@ -71,6 +71,11 @@ pub enum IndexCommand {
         after_help = "Example:\n  elysiactl index export --state-dir /var/lib/elysiactl > objects.jsonl"
     )]
     Export(ExportArgs),
+    /// Compare the live index with the disk: missing, extra and stale files; --repair makes them equal.
+    #[command(
+        after_help = "Examples:\n  elysiactl index verify --root /opt/pdi/Enterprise\n  elysiactl index verify --root /srv/src --repo ServiceA --json\n  elysiactl index verify --root /srv/src --repair"
+    )]
+    Verify(VerifyArgs),
 }
 
 #[derive(Subcommand)]
@@ -183,6 +188,41 @@ pub struct TargetArgs {
     /// Per-request timeout to the target, seconds.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[arg(long, env = "ELYSIACTL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Source root (repeatable): its directories are the repos. Default: the current directory.
+    #[arg(long)]
+    pub root: Vec<PathBuf>,
+    /// Only this repo (repeatable).
+    #[arg(long)]
+    pub repo: Vec<String>,
+    /// One JSON document with every count and the first paths of each kind.
+    #[arg(long)]
+    pub json: bool,
+    /// Make the index equal the disk (through the sync's crash-safe path), then verify again.
+    #[arg(long)]
+    pub repair: bool,
+    /// With --repair: print what it would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Larger files are not indexed (as `index sync`).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_file_size: u64,
+    /// The chunking to expect (default: the one the state dir records, else 4096).
+    #[arg(long, value_parser = parse_chunk_size)]
+    pub chunk_size: Option<ChunkSize>,
+    /// Prometheus textfile with the drift counts and the verify's time, written atomically.
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
+    /// No progress lines from a repair.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(clap::Args)]

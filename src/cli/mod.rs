@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod search;
 pub mod sync;
 pub mod target;
+pub mod verify;
 
 use std::path::PathBuf;
 

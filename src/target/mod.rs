@@ -175,6 +175,14 @@ pub trait Target: Send + Sync {
     /// path and id; with each chunk's text when `content`.
     fn export(&self, content: bool) -> Result<Vec<Exported>, Error>;
 
+    /// Every object the target holds, one at a time and in no set order,
+    /// with its text when `content`: what `index verify` reads, holding one
+    /// page at a time rather than the whole index.
+    fn scan(&self, content: bool, each: &mut dyn FnMut(Exported)) -> Result<(), Error> {
+        self.export(content)?.into_iter().for_each(each);
+        Ok(())
+    }
+
     /// How many batches may be in flight at once.
     fn max_in_flight(&self) -> usize {
         1

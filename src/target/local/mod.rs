@@ -35,7 +35,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 pub use super::Exported;
 use super::{Document, Error, Op, OpOutcome, Target};
 use crate::object::ChunkSize;
-pub use read::{export, export_with, search, Hit, ReadError};
+pub use read::{export, export_with, for_each, search, Hit, ReadError};
 
 /// Memory the index writer may buffer before flushing a segment.
 const WRITER_HEAP: usize = 64 << 20;
@@ -327,6 +327,10 @@ impl Target for LocalIndex {
 
     fn export(&self, content: bool) -> Result<Vec<Exported>, Error> {
         read::export_with(&self.state_dir, content).map_err(|e| fatal("export", e))
+    }
+
+    fn scan(&self, content: bool, each: &mut dyn FnMut(Exported)) -> Result<(), Error> {
+        read::for_each(&self.state_dir, content, each).map_err(|e| fatal("read", e))
     }
 
     fn list_repo(&self, repo: &str) -> Result<Vec<String>, Error> {

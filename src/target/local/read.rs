@@ -183,13 +183,24 @@ pub fn export(state_dir: &Path) -> Result<Vec<Exported>, ReadError> {
 
 /// [`export`], with each chunk's text when `content`.
 pub fn export_with(state_dir: &Path, content: bool) -> Result<Vec<Exported>, ReadError> {
+    let mut out = Vec::new();
+    for_each(state_dir, content, &mut |o| out.push(o))?;
+    out.sort_by(|a, b| (&a.repo, &a.path, &a.id).cmp(&(&b.repo, &b.path, &b.id)));
+    Ok(out)
+}
+
+/// Every object of the index of `state_dir`, one at a time, in index order.
+pub fn for_each(
+    state_dir: &Path,
+    content: bool,
+    each: &mut dyn FnMut(Exported),
+) -> Result<(), ReadError> {
     let (index, f) = open_for_reading(state_dir)?;
     let searcher = read_searcher(state_dir, &index)?;
     let bad = |what: &str, e: &dyn std::fmt::Display| ReadError::Unreadable {
         path: index_dir(state_dir),
         message: format!("{what}: {e}"),
     };
-    let mut out = Vec::new();
     for seg in searcher.segment_readers() {
         let store = seg
             .get_store_reader(64)
@@ -200,11 +211,10 @@ pub fn export_with(state_dir: &Path, content: bool) -> Result<Vec<Exported>, Rea
             if content {
                 o.content = Some(text(&doc, f.content));
             }
-            out.push(o);
+            each(o);
         }
     }
-    out.sort_by(|a, b| (&a.repo, &a.path, &a.id).cmp(&(&b.repo, &b.path, &b.id)));
-    Ok(out)
+    Ok(())
 }
 
 /// A stored string field ("" when absent).

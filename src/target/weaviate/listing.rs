@@ -60,6 +60,17 @@ impl WeaviateTarget {
     /// paged with the `after` cursor.
     pub(super) async fn list_all_async(&self, content: bool) -> Result<Vec<Exported>, Error> {
         let mut out = Vec::new();
+        self.scan_async(content, &mut |o| out.push(o)).await?;
+        out.sort_by(|a, b| (&a.repo, &a.path, &a.id).cmp(&(&b.repo, &b.path, &b.id)));
+        Ok(out)
+    }
+
+    /// Every object of the collection, one page in memory at a time.
+    pub(super) async fn scan_async(
+        &self,
+        content: bool,
+        each: &mut dyn FnMut(Exported),
+    ) -> Result<(), Error> {
         let mut after: Option<String> = None;
         loop {
             let mut path = format!("/v1/objects?class={}&limit={LIST_PAGE}", self.class);
@@ -73,18 +84,16 @@ impl WeaviateTarget {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            out.extend(objects.iter().map(|o| exported(o, content)));
+            objects.iter().for_each(|o| each(exported(o, content)));
             let last = objects
                 .last()
                 .and_then(|o| o.get("id"))
                 .and_then(Value::as_str);
             match last {
                 Some(id) if objects.len() >= LIST_PAGE => after = Some(id.to_string()),
-                _ => break,
+                _ => return Ok(()),
             }
         }
-        out.sort_by(|a, b| (&a.repo, &a.path, &a.id).cmp(&(&b.repo, &b.path, &b.id)));
-        Ok(out)
     }
 
     pub(super) async fn list_repo_async(&self, repo: &str) -> Result<Vec<String>, Error> {

@@ -496,6 +496,11 @@ impl Target for WeaviateTarget {
         self.redactor.result(r, |_, v| v)
     }
 
+    fn scan(&self, content: bool, each: &mut dyn FnMut(Exported)) -> Result<(), Error> {
+        let r = self.rt.handle().block_on(self.scan_async(content, each));
+        self.redactor.result(r, |_, v| v)
+    }
+
     fn export(&self, content: bool) -> Result<Vec<Exported>, Error> {
         let r = self.rt.handle().block_on(self.list_all_async(content));
         self.redactor.result(r, |_, v| v)

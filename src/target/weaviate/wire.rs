@@ -158,7 +158,10 @@ mod tests {
         assert_eq!(v["properties"]["byteEnd"], 1);
         assert_eq!(v["properties"]["endLine"], 1);
         assert!(v.get("vector").is_none());
-        assert!(v["properties"].get("id").is_none(), "the id is not a property");
+        assert!(
+            v["properties"].get("id").is_none(),
+            "the id is not a property"
+        );
         assert_eq!(v["id"], d.id.to_string());
     }
 
