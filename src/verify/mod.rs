@@ -371,13 +371,12 @@ fn compare(want: Option<&Want>, got: Option<Vec<Held>>, listed: bool) -> Option<
         seen[k] = true;
     }
     let absent: Vec<usize> = (0..seen.len()).filter(|&k| !seen[k]).collect();
-    match absent.first() {
-        None => None,
-        Some(k) => Some((
+    absent.first().map(|k| {
+        (
             Kind::Missing,
             format!("chunk {k} of {n} is missing ({} in all)", absent.len()),
-        )),
-    }
+        )
+    })
 }
 
 /// The repo directories to compare: every directory directly under a root
