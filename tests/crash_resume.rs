@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::chunks::{assert_exact, export_objects};
+use support::chunks::{assert_exact, body, export_objects};
 use support::*;
 
 #[test]
@@ -56,34 +56,6 @@ fn resume_after_kill_never_loses_a_line() {
     assert_eq!(again.status.code(), Some(0));
     assert!(text(&again.stderr).contains("[RESTART]"));
     assert_eq!(export(&state), want);
-}
-
-/// A file's bytes of about `size`: lines of every kind the chunker meets —
-/// short and longer than the chunk size, multibyte characters, CRLF, an
-/// invalid byte, blank runs, no final newline.
-fn body(rng: &mut Rng, size: usize) -> Vec<u8> {
-    const PIECES: &[&str] = &[
-        "fn main() {\n",
-        "    let x = 1;\n",
-        "}\n",
-        "\n",
-        "\n\n\n",
-        "// caf\u{e9} \u{65e5}\u{672c}\u{8a9e} \u{1f980}\n",
-        "pub struct S;\r\n",
-        "\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}",
-        "class A:\n    def f(self):\n        return 1\n",
-        "            ",
-    ];
-    let mut out = Vec::with_capacity(size + 64);
-    while out.len() < size {
-        match rng.below(12) {
-            10 => out.extend(std::iter::repeat_n(b'a', 40 + rng.below(300) as usize)),
-            11 => out.push(0xff),
-            i => out.extend_from_slice(PIECES[i as usize].as_bytes()),
-        }
-    }
-    out.truncate(size);
-    out
 }
 
 /// Files that grow and shrink across chunk counts between the kills (from

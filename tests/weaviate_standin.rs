@@ -10,7 +10,7 @@ use elysiactl::target::weaviate::classify::TransportFailure;
 use elysiactl::target::weaviate::client::{default_headers, Exchange};
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::standin::{Config, Faults, Standin};
+use support::standin::{Config, Faults, Release, Standin};
 use support::Raw;
 
 const ID1: &str = "00000000-0000-0000-0000-000000000001";
@@ -828,4 +828,57 @@ fn listed_objects_carry_int_properties_as_json_integers() {
     assert_eq!(props["repo"], "R");
     let (_, one) = raw.status(Method::GET, &format!("/v1/objects/Chunk/{}", uuid(1)), None);
     assert_eq!(&one["properties"], props);
+}
+
+#[test]
+fn held_batch_deletes_wait_unapplied_until_released_then_apply_or_drop() {
+    let (si, raw) = setup(Config::default());
+    batch(&raw, json!([obj(ID1, "a"), obj(ID2, "b")]));
+    let delete = |id: &'static str| {
+        let url = si.url();
+        std::thread::spawn(move || {
+            let raw = Raw::new(&url, Default::default());
+            let body = json!({"match": {"class": "Code", "where": {"path": ["id"],
+                "operator": "Equal", "valueText": id}}})
+            .to_string();
+            raw.call(Method::DELETE, "/v1/batch/objects", Some(&body))
+        })
+    };
+    let wait_held = |n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while si.held_deletes() != n {
+            assert!(std::time::Instant::now() < deadline, "never {n} held");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    };
+
+    si.hold_deletes();
+    let applied = delete(ID1);
+    wait_held(1);
+    // Held: neither applied nor answered; upserts still go through.
+    assert_eq!(si.dump().len(), 2);
+    assert_eq!(batch(&raw, json!([obj(ID3, "c")])).0, 200);
+    assert!(!applied.is_finished());
+    si.release_deletes(Release::Apply);
+    match applied.join().unwrap() {
+        Exchange::Http { status, .. } => assert_eq!(status.as_u16(), 200),
+        other => panic!("{other:?}"),
+    }
+    wait_held(0);
+    let left: Vec<_> = si.dump().into_iter().filter_map(|d| d.path).collect();
+    assert_eq!(left, vec!["b".to_string(), "c".to_string()]);
+
+    si.hold_deletes();
+    let dropped = delete(ID2);
+    wait_held(1);
+    si.release_deletes(Release::Drop);
+    match dropped.join().unwrap() {
+        Exchange::NoReply(TransportFailure::Dropped(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    wait_held(0);
+    assert_eq!(si.dump().len(), 2, "a dropped delete applies nothing");
+    // The hold is lifted: the next delete is served at once.
+    assert!(matches!(delete(ID2).join().unwrap(), Exchange::Http { .. }));
+    assert_eq!(si.dump().len(), 1);
 }

@@ -15,6 +15,11 @@
 //! integration tests (`#[path]`), not into the library: the product build
 //! carries no server.
 //!
+//! A test can also hold every batch delete ([`Standin::hold_deletes`]):
+//! each `DELETE /v1/batch/objects` then waits, unanswered and unapplied,
+//! until [`Standin::release_deletes`], which makes the window between a
+//! sync's writes and its deletes as wide as the test needs.
+//!
 //! Test-only endpoints under `/__standin/`: `objects` (every stored object as
 //! JSON Lines: class, id, repo, path, contentSha256), `faults` (GET, or PUT a
 //! [`Faults`] JSON), `stats`, `batches` (with `log_batches`: which object ids
@@ -152,12 +157,31 @@ pub(crate) struct State {
     pub requests: Vec<Recorded>,
     pub batches: Vec<BatchLogged>,
     pub stats: Stats,
+    /// [`Standin::hold_deletes`]: batch deletes wait while this is set.
+    pub hold_deletes: bool,
+    /// Batch deletes waiting on the hold now.
+    pub held_deletes: usize,
+    /// How the waiting deletes end when the hold is lifted.
+    pub release: Release,
+}
+
+/// How the batch deletes held by [`Standin::hold_deletes`] end when
+/// [`Standin::release_deletes`] lifts the hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Each is applied and answered, as if it had just arrived.
+    Apply,
+    /// Each is dropped: the connection closes with no reply and nothing is
+    /// deleted (a server that lost the request when its client went away).
+    Drop,
 }
 
 pub(crate) struct Shared {
     pub cfg: Config,
     pub state: Mutex<State>,
     pub started: std::time::Instant,
+    /// Woken when the delete hold is lifted.
+    pub released: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -170,11 +194,15 @@ impl Shared {
             requests: Vec::new(),
             batches: Vec::new(),
             stats: Stats::default(),
+            hold_deletes: false,
+            held_deletes: 0,
+            release: Release::Apply,
         };
         Arc::new(Shared {
             cfg,
             state: Mutex::new(state),
             started: std::time::Instant::now(),
+            released: tokio::sync::Notify::new(),
         })
     }
 
@@ -303,6 +331,30 @@ impl Standin {
     /// `at` on the clock of [`BatchLogged::answered_us`].
     pub fn clock_us(&self, at: std::time::Instant) -> u64 {
         self.shared.clock_us(at)
+    }
+
+    /// From now on every `DELETE /v1/batch/objects` (that no injected fault
+    /// refuses) waits after its body is read, neither applied nor answered,
+    /// until [`Standin::release_deletes`]. It is in the batch log from its
+    /// receipt, and counted by [`Standin::held_deletes`] while it waits.
+    pub fn hold_deletes(&self) {
+        self.shared.lock().hold_deletes = true;
+    }
+
+    /// How many batch deletes are waiting on the hold now.
+    pub fn held_deletes(&self) -> usize {
+        self.shared.lock().held_deletes
+    }
+
+    /// Lift the hold: the deletes waiting on it end as `how` says; later
+    /// ones are served at once.
+    pub fn release_deletes(&self, how: Release) {
+        {
+            let mut st = self.shared.lock();
+            st.hold_deletes = false;
+            st.release = how;
+        }
+        self.shared.released.notify_waiters();
     }
 
     /// The batch log (needs `log_batches`), in order of receipt.

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use uuid::Uuid;
 
-use super::{run, sha256_hex, text};
+use super::{run, sha256_hex, text, Rng};
 
 /// One object as `index export --content` prints it (parsed with serde:
 /// any field missing or of another type fails the test).
@@ -190,4 +190,32 @@ pub fn assert_exact(
         total += chunks.len();
     }
     total
+}
+
+/// A file's bytes of exactly `size`: lines of every kind the chunker meets —
+/// short and longer than the chunk size, multibyte characters, CRLF, an
+/// invalid byte, blank runs, no final newline.
+pub fn body(rng: &mut Rng, size: usize) -> Vec<u8> {
+    const PIECES: &[&str] = &[
+        "fn main() {\n",
+        "    let x = 1;\n",
+        "}\n",
+        "\n",
+        "\n\n\n",
+        "// caf\u{e9} \u{65e5}\u{672c}\u{8a9e} \u{1f980}\n",
+        "pub struct S;\r\n",
+        "\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}\u{1f980}",
+        "class A:\n    def f(self):\n        return 1\n",
+        "            ",
+    ];
+    let mut out = Vec::with_capacity(size + 64);
+    while out.len() < size {
+        match rng.below(12) {
+            10 => out.extend(std::iter::repeat_n(b'a', 40 + rng.below(300) as usize)),
+            11 => out.push(0xff),
+            i => out.extend_from_slice(PIECES[i as usize].as_bytes()),
+        }
+    }
+    out.truncate(size);
+    out
 }

@@ -24,7 +24,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::faults::{Faults, Injected};
-use super::{BatchLogged, Dumped, Recorded, Shared, State, Stored};
+use super::{BatchLogged, Dumped, Recorded, Release, Shared, State, Stored};
 
 use batch::{batch_delete, batch_ids, batch_parse, batch_reply, batch_store};
 use control::control;
@@ -257,6 +257,13 @@ async fn serve_one(
         return Ok(r);
     }
 
+    if method == Method::DELETE
+        && path.trim_end_matches('/') == "/v1/batch/objects"
+        && wait_for_release(&shared).await == Some(Release::Drop)
+    {
+        return Err(DropConnection);
+    }
+
     let params = query_params(query.as_deref());
     if method == Method::POST && path.trim_end_matches('/') == "/v1/batch/objects" {
         // Parse before and reply after the lock: the stand-in must not be
@@ -299,6 +306,39 @@ async fn serve_one(
         return Err(DropConnection);
     }
     Ok(resp)
+}
+
+/// Wait while [`super::Standin::hold_deletes`] holds batch deletes; how the
+/// hold ended if this request waited on it, `None` if it did not wait.
+async fn wait_for_release(shared: &Shared) -> Option<Release> {
+    /// Counts the request among the held while it waits, even if its
+    /// connection goes and the wait is dropped.
+    struct Held<'a>(&'a Shared);
+    impl Drop for Held<'_> {
+        fn drop(&mut self) {
+            self.0.lock().held_deletes -= 1;
+        }
+    }
+    let mut held = None;
+    loop {
+        let released = shared.released.notified();
+        tokio::pin!(released);
+        // Registered before the check, so a release in between is not missed.
+        released.as_mut().enable();
+        let release = {
+            let mut st = shared.lock();
+            if st.hold_deletes && held.is_none() {
+                st.held_deletes += 1;
+            }
+            (!st.hold_deletes).then_some(st.release)
+        };
+        // The lock is free again: dropping `Held` takes it.
+        if let Some(how) = release {
+            return held.map(|_: Held<'_>| how);
+        }
+        held.get_or_insert(Held(shared));
+        released.await;
+    }
 }
 
 /// Note in the batch log that request `seq` is answered now.
