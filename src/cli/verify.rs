@@ -233,6 +233,10 @@ fn keep(state_dir: &Path, args: &VerifyArgs, r: &Report, log: &mut dyn Write) {
         "total": r.total,
         "repos": args.repo,
     });
+    if r.is_clean() && args.repo.is_empty() {
+        // The whole index equals the disk: a lost index is found again.
+        let _ = std::fs::remove_file(crate::sync::index_lost_marker(state_dir));
+    }
     if state_dir.is_dir() {
         if let Err(e) = write_atomic(
             &verify::last_path(state_dir),

@@ -35,6 +35,8 @@ pub enum SyncEvent {
     },
     /// A completely applied manifest, given again, is applied again.
     Restart { manifest: String, lines: u64 },
+    /// The index is empty while the WAL records applied work.
+    IndexLost { target: String, since_ms: u64 },
     /// `--rechunk`: every file the index holds is re-written at the new
     /// chunk size, from a manifest spooled in the state dir.
     Rechunk {
@@ -187,6 +189,7 @@ impl fmt::Display for SyncEvent {
                 }
                 Ok(())
             }
+            IndexLost { target, .. } => write!(f, "{target} was found empty although this state dir's WAL records applied work: the index was deleted or reset behind elysiactl's back. Runs go on but end partially_complete until `elysiactl index verify --repair` (same --root and target flags) makes the index equal the disk again"),
             Rechunk {
                 files,
                 from_chunk_size,
@@ -291,6 +294,7 @@ impl Event for SyncEvent {
             Resume { .. } => "RESUME",
             Restart { .. } => "RESTART",
             Rechunk { .. } => "RECHUNK",
+            IndexLost { .. } => "INDEX_LOST",
             Abandoned { .. } => "ABANDONED",
             Batch { retried: true, .. } => "RETRIED",
             Batch { retried: false, .. } => "PROCESSED",

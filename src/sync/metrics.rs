@@ -25,6 +25,8 @@ pub struct RunMetrics {
     pub failures: Vec<(FailureKind, u64)>,
     pub resume_offset: u64,
     pub degraded: bool,
+    /// The index was found lost (see `index_lost_marker`).
+    pub index_lost: bool,
     /// Failed lines not yet applied, of this run or earlier ones.
     pub outstanding_failures: u64,
     /// Of those, the dead letters (no longer retried automatically).
@@ -137,6 +139,12 @@ pub fn render(m: &RunMetrics) -> String {
     );
     let _ = writeln!(s, "# TYPE elysiactl_sync_state_degraded gauge");
     let _ = writeln!(s, "elysiactl_sync_state_degraded {}", u8::from(m.degraded));
+    let _ = writeln!(
+        s,
+        "# HELP elysiactl_index_lost 1 when a sync found its index empty while the WAL records applied work, until a clean index verify."
+    );
+    let _ = writeln!(s, "# TYPE elysiactl_index_lost gauge");
+    let _ = writeln!(s, "elysiactl_index_lost {}", u8::from(m.index_lost));
     s
 }
 

@@ -263,6 +263,13 @@ pub fn degraded_marker(state_dir: &Path) -> PathBuf {
     state_dir.join("degraded")
 }
 
+/// Present once a sync found its index empty while the WAL records applied
+/// work (deleted or reset behind elysiactl's back); every run then ends
+/// `partially_complete` until a clean `index verify` removes it.
+pub fn index_lost_marker(state_dir: &Path) -> PathBuf {
+    state_dir.join("index-lost.json")
+}
+
 /// The commits whose changes a sync has fully applied, per repo.
 pub fn applied_changesets(state_dir: &Path) -> Result<BTreeMap<String, AppliedChangeset>, Error> {
     Ok(wal::replay(state_dir)?.state.repos)

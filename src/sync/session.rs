@@ -70,6 +70,9 @@ pub(super) struct Syncer<'a> {
     /// Outstanding failed lines by file (repo, path): where a later line
     /// applying the file finds the failures it supersedes.
     pub(super) failed_paths: HashMap<(String, String), Vec<FailedAt>>,
+    /// The index was found lost ([`index_lost_marker`]): the run cannot end
+    /// complete.
+    pub(super) index_lost: bool,
     pub(super) group_msgs: Vec<SyncEvent>,
 }
 
@@ -297,6 +300,7 @@ impl<'a> Syncer<'a> {
             failures: self.failure_kinds.values().copied().collect(),
             resume_offset: 0,
             degraded: self.degraded.is_some(),
+            index_lost: self.index_lost,
             outstanding_failures: self.state.outstanding_failures().count() as u64,
             dead_letters: self.dead_letters(),
         };
@@ -316,7 +320,7 @@ impl<'a> Syncer<'a> {
             RunStatus::Fatal
         } else if self.stop.is_some() {
             RunStatus::Stopped
-        } else if outstanding > 0 {
+        } else if outstanding > 0 || self.index_lost {
             RunStatus::Failures
         } else {
             RunStatus::Complete
@@ -359,6 +363,12 @@ impl<'a> Syncer<'a> {
                 earlier,
             });
         }
+        if self.index_lost {
+            self.report(SyncEvent::IndexLost {
+                target: self.target.describe(),
+                since_ms: 0,
+            });
+        }
         let degraded = self.degraded.is_some();
         if degraded {
             self.report(SyncEvent::DegradedExit { degraded: true });
@@ -394,6 +404,7 @@ impl<'a> Syncer<'a> {
                 failures: self.failure_kinds.values().copied().collect(),
                 resume_offset,
                 degraded,
+                index_lost: self.index_lost,
                 outstanding_failures: outstanding,
                 dead_letters: dead,
             }),

@@ -185,7 +185,20 @@ pub(super) fn run_inner(
         group: Vec::new(),
         group_msgs: Vec::new(),
         failed_paths: HashMap::new(),
+        index_lost: false,
     };
+    s.index_lost = check_index_lost(opts, &s.state, target.as_ref());
+    if s.index_lost {
+        let since_ms = std::fs::read(index_lost_marker(&opts.state_dir))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["detected_ms"].as_u64())
+            .unwrap_or(0);
+        s.report(SyncEvent::IndexLost {
+            target: target.describe(),
+            since_ms,
+        });
+    }
     for (m, f) in s.state.outstanding_failures() {
         if !f.path.is_empty() {
             s.failed_paths
@@ -242,6 +255,30 @@ pub(super) fn run_inner(
         }
     }
     Ok(s.finish())
+}
+
+/// Whether the index is lost: found so before (the marker is there), or
+/// empty now while the WAL records lines applied (then the marker is
+/// written). Not judged while a manifest is unfinished: a re-chunk of the
+/// local index rebuilds it from empty, and an interrupted run's index may
+/// rightly hold nothing yet. A target that cannot tell is taken at its word.
+fn check_index_lost(opts: &Options, state: &State, target: &dyn Target) -> bool {
+    let marker = index_lost_marker(&opts.state_dir);
+    if marker.exists() {
+        return true;
+    }
+    let applied = state
+        .manifests
+        .iter()
+        .any(|m| m.lines_done() > m.failed.len() as u64);
+    let unfinished = state.unfinished().next().is_some();
+    if !applied || unfinished || !matches!(target.is_empty(), Ok(Some(true))) {
+        return false;
+    }
+    let doc = serde_json::json!({"detected_ms": now_ms(), "target": target.describe()});
+    // Written plainly: a marker lost to a crash is found again next run.
+    let _ = std::fs::write(&marker, doc.to_string());
+    true
 }
 
 /// Spool the re-chunk manifest of `objects` and record it started, then the

@@ -127,6 +127,8 @@ pub fn status(state_dir: &Path) -> Value {
         // A run could not write its WAL (full disk): progress since then was
         // kept in memory only and is redone by the next run.
         "degraded": super::degraded_marker(state_dir).exists(),
+        "index_lost": read_json(&super::index_lost_marker(state_dir)),
+        "last_verify": read_json(&crate::verify::last_path(state_dir)),
         "message": run.message,
         "wal": {
             "segments": rep.segments.len(),
@@ -196,6 +198,14 @@ pub fn counts_json(c: &wal::Counts) -> Value {
         "indexed": c.upserted, "removed": c.deleted, "reconciled": c.reconciled,
         "skipped": c.skipped, "failed": c.failed,
     })
+}
+
+/// A small JSON file of the state dir (`null` when absent or unreadable).
+fn read_json(path: &Path) -> Value {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
 }
 
 #[cfg(test)]

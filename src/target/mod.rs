@@ -183,6 +183,13 @@ pub trait Target: Send + Sync {
         Ok(())
     }
 
+    /// Whether the target holds no object at all (`None`: cannot tell
+    /// cheaply). A sync whose WAL records applied work checks it at start,
+    /// to notice an index deleted or reset behind its back.
+    fn is_empty(&self) -> Result<Option<bool>, Error> {
+        Ok(None)
+    }
+
     /// How many batches may be in flight at once.
     fn max_in_flight(&self) -> usize {
         1

@@ -333,6 +333,11 @@ impl Target for LocalIndex {
         read::for_each(&self.state_dir, content, each).map_err(|e| fatal("read", e))
     }
 
+    fn is_empty(&self) -> Result<Option<bool>, Error> {
+        let reader = reader(&self.index)?;
+        Ok(Some(reader.searcher().num_docs() == 0))
+    }
+
     fn list_repo(&self, repo: &str) -> Result<Vec<String>, Error> {
         let reader = reader(&self.index)?;
         let searcher = reader.searcher();

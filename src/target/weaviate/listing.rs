@@ -96,6 +96,17 @@ impl WeaviateTarget {
         }
     }
 
+    /// Whether the collection has no object (one object asked for).
+    pub(super) async fn is_empty_async(&self) -> Result<Option<bool>, Error> {
+        let path = format!("/v1/objects?class={}&limit=1", self.class);
+        let page = self.list_page(&path).await?;
+        let n = page
+            .get("objects")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        Ok(Some(n == 0))
+    }
+
     pub(super) async fn list_repo_async(&self, repo: &str) -> Result<Vec<String>, Error> {
         let mut paths: Vec<String> = self
             .list_all_async(false)

@@ -491,6 +491,11 @@ impl Target for WeaviateTarget {
         self.redactor.result(r, Redactor::outcomes)
     }
 
+    fn is_empty(&self) -> Result<Option<bool>, Error> {
+        let r = self.rt.handle().block_on(self.is_empty_async());
+        self.redactor.result(r, |_, v| v)
+    }
+
     fn list_repo(&self, repo: &str) -> Result<Vec<String>, Error> {
         let r = self.rt.handle().block_on(self.list_repo_async(repo));
         self.redactor.result(r, |_, v| v)
