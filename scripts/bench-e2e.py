@@ -10,10 +10,16 @@ has a timeout.
     cargo build --release --bins --example bench-fixture
     python3 scripts/bench-e2e.py [--work DIR] [--quick] [--skip-peer] [--only NAME,...]
 
-Parts (--only): fsync, dryrun, resume, weaviate, latency, local, peer, chunks.
+Parts (--only): fsync, dryrun, resume, weaviate, latency, local, peer, chunks,
+verify.
 `chunks` compares --chunk-size 4096 with --chunk-size 0 (whole files),
 interleaved in the same run, on the 2 KiB tree and on a tree of real source
 files (the crate sources in $CARGO_HOME/registry/src), local and Weaviate.
+`verify` syncs the tree into the local index and into the stand-in, times
+`index verify` of each (clean: exit 0), and times the disk side alone (verify
+of an empty local index: every file listed, read, hashed and chunked, every
+one missing) against `find | xargs -0 -P2 sha256sum` over the same tree,
+interleaved, medians of 3.
 """
 
 import argparse
@@ -330,6 +336,84 @@ def part_chunks(work, root2k, manifest2k, files2k, reps=3):
     return out
 
 
+def sha256sum_baseline(root):
+    """`find ROOT -type f -print0 | xargs -0 -P2 sha256sum > /dev/null`."""
+    t0 = time.perf_counter()
+    run(["sh", "-c", 'find "$1" -type f -print0 | xargs -0 -P2 sha256sum > /dev/null',
+         "sh", root])
+    return time.perf_counter() - t0
+
+
+def part_verify(work, root, manifest, files, reps=3):
+    """`index verify` of the whole tree against the local index and the
+    stand-in (both in sync: exit 0), and its disk side alone as a ratio to
+    sha256sum over the same tree, interleaved."""
+    out = {"files": files}
+
+    def verify(state, *target):
+        wall, anon, filed, rc, err = timed(
+            [BIN, "index", "verify", "--root", root, "--state-dir", state, "--json", *target],
+            sample_rss=True)
+        return wall, anon, filed, rc, err
+
+    def best_of(name, state, want_rc, *target):
+        walls, anons, files_ = [], [], []
+        for _ in range(reps):
+            wall, anon, filed, rc, err = verify(state, *target)
+            if rc != want_rc:
+                raise SystemExit(f"verify {name}: exit {rc}, want {want_rc}: {err[-500:]}")
+            walls.append(wall)
+            anons.append(anon)
+            files_.append(filed)
+        med = statistics.median(walls)
+        r = {"wall_s": med, "files_per_s": files / med, "walls": walls,
+             "peak_rss_anon_mib": max(anons) / 1024, "peak_rss_file_mib": max(files_) / 1024}
+        log(f"verify {name}: {r}")
+        return r
+
+    # The local index.
+    local = fresh(os.path.join(work, "state-verify-local"))
+    wall, _, _, rc, err = timed(sync_cmd(
+        manifest, root, local, "--target", "local", "--batch-size", "1000", "--quiet"))
+    if rc != 0:
+        raise SystemExit(f"verify: local sync exit {rc}: {err[-500:]}")
+    out["local"] = best_of("local", local, 0)
+
+    # The stand-in (one process for the sync and the verifies).
+    with Standin() as s:
+        wstate = fresh(os.path.join(work, "state-verify-weaviate"))
+        flags = ["--target", "weaviate", "--weaviate-url", s.url]
+        wall, _, _, rc, err = timed(sync_cmd(
+            manifest, root, wstate, *flags, "--batch-size", "1000", "--concurrency", "4",
+            "--quiet"))
+        if rc != 0:
+            raise SystemExit(f"verify: weaviate sync exit {rc}: {err[-500:]}")
+        out["weaviate"] = best_of("weaviate", wstate, 0, *flags)
+
+    # The disk side alone: an empty local index (a state dir without one),
+    # so the index pass reads nothing and every file is listed, read,
+    # hashed and chunked, and reported missing. Interleaved with sha256sum.
+    empty = fresh(os.path.join(work, "state-verify-empty"))
+    disk, base, anons = [], [], []
+    for _ in range(reps):
+        base.append(sha256sum_baseline(root))
+        wall, anon, _, rc, err = verify(empty)
+        if rc != 1:
+            raise SystemExit(f"verify of an empty index: exit {rc}, want 1: {err[-500:]}")
+        disk.append(wall)
+        anons.append(anon)
+    d, b = statistics.median(disk), statistics.median(base)
+    out["disk_side"] = {
+        "what": "index verify of an empty local index (every file missing)",
+        "wall_s": d, "files_per_s": files / d, "walls": disk,
+        "peak_rss_anon_mib": max(anons) / 1024,
+        "sha256sum_p2_wall_s": b, "sha256sum_walls": base,
+        "ratio_vs_sha256sum": b / d,
+    }
+    log(f"verify disk side: {out['disk_side']}")
+    return out
+
+
 PEER = r'''
 import hashlib, json, os, sys, time, uuid
 import weaviate
@@ -402,7 +486,8 @@ def main():
     ap.add_argument("--files", type=int, default=50_000)
     a = ap.parse_args()
     parts = set(a.only.split(",")) if a.only else {
-        "fsync", "dryrun", "resume", "weaviate", "latency", "local", "peer", "chunks"}
+        "fsync", "dryrun", "resume", "weaviate", "latency", "local", "peer", "chunks",
+        "verify"}
     if a.skip_peer:
         parts.discard("peer")
     for b in (BIN, STANDIN, FIXTURE):
@@ -422,7 +507,11 @@ def main():
         run([FIXTURE, "tree", root, str(files), "2048"])
         open(stamp, "w").close()
     mans = {}
+    need = {"1M": bool(parts & {"dryrun"}), "10M": bool(parts & {"dryrun", "resume"}),
+            "e2e": True}
     for name, lines, distinct in (("1M", small, 1000), ("10M", big, 1000), ("e2e", files, files)):
+        if not need[name]:
+            continue
         path = os.path.join(work, f"manifest-{name}-{lines}.jsonl")
         if not os.path.exists(path):
             log(f"writing {path}")
@@ -459,6 +548,8 @@ def main():
         res["local_index"] = part_local(work, root, mans["e2e"][0], files)
     if "chunks" in parts:
         res["chunks"] = part_chunks(work, root, mans["e2e"][0], files)
+    if "verify" in parts:
+        res["verify"] = part_verify(work, root, mans["e2e"][0], files)
     if "peer" in parts:
         res["python_peer"] = part_peer(work, root, files)
         if "weaviate_zero_latency" in res:

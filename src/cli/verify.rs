@@ -76,13 +76,35 @@ fn execute(args: VerifyArgs, log: &mut dyn Write) -> Result<Exit, Failure> {
         let target = open().map_err(Failure::Open)?;
         Ok(verify::verify(target.as_ref(), &opts)?)
     };
-    let report = compare()?;
+    let report = match compare() {
+        // A repair of an index that cannot be listed because it is gone (a
+        // Weaviate collection deleted behind the tool's back): the sync's
+        // own prepare creates it again, empty, as the repair's sync would,
+        // and the comparison is made against that.
+        Err(Failure::Verify(verify::Error::Index(e))) if args.repair && !args.dry_run => {
+            let _ = writeln!(
+                log,
+                "[REPAIR] cannot list the index ({e}): preparing it as a sync does, then comparing again"
+            );
+            let open = args.target.opener(state_dir.clone(), chunk)?;
+            open().and_then(|t| t.prepare()).map_err(Failure::Open)?;
+            compare()?
+        }
+        r => r?,
+    };
     print(&args, &report, log);
     keep(&state_dir, &args, &report, log);
     if report.is_clean() || !args.repair {
         return Ok(exit_of(&report));
     }
     let manifest = report.repair_manifest();
+    let unnamed = report.unrepairable();
+    if unnamed > 0 {
+        let _ = writeln!(
+            log,
+            "[WARN] {unnamed} objects name no repo or path (written by another client): no manifest line can remove them; delete them by id (`index export` lists them)"
+        );
+    }
     if args.dry_run {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(&manifest);

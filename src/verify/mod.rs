@@ -177,17 +177,29 @@ impl Report {
             out.push(b'\n');
         };
         for (repo, r) in &self.repos {
-            if r.gone && r.counts.extra > 0 {
+            if r.gone && r.counts.extra > 0 && !repo.is_empty() {
                 line(serde_json::json!({"op": "prune", "repo": repo}));
             }
         }
         for d in &self.drifts {
-            if !self.repos.get(&d.repo).is_some_and(|r| r.gone) {
+            if !self.repos.get(&d.repo).is_some_and(|r| r.gone) && !unnamed(d) {
                 line(serde_json::json!({"op": "update", "repo": d.repo, "path": d.path}));
             }
         }
         out
     }
+
+    /// Differences no manifest line can name: objects without a repo or a
+    /// path (written by another client). A repair leaves them; they are
+    /// removed by id.
+    pub fn unrepairable(&self) -> usize {
+        self.drifts.iter().filter(|d| unnamed(d)).count()
+    }
+}
+
+/// An empty repo or path: a manifest line naming it is malformed.
+fn unnamed(d: &Drift) -> bool {
+    d.repo.is_empty() || d.path.is_empty()
 }
 
 /// What the index holds of one chunk, compactly.

@@ -1,0 +1,450 @@
+//! `index verify [--repair]` on Weaviate: the real binary against the
+//! in-process stand-in. Each kind of drift is made behind the tool's back
+//! through the stand-in's own REST endpoints (an object deleted or written
+//! again with another property, a collection deleted and recreated) or on
+//! the disk (a file or a repo directory removed), or by another state dir
+//! writing the same collection at another chunk size. Each is reported with
+//! the right counts (exit 1), a repair fixes it (exit 0), verify is then
+//! clean (exit 0) and the collection, read back with `index export
+//! --content`, holds exactly the disk by the independent checker of
+//! `tests/support/chunks.rs`. A repair SIGKILLed at random instants ends
+//! exact too.
+
+mod support;
+
+#[allow(unused_imports)]
+#[path = "weaviate_support/mod.rs"]
+mod wsupport;
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::chunks::{assert_exact, export_objects};
+use support::*;
+use uuid::Uuid;
+use wsupport::standin::{Config, Faults, Standin};
+use wsupport::Raw;
+
+const C: &str = "Verify";
+const CHUNK: &str = "256";
+const MAX: u64 = 1 << 20;
+
+/// A sandbox and a stand-in of its own.
+struct Env {
+    s: Sandbox,
+    si: Standin,
+    url: String,
+}
+
+fn env() -> Env {
+    let si = Standin::start(Config {
+        record: false,
+        ..Config::default()
+    })
+    .unwrap();
+    Env {
+        s: sandbox(),
+        url: si.url(),
+        si,
+    }
+}
+
+impl Env {
+    /// The target flags of every command here.
+    fn target(&self) -> Vec<&str> {
+        vec![
+            "--target",
+            "weaviate",
+            "--weaviate-url",
+            &self.url,
+            "--collection",
+            C,
+        ]
+    }
+
+    /// `index sync` of `manifest` into the collection from `state`.
+    fn sync(&self, manifest: &Path, state: &Path, chunk: &str) -> std::process::Output {
+        let mut extra = self.target();
+        extra.extend(["--chunk-size", chunk, "--quiet", "--retry-base-ms", "1"]);
+        sync(manifest, &self.s.root, state, &extra)
+    }
+
+    /// `index verify --json` (and `more`): exit code and the document.
+    fn verify(&self, more: &[&str]) -> (i32, Value) {
+        let mut args = vec!["index", "verify", "--root", arg(&self.s.root), "--json"];
+        args.extend(self.target());
+        args.extend_from_slice(more);
+        let out = run_state(&args, &self.s.state);
+        let doc: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap_or("null"))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "verify --json: {e}: {}{}",
+                    text(&out.stdout),
+                    text(&out.stderr)
+                )
+            });
+        (out.status.code().unwrap_or(-1), doc)
+    }
+
+    /// The arguments of `index verify --repair`.
+    fn repair_args(&self) -> Vec<&str> {
+        let mut args = vec!["index", "verify", "--root", arg(&self.s.root), "--repair"];
+        args.extend(self.target());
+        args.extend(["--state-dir", arg(&self.s.state)]);
+        args
+    }
+
+    /// Every object of the collection, with its text.
+    fn export(&self) -> Vec<support::chunks::Obj> {
+        export_objects(&self.target())
+    }
+
+    fn raw(&self) -> Raw {
+        Raw::new(&self.url, Default::default())
+    }
+
+    /// Delete one object through the stand-in's REST API.
+    fn delete_object(&self, id: Uuid) {
+        assert!(self.si.object(C, id).is_some(), "no object {id} to delete");
+        let (status, reply) =
+            self.raw()
+                .status(Method::DELETE, &format!("/v1/objects/{C}/{id}"), None);
+        assert_eq!(status, 204, "{reply}");
+        assert!(self.si.object(C, id).is_none());
+    }
+
+    /// Write object `id` again, as another client would, with property
+    /// `name` set to `value`.
+    fn rewrite(&self, id: Uuid, name: &str, value: &str) {
+        let mut props = self.si.object(C, id).expect("the object to alter");
+        assert_ne!(props[name], json!(value), "{name} is already {value}");
+        props.insert(name.into(), json!(value));
+        let body = json!({"objects": [{"class": C, "id": id.to_string(), "properties": props}]});
+        let (status, reply) =
+            self.raw()
+                .status(Method::POST, "/v1/batch/objects", Some(&body.to_string()));
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply[0]["result"]["status"], "SUCCESS", "{reply}");
+        assert_eq!(self.si.object(C, id).unwrap()[name], json!(value));
+    }
+}
+
+/// Two repos of files from 0 to ~3 KB (up to a dozen chunks of 256 bytes),
+/// synced into the collection; returns every (repo, path).
+fn indexed(e: &Env) -> Vec<(String, String)> {
+    let mut rng = Rng(0x7e51f1);
+    let mut refs = Vec::new();
+    let mut manifest = String::new();
+    for i in 0..24 {
+        let repo = ["A", "B"][i % 2];
+        let path = format!("src/f{i}.rs");
+        let full = e.s.root.join(repo).join(&path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        let mut body = String::new();
+        let size = [0, 40, 300, 900, 3000][i % 5];
+        while body.len() < size {
+            body.push_str(&format!(
+                "fn f{}() -> u64 {{ {} }}\n",
+                body.len(),
+                rng.next()
+            ));
+        }
+        std::fs::write(&full, body).unwrap();
+        manifest.push_str(&json!({"op": "add", "repo": repo, "path": path}).to_string());
+        manifest.push('\n');
+        refs.push((repo.to_owned(), path));
+    }
+    std::fs::write(e.s.dir.join("changes.jsonl"), manifest).unwrap();
+    expect_code(
+        &e.sync(&e.s.dir.join("changes.jsonl"), &e.s.state, CHUNK),
+        0,
+    );
+    let (code, doc) = e.verify(&[]);
+    assert_eq!((code, totals(&doc)), (0, (0, 0, 0)), "fresh: {doc}");
+    assert_eq!(doc["total"]["files"].as_u64(), Some(refs.len() as u64));
+    refs
+}
+
+fn totals(doc: &Value) -> (u64, u64, u64) {
+    let t = &doc["total"];
+    let n = |k: &str| {
+        t[k].as_u64()
+            .unwrap_or_else(|| panic!("no total.{k}: {doc}"))
+    };
+    (n("missing"), n("extra"), n("stale"))
+}
+
+/// Report → repair → clean, and the collection then holds exactly the disk.
+fn repaired(e: &Env, refs: &[(String, String)], want: (u64, u64, u64)) {
+    let (code, doc) = e.verify(&[]);
+    assert_eq!((code, totals(&doc)), (1, want), "{doc}");
+    let out = run(&e.repair_args());
+    let err = expect_code(&out, 0);
+    assert!(err.contains("[REPAIR]"), "{err}");
+    let (code, doc) = e.verify(&[]);
+    assert_eq!((code, totals(&doc)), (0, (0, 0, 0)), "{doc}");
+    assert_exact(&e.export(), &e.s.root, refs, MAX, 256);
+}
+
+/// SPEC's id of chunk `k`: UUIDv5 in the URL namespace.
+fn chunk_id(repo: &str, path: &str, k: u64) -> Uuid {
+    let name = if k == 0 {
+        format!("elysiactl://{repo}/{path}")
+    } else {
+        format!("elysiactl://{repo}/{path}//{k}")
+    };
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
+}
+
+#[test]
+fn an_object_deleted_behind_the_tools_back_is_missing_and_repaired() {
+    let e = env();
+    let refs = indexed(&e);
+    e.delete_object(chunk_id("A", "src/f2.rs", 0));
+    repaired(&e, &refs, (1, 0, 0));
+}
+
+#[test]
+fn a_chunk_missing_from_the_middle_of_a_file_is_reported_and_repaired() {
+    let e = env();
+    let refs = indexed(&e);
+    // f4 is ~3000 bytes: a dozen chunks.
+    e.delete_object(chunk_id("A", "src/f4.rs", 3));
+    let (_, doc) = e.verify(&[]);
+    let why = doc["repos"]["A"]["first"][0]["why"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no first drift of A: {doc}"))
+        .to_owned();
+    assert!(why.contains("chunk 3 of"), "{why}");
+    repaired(&e, &refs, (1, 0, 0));
+}
+
+#[test]
+fn an_altered_content_or_hash_is_stale_and_repaired() {
+    let e = env();
+    let refs = indexed(&e);
+    e.rewrite(
+        chunk_id("A", "src/f2.rs", 0),
+        "content",
+        "edited by another client",
+    );
+    e.rewrite(
+        chunk_id("B", "src/f3.rs", 1),
+        "contentSha256",
+        &"0".repeat(64),
+    );
+    repaired(&e, &refs, (0, 0, 2));
+}
+
+#[test]
+fn an_extra_object_for_a_gone_file_and_a_removed_repo_are_removed() {
+    let e = env();
+    let mut refs = indexed(&e);
+    std::fs::remove_file(e.s.root.join("A/src/f4.rs")).unwrap();
+    std::fs::remove_dir_all(e.s.root.join("B")).unwrap();
+    let (code, doc) = e.verify(&[]);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(doc["repos"]["B"]["gone"], true, "{doc}");
+    assert_eq!(doc["repos"]["A"]["extra"], 1, "{doc}");
+    // 12 files of B are extra, and f4 of A.
+    refs.retain(|(r, _)| r != "B");
+    repaired(&e, &refs, (0, 13, 0));
+    let objs = e.export();
+    assert!(objs.iter().all(|o| o.repo != "B" && o.path != "src/f4.rs"));
+}
+
+#[test]
+fn objects_of_another_chunk_size_are_stale_and_repaired() {
+    let e = env();
+    let refs = indexed(&e);
+    // Another state dir writes the same files into the same collection at
+    // 1024: every file over 256 bytes now has another chunking there.
+    let other = e.s.dir.join("other");
+    expect_code(&e.sync(&e.s.dir.join("changes.jsonl"), &other, "1024"), 0);
+    let over: u64 = refs
+        .iter()
+        .filter(|(r, p)| std::fs::metadata(e.s.root.join(r).join(p)).unwrap().len() > 256)
+        .count() as u64;
+    assert!(over >= 8, "only {over} files of 2+ chunks at 256");
+    repaired(&e, &refs, (0, 0, over));
+}
+
+#[test]
+fn a_collection_deleted_and_recreated_empty_is_all_missing_and_rebuilt_by_repair() {
+    let e = env();
+    let refs = indexed(&e);
+    let class = e.si.class(C).expect("the collection");
+    let raw = e.raw();
+    let (status, reply) = raw.status(Method::DELETE, &format!("/v1/schema/{C}"), None);
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) = raw.status(Method::POST, "/v1/schema", Some(&class.to_string()));
+    assert_eq!(status, 200, "{reply}");
+    assert!(e.si.dump().is_empty());
+    // Every file, the empty ones too (one empty chunk each).
+    repaired(&e, &refs, (refs.len() as u64, 0, 0));
+}
+
+#[test]
+fn a_collection_recreated_by_a_syncs_prepare_is_all_missing_and_rebuilt_by_repair() {
+    let e = env();
+    let refs = indexed(&e);
+    let (status, reply) = e
+        .raw()
+        .status(Method::DELETE, &format!("/v1/schema/{C}"), None);
+    assert_eq!(status, 200, "{reply}");
+    assert!(e.si.class(C).is_none());
+    // A sync with nothing to do creates the collection again, empty.
+    let empty = e.s.dir.join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let out = e.sync(&empty, &e.s.state, CHUNK);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(e.si.class(C).is_some(), "the sync did not create the class");
+    assert!(e.si.dump().is_empty());
+    repaired(&e, &refs, (refs.len() as u64, 0, 0));
+}
+
+#[test]
+fn a_repair_killed_at_random_instants_ends_exact() {
+    let e = env();
+    let refs = indexed(&e);
+    // The collection loses everything and the disk gains 2,000 files: the
+    // repair has some 7,000 chunks to write.
+    let mut more = Vec::new();
+    for i in 0..2000 {
+        let path = format!("bulk/g{i}.rs");
+        let full = e.s.root.join("A").join(&path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(&full, "fn g() {}\n".repeat(30 + i % 50)).unwrap();
+        more.push(("A".to_owned(), path));
+    }
+    let class = e.si.class(C).unwrap();
+    let raw = e.raw();
+    assert_eq!(
+        raw.status(Method::DELETE, &format!("/v1/schema/{C}"), None)
+            .0,
+        200
+    );
+    assert_eq!(
+        raw.status(Method::POST, "/v1/schema", Some(&class.to_string()))
+            .0,
+        200
+    );
+    let mut all = refs;
+    all.extend(more);
+    let (code, doc) = e.verify(&[]);
+    assert_eq!((code, totals(&doc)), (1, (all.len() as u64, 0, 0)), "{doc}");
+
+    // Batch writes answered 20 ms late: the repair spends its time writing
+    // rather than comparing, so random instants land in the writes.
+    e.si.set_faults(Faults {
+        latency_ms: 20,
+        ..Faults::default()
+    });
+    let mut args = e.repair_args();
+    args.push("--quiet");
+    let mut rng = Rng(0x5eed_ba11);
+    let mut kills = 0;
+    let mut partial = 0;
+    for _ in 0..40 {
+        if kills >= 10 {
+            break;
+        }
+        // Each life compares before it writes: the instants cover the
+        // comparison, the writes and the end.
+        let wait = Duration::from_millis(50 + rng.below(1000));
+        let before = e.si.dump().len();
+        let (killed, _) = run_killed_after(&args, false, wait);
+        kills += usize::from(killed);
+        let after = e.si.dump().len();
+        // A life that changed the collection before its kill was killed
+        // while it wrote, not only while it compared.
+        partial += usize::from(killed && after != before);
+    }
+    eprintln!("{kills} kills, {partial} while writing");
+    assert!(kills >= 10, "only {kills} kills landed");
+    assert!(partial >= 3, "only {partial} kills landed while writing");
+    let out = run(&args);
+    expect_code(&out, 0);
+    let (code, doc) = e.verify(&[]);
+    assert_eq!((code, totals(&doc)), (0, (0, 0, 0)), "{doc}");
+    assert_exact(&e.export(), &e.s.root, &all, MAX, 256);
+}
+
+#[test]
+fn a_deleted_collection_cannot_be_read_by_verify_and_is_recreated_and_rebuilt_by_repair() {
+    let e = env();
+    let refs = indexed(&e);
+    let (status, reply) = e
+        .raw()
+        .status(Method::DELETE, &format!("/v1/schema/{C}"), None);
+    assert_eq!(status, 200, "{reply}");
+    let mut args = vec!["index", "verify", "--root", arg(&e.s.root)];
+    args.extend(e.target());
+    let err = expect_code(&run_state(&args, &e.s.state), 3);
+    assert!(err.contains("cannot read the index"), "{err}");
+    assert!(e.si.class(C).is_none(), "a verify created the collection");
+    let out = run(&e.repair_args());
+    let err = expect_code(&out, 0);
+    assert!(err.contains("[REPAIR]"), "{err}");
+    let (code, doc) = e.verify(&[]);
+    assert_eq!((code, totals(&doc)), (0, (0, 0, 0)), "{doc}");
+    assert_exact(&e.export(), &e.s.root, &refs, MAX, 256);
+}
+
+/// Write `props` as a new object of the collection under `id`.
+fn write_object(e: &Env, id: Uuid, props: &serde_json::Map<String, Value>) {
+    let body = json!({"objects": [{"class": C, "id": id.to_string(), "properties": props}]});
+    let (status, reply) =
+        e.raw()
+            .status(Method::POST, "/v1/batch/objects", Some(&body.to_string()));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply[0]["result"]["status"], "SUCCESS", "{reply}");
+}
+
+#[test]
+fn an_object_naming_no_repo_is_extra_and_left_by_repair_without_a_failed_line() {
+    let e = env();
+    let refs = indexed(&e);
+    let mut props = e.si.object(C, chunk_id("A", "src/f2.rs", 0)).unwrap();
+    props.remove("repo");
+    props.remove("path");
+    let foreign = Uuid::new_v4();
+    write_object(&e, foreign, &props);
+    let (code, doc) = e.verify(&[]);
+    assert_eq!((code, totals(&doc)), (1, (0, 1, 0)), "{doc}");
+    assert_eq!(doc["repos"][""]["extra"], 1, "{doc}");
+    // No manifest line can name it: the repair says so and fails no line.
+    let out = run(&e.repair_args());
+    let err = expect_code(&out, 1);
+    assert!(err.contains("1 objects name no repo or path"), "{err}");
+    assert!(!err.contains("[FAILED]"), "{err}");
+    // Removed by id, as the warning says, the index is exact.
+    e.delete_object(foreign);
+    let (code, doc) = e.verify(&[]);
+    assert_eq!((code, totals(&doc)), (0, (0, 0, 0)), "{doc}");
+    assert_exact(&e.export(), &e.s.root, &refs, MAX, 256);
+}
+
+/// Known bug, outside verify: a Weaviate upsert removes only the file's
+/// chunks numbered from its new count up (`surplus_filter`), so a copy of a
+/// chunk under another id (written by another client) survives every
+/// repair, which then exits 1 for ever. The local index is not affected
+/// (an upsert deletes every object of the file by its `file` key).
+#[test]
+#[ignore = "bug in src/target/weaviate: an upsert leaves a file's objects under foreign ids"]
+fn a_chunk_copied_under_another_id_is_stale_and_repaired() {
+    let e = env();
+    let refs = indexed(&e);
+    let props = e.si.object(C, chunk_id("A", "src/f2.rs", 0)).unwrap();
+    write_object(&e, Uuid::new_v4(), &props);
+    let (_, doc) = e.verify(&[]);
+    let why = doc["repos"]["A"]["first"][0]["why"].as_str().unwrap_or("");
+    assert!(why.contains("stored twice"), "{doc}");
+    repaired(&e, &refs, (0, 0, 1));
+}
