@@ -437,7 +437,6 @@ fn an_object_naming_no_repo_is_extra_and_left_by_repair_without_a_failed_line() 
 /// repair, which then exits 1 for ever. The local index is not affected
 /// (an upsert deletes every object of the file by its `file` key).
 #[test]
-#[ignore = "bug in src/target/weaviate: an upsert leaves a file's objects under foreign ids"]
 fn a_chunk_copied_under_another_id_is_stale_and_repaired() {
     let e = env();
     let refs = indexed(&e);

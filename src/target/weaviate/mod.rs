@@ -1,9 +1,9 @@
 //! The Weaviate target: a batch of ops becomes one `POST /v1/batch/objects`
-//! (every chunk of every upserted file) beside one `DELETE /v1/batch/objects`
-//! (every object of each deleted file, by repo and path), then one more
-//! `DELETE` of the upserted files' surplus chunks (numbered from the new
-//! count up) once their new chunks are in; each tried once per
-//! [`Target::apply`] call; the sync loop owns retries.
+//! (every chunk of every upserted file), then one `DELETE /v1/batch/objects`
+//! by filter: every object of each deleted file (by repo and path) and every
+//! object of each written file but its current chunks. Each is tried once
+//! per [`Target::apply`] call (the delete gets a few quick local retries);
+//! the sync loop owns retries.
 //!
 //! Invariants:
 //! - ids are deterministic (`target::object_id`), so resending any request
@@ -362,8 +362,8 @@ impl WeaviateTarget {
             }
         };
         // 2. One delete: every object of each deleted file, and for each
-        // file just written its chunks numbered from its new count up (what
-        // an earlier, longer version left). Only after the new chunks are
+        // file just written every object but its current chunks (what an
+        // earlier, longer version left, or a copy under another id). Only after the new chunks are
         // in, so a file being updated is never absent from search; a kill
         // between the two leaves the batch unrecorded in the WAL, and the
         // next run writes and removes again.
@@ -374,7 +374,8 @@ impl WeaviateTarget {
             .map(|(_, repo, path)| wire::file_filter(repo, path))
             .chain(written.iter().map(|&i| {
                 let d = reduced.upserts[i];
-                wire::surplus_filter(&d.repo, &d.path, d.chunk_count())
+                let keep: Vec<Uuid> = d.chunks.iter().map(|c| c.id).collect();
+                wire::surplus_filter(&d.repo, &d.path, &keep)
             }))
             .collect();
         let del_outcome = match self.delete_where(filters).await {

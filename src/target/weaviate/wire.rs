@@ -45,13 +45,15 @@ pub fn file_filter(repo: &str, path: &str) -> Value {
     json!({"operator": "And", "operands": [text_equal("repo", repo), text_equal("path", path)]})
 }
 
-/// The chunks of `repo`/`path` numbered `from` and up: what an earlier,
-/// longer version of the file left beyond its current chunks.
-pub fn surplus_filter(repo: &str, path: &str, from: u32) -> Value {
+/// Every object of `repo`/`path` but its current chunks `keep`: what an
+/// earlier, longer version left beyond the new count, and any copy another
+/// client wrote under another id.
+pub fn surplus_filter(repo: &str, path: &str, keep: &[Uuid]) -> Value {
+    let keep: Vec<String> = keep.iter().map(Uuid::to_string).collect();
     json!({"operator": "And", "operands": [
         text_equal("repo", repo),
         text_equal("path", path),
-        {"path": ["chunk"], "operator": "GreaterThanEqual", "valueInt": from},
+        {"path": ["id"], "operator": "ContainsNone", "valueTextArray": keep},
     ]})
 }
 
@@ -167,11 +169,12 @@ mod tests {
 
     #[test]
     fn surplus_filter_matches_chunks_from_the_new_count_of_one_file() {
-        let body = batch_delete_where("C", vec![surplus_filter("R", "a.rs", 2)]);
+        let keep = [object_id("R", "a.rs")];
+        let body = batch_delete_where("C", vec![surplus_filter("R", "a.rs", &keep)]);
         let w = &body["match"]["where"];
         assert_eq!(w["operator"], "And");
-        assert_eq!(w["operands"][2]["operator"], "GreaterThanEqual");
-        assert_eq!(w["operands"][2]["valueInt"], 2);
+        assert_eq!(w["operands"][2]["operator"], "ContainsNone");
+        assert_eq!(w["operands"][2]["valueTextArray"][0], keep[0].to_string());
         let two = batch_delete_where("C", vec![file_filter("R", "a"), file_filter("R", "b")]);
         assert_eq!(two["match"]["where"]["operator"], "Or");
         assert_eq!(
