@@ -35,6 +35,9 @@ pub enum Filter {
         path: String,
         op: String,
         values: Vec<Value>,
+        /// `values` as a set, when they are many strings (an elysiactl
+        /// delete names thousands of paths and ids): membership in O(1).
+        set: Option<std::collections::HashSet<String>>,
     },
 }
 
@@ -123,7 +126,10 @@ pub fn parse(v: &Value) -> Result<Filter, String> {
     {
         return Err(format!("the id can only be compared to text, got {field}"));
     }
+    let set = (values.len() > 8 && values.iter().all(Value::is_string))
+        .then(|| values.iter().filter_map(Value::as_str).map(str::to_owned).collect());
     Ok(Filter::Leaf {
+        set,
         path: if name == "_id" {
             "id".into()
         } else {
@@ -151,21 +157,22 @@ fn collect_files(f: &Filter, set: &mut FileSet) -> bool {
     match f {
         Filter::Or(fs) => fs.iter().all(|f| collect_files(f, set)),
         Filter::And(fs) => {
-            let equal = |name: &str| {
+            // `name Equal v`, or `name ContainsAny [v…]`: the values.
+            let named = |name: &str| {
                 fs.iter().find_map(|f| match f {
-                    Filter::Leaf { path, op, values }
-                        if path == name && op == "Equal" && values.len() == 1 =>
-                    {
-                        values[0].as_str()
-                    }
+                    Filter::Leaf {
+                        path, op, values, ..
+                    } if path == name && (op == "Equal" || op == "ContainsAny") => values
+                        .iter()
+                        .map(|v| v.as_str())
+                        .collect::<Option<Vec<&str>>>(),
                     _ => None,
                 })
             };
-            match (equal("repo"), equal("path")) {
-                (Some(repo), Some(path)) => {
-                    set.entry(repo.to_owned())
-                        .or_default()
-                        .insert(path.to_owned());
+            match (named("repo"), named("path")) {
+                (Some(repos), Some(paths)) if repos.len() == 1 => {
+                    let entry = set.entry(repos[0].to_owned()).or_default();
+                    entry.extend(paths.into_iter().map(str::to_owned));
                     true
                 }
                 _ => false,
@@ -180,7 +187,12 @@ pub fn matches(f: &Filter, id: &Uuid, props: &Map<String, Value>) -> bool {
         Filter::And(fs) => fs.iter().all(|f| matches(f, id, props)),
         Filter::Or(fs) => fs.iter().any(|f| matches(f, id, props)),
         Filter::Not(f) => !matches(f, id, props),
-        Filter::Leaf { path, op, values } => {
+        Filter::Leaf {
+            path,
+            op,
+            values,
+            set,
+        } => {
             let have: Vec<Value> = if path == "id" {
                 vec![Value::String(id.to_string())]
             } else {
@@ -195,6 +207,16 @@ pub fn matches(f: &Filter, id: &Uuid, props: &Map<String, Value>) -> bool {
                 _ => a == b,
             };
             let has = |v: &Value| have.iter().any(|h| eq(h, v));
+            let any_in_set = |set: &std::collections::HashSet<String>| {
+                have.iter()
+                    .filter_map(Value::as_str)
+                    .any(|h| set.contains(h))
+            };
+            match (op.as_str(), set) {
+                ("ContainsAny", Some(set)) => return any_in_set(set),
+                ("ContainsNone", Some(set)) => return !any_in_set(set),
+                _ => {}
+            }
             match op.as_str() {
                 "Equal" => !have.is_empty() && values.iter().all(has),
                 "NotEqual" => have.is_empty() || !values.iter().all(has),

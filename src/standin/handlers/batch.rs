@@ -47,21 +47,34 @@ pub(super) fn batch_ids(method: &Method, body: &[u8]) -> Vec<Uuid> {
     fn walk(w: &Value, out: &mut Vec<Uuid>) {
         if let Some(ops) = w.get("operands").and_then(Value::as_array) {
             ops.iter().for_each(|o| walk(o, out));
-            // elysiactl deletes a file's chunks by `repo` and `path`: such a
-            // filter names the file, logged as its id (chunk 0's).
-            let equal = |name: &str| {
-                ops.iter().find_map(|o| {
-                    let on = o.get("path").and_then(Value::as_array)?;
-                    let is_equal = o.get("operator").and_then(Value::as_str) == Some("Equal");
-                    (is_equal && matches!(on.as_slice(), [Value::String(s)] if s == name))
-                        .then(|| o.get("valueText").and_then(Value::as_str))
-                        .flatten()
-                })
+            // elysiactl deletes a file's chunks by `repo` and `path` (one,
+            // or several with ContainsAny): such a filter names the files,
+            // logged as their ids (chunk 0's).
+            let named = |name: &str| -> Vec<String> {
+                ops.iter()
+                    .find(|o| {
+                        let on = o.get("path").and_then(Value::as_array);
+                        on.is_some_and(|p| matches!(p.as_slice(), [Value::String(s)] if s == name))
+                    })
+                    .map(|o| {
+                        let one = o.get("valueText").into_iter();
+                        let many = o
+                            .get("valueTextArray")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten();
+                        one.chain(many)
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default()
             };
             let is_and = w.get("operator").and_then(Value::as_str) == Some("And");
-            if let (true, Some(repo), Some(path)) = (is_and, equal("repo"), equal("path")) {
-                let name = format!("elysiactl://{repo}/{path}");
-                out.push(Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()));
+            if let (true, [repo]) = (is_and, named("repo").as_slice()) {
+                for path in named("path") {
+                    let name = format!("elysiactl://{repo}/{path}");
+                    out.push(Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()));
+                }
             }
         }
         let on_id = w

@@ -368,16 +368,13 @@ impl WeaviateTarget {
         // between the two leaves the batch unrecorded in the WAL, and the
         // next run writes and removes again.
         let written: Vec<usize> = (0..up.len()).filter(|&i| up[i].is_ok()).collect();
-        let filters: Vec<Value> = reduced
+        let deleted: Vec<(&str, &str)> = reduced
             .deletes
             .iter()
-            .map(|(_, repo, path)| wire::file_filter(repo, path))
-            .chain(written.iter().map(|&i| {
-                let d = reduced.upserts[i];
-                let keep: Vec<Uuid> = d.chunks.iter().map(|c| c.id).collect();
-                wire::surplus_filter(&d.repo, &d.path, &keep)
-            }))
+            .map(|(_, repo, path)| (*repo, *path))
             .collect();
+        let written_docs: Vec<&Document> = written.iter().map(|&i| reduced.upserts[i]).collect();
+        let filters = wire::delete_filters(&deleted, &written_docs);
         let del_outcome = match self.delete_where(filters).await {
             Ok(failure) => delete_outcome(failure),
             Err(e) if e.is_fatal() || e.retry_after().is_some() => return Err(e),

@@ -39,22 +39,48 @@ fn text_equal(property: &str, value: &str) -> Value {
     json!({"path": [property], "operator": "Equal", "valueText": value})
 }
 
-/// Every object of `repo`/`path`: all its chunks, and a whole-file object
-/// from before chunked objects.
-pub fn file_filter(repo: &str, path: &str) -> Value {
-    json!({"operator": "And", "operands": [text_equal("repo", repo), text_equal("path", path)]})
+/// `property` is one of `values`: `Equal` for one, `ContainsAny` for more
+/// (whole values under `field` tokenization).
+fn one_of(property: &str, values: Vec<String>) -> Value {
+    match <[String; 1]>::try_from(values) {
+        Ok([v]) => text_equal(property, &v),
+        Err(vs) => json!({"path": [property], "operator": "ContainsAny", "valueTextArray": vs}),
+    }
 }
 
-/// Every object of `repo`/`path` but its current chunks `keep`: what an
-/// earlier, longer version left beyond the new count, and any copy another
-/// client wrote under another id.
-pub fn surplus_filter(repo: &str, path: &str, keep: &[Uuid]) -> Value {
-    let keep: Vec<String> = keep.iter().map(Uuid::to_string).collect();
-    json!({"operator": "And", "operands": [
-        text_equal("repo", repo),
-        text_equal("path", path),
-        {"path": ["id"], "operator": "ContainsNone", "valueTextArray": keep},
-    ]})
+/// The filters of a batch's one delete, one or two per repo rather than one
+/// per file (a filter of thousands of operands is slow to evaluate):
+/// every object of the `deleted` files (`And[repo = R, path ContainsAny
+/// […]]`), and every object of the `written` files but their current chunks
+/// (`And[repo = R, path ContainsAny […], id ContainsNone [their chunks'
+/// ids]]`). Chunk ids are unique to their file, so keeping the union of a
+/// repo's kept ids keeps exactly each file's own chunks.
+pub fn delete_filters(deleted: &[(&str, &str)], written: &[&Document]) -> Vec<Value> {
+    use std::collections::BTreeMap;
+    let mut gone: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (repo, path) in deleted {
+        gone.entry(repo).or_default().push((*path).to_owned());
+    }
+    let mut kept: BTreeMap<&str, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for d in written {
+        let (paths, ids) = kept.entry(d.repo.as_str()).or_default();
+        paths.push(d.path.clone());
+        ids.extend(d.chunks.iter().map(|c| c.id.to_string()));
+    }
+    let mut out: Vec<Value> = gone
+        .into_iter()
+        .map(|(repo, paths)| {
+            json!({"operator": "And", "operands": [text_equal("repo", repo), one_of("path", paths)]})
+        })
+        .collect();
+    out.extend(kept.into_iter().map(|(repo, (paths, ids))| {
+        json!({"operator": "And", "operands": [
+            text_equal("repo", repo),
+            one_of("path", paths),
+            {"path": ["id"], "operator": "ContainsNone", "valueTextArray": ids},
+        ]})
+    }));
+    out
 }
 
 /// Body of `DELETE /v1/batch/objects` removing from `class` every object
@@ -168,18 +194,23 @@ mod tests {
     }
 
     #[test]
-    fn surplus_filter_matches_chunks_from_the_new_count_of_one_file() {
-        let keep = [object_id("R", "a.rs")];
-        let body = batch_delete_where("C", vec![surplus_filter("R", "a.rs", &keep)]);
-        let w = &body["match"]["where"];
-        assert_eq!(w["operator"], "And");
-        assert_eq!(w["operands"][2]["operator"], "ContainsNone");
-        assert_eq!(w["operands"][2]["valueTextArray"][0], keep[0].to_string());
-        let two = batch_delete_where("C", vec![file_filter("R", "a"), file_filter("R", "b")]);
-        assert_eq!(two["match"]["where"]["operator"], "Or");
+    fn one_delete_filter_per_repo_keeps_each_written_file_s_chunks() {
+        let (a, b) = (doc("a.rs", "x"), doc("b.rs", "y"));
+        let filters = delete_filters(&[("R", "gone.rs"), ("S", "old.rs")], &[&a, &b]);
+        assert_eq!(filters.len(), 3, "{filters:?}");
+        // Deleted files: repo R and repo S, one path each.
+        assert_eq!(filters[0]["operands"][1]["operator"], "Equal");
+        assert_eq!(filters[1]["operands"][0]["valueText"], "S");
+        // Written files of R: both paths, their chunk ids kept.
+        let w = &filters[2]["operands"];
+        assert_eq!(w[1]["operator"], "ContainsAny");
+        assert_eq!(w[1]["valueTextArray"], serde_json::json!(["a.rs", "b.rs"]));
+        assert_eq!(w[2]["operator"], "ContainsNone");
         assert_eq!(
-            two["match"]["where"]["operands"].as_array().unwrap().len(),
-            2
+            w[2]["valueTextArray"],
+            serde_json::json!([a.id.to_string(), b.id.to_string()])
         );
+        let body = batch_delete_where("C", filters);
+        assert_eq!(body["match"]["where"]["operator"], "Or");
     }
 }
