@@ -342,16 +342,31 @@ fn a_sync_that_finds_its_index_deleted_says_so_until_a_repair() {
     let metrics = s.dir.join("sync.prom");
     let args = ["--chunk-size", CHUNK, "--metrics-file", arg(&metrics)];
     let err = expect_code(&sync(&empty, &s.root, &s.state, &args), 1);
-    assert_contains_all(&err, &["[INDEX_LOST]", "index verify --repair", "partially_complete"]);
-    assert!(status(&s.state)["index_lost"]["detected_ms"].as_u64().is_some());
+    assert_contains_all(
+        &err,
+        &[
+            "[INDEX_LOST]",
+            "index verify --repair",
+            "partially_complete",
+        ],
+    );
+    assert!(status(&s.state)["index_lost"]["detected_ms"]
+        .as_u64()
+        .is_some());
     assert!(std::fs::read_to_string(&metrics)
         .unwrap()
         .contains("elysiactl_index_lost 1"));
     // It stays so on the next run, even with work done meanwhile.
-    let err = expect_code(&sync(&s.dir.join("changes.jsonl"), &s.root, &s.state, &args), 1);
+    let err = expect_code(
+        &sync(&s.dir.join("changes.jsonl"), &s.root, &s.state, &args),
+        1,
+    );
     assert!(err.contains("[INDEX_LOST]"), "{err}");
     // A repair makes the index equal the disk and clears the mark.
-    let out = run_state(&["index", "verify", "--root", arg(&s.root), "--repair"], &s.state);
+    let out = run_state(
+        &["index", "verify", "--root", arg(&s.root), "--repair"],
+        &s.state,
+    );
     expect_code(&out, 0);
     assert!(status(&s.state)["index_lost"].is_null());
     assert_eq!(status(&s.state)["last_verify"]["equal"], true);
@@ -360,5 +375,11 @@ fn a_sync_that_finds_its_index_deleted_says_so_until_a_repair() {
     assert!(std::fs::read_to_string(&metrics)
         .unwrap()
         .contains("elysiactl_index_lost 0"));
-    assert_exact(&export_objects(&["--state-dir", arg(&s.state)]), &s.root, &refs, 1 << 20, 256);
+    assert_exact(
+        &export_objects(&["--state-dir", arg(&s.state)]),
+        &s.root,
+        &refs,
+        1 << 20,
+        256,
+    );
 }

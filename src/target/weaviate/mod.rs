@@ -32,6 +32,7 @@ pub mod config;
 mod listing;
 pub mod redact;
 pub mod schema;
+pub mod search;
 pub mod wire;
 
 use std::collections::HashMap;
