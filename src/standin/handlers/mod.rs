@@ -11,6 +11,7 @@
 
 mod batch;
 mod control;
+mod graphql;
 mod objects;
 mod schema;
 
@@ -397,6 +398,7 @@ fn route(
         },
         (&Method::DELETE, ["batch", "objects"]) => batch_delete(shared, st, params, body),
         (&Method::GET, ["objects"]) => list_objects(st, params),
+        (&Method::POST, ["graphql"]) => graphql::graphql(st, body),
         (m, ["objects", class, id]) => object(st, m, class, id),
         (&Method::GET, ["schema"]) => {
             let classes: Vec<&Value> = st.classes.values().collect();
