@@ -227,16 +227,22 @@ pub fn snippet(content: &str, query: &str) -> String {
         return collapse(&content.chars().take(120).collect::<String>());
     };
     // Start a little before the match, at a word's start.
-    let mut from = 0;
-    for (back, (i, c)) in content[..first.start].char_indices().rev().enumerate() {
-        if back >= 40 {
-            from = if from == 0 { first.start } else { from };
-            break;
-        }
-        if c.is_whitespace() {
-            from = i + c.len_utf8();
-        }
-    }
+    // Start a little before the match: at the content's start when that is
+    // near, else after the earliest space within 40 characters back.
+    let before: Vec<(usize, char)> = content[..first.start]
+        .char_indices()
+        .rev()
+        .take(41)
+        .collect();
+    let from = if before.len() <= 40 {
+        0
+    } else {
+        before
+            .iter()
+            .take(40)
+            .rfind(|(_, c)| c.is_whitespace())
+            .map_or(first.start, |(i, c)| i + c.len_utf8())
+    };
     let to = content[from..]
         .char_indices()
         .nth(SNIPPET_CHARS)

@@ -332,6 +332,9 @@ pub fn graphql(st: &State, body: &[u8]) -> Resp {
     reply(200, Some(&json!({ "data": data })))
 }
 
+/// An object with its score (bm25, hybrid) or distance (nearText).
+type Ranked<'a> = (&'a Uuid, &'a Map<String, Value>, Option<f64>, Option<f64>);
+
 fn get_class(st: &State, f: &Field) -> R<Value> {
     let class = upper_first(&f.name);
     let Some(def) = st.classes.get(&class) else {
@@ -443,67 +446,64 @@ fn get_class(st: &State, f: &Field) -> R<Value> {
         .filter(|(id, p, _)| filter.as_ref().is_none_or(|fl| filter::matches(fl, id, p)))
         .collect();
     // (id, properties, score, distance)
-    let mut ranked: Vec<(&Uuid, &Map<String, Value>, Option<f64>, Option<f64>)> =
-        if f.args.contains_key("bm25") {
-            let terms = distinct(&text_arg("bm25", "query")?);
-            admitted
-                .iter()
-                .map(|(id, p, dw)| (*id, *p, Some(bm25(&terms, dw)), None))
-                .filter(|h| h.2 > Some(0.0))
-                .collect()
-        } else if f.args.contains_key("hybrid") {
-            let text = text_arg("hybrid", "query")?;
-            let alpha = f.args["hybrid"]
-                .get("alpha")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.75);
-            let terms = distinct(&text);
-            let qw = words(&text);
-            let both: Vec<(f64, f64)> = admitted
-                .iter()
-                .map(|(_, _, dw)| (bm25(&terms, dw), cosine(&qw, dw)))
-                .collect();
-            let max = |sel: fn(&(f64, f64)) -> f64| both.iter().map(sel).fold(0.0_f64, f64::max);
-            let (mb, mc) = (max(|x| x.0), max(|x| x.1));
-            let norm = |x: f64, m: f64| if m > 0.0 { x / m } else { 0.0 };
-            admitted
-                .iter()
-                .zip(&both)
-                .map(|((id, p, _), (b, c))| {
-                    let s = (1.0 - alpha) * norm(*b, mb) + alpha * norm(*c, mc);
-                    (*id, *p, Some(s), None)
-                })
-                .filter(|h| h.2 > Some(0.0))
-                .collect()
-        } else if let Some(nt) = f.args.get("nearText") {
-            let concepts: Vec<String> = nt
-                .get("concepts")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
-            if concepts.is_empty() {
-                return Err("nearText: concepts is required".into());
-            }
-            let qw = words(&concepts.join(" "));
-            admitted
-                .iter()
-                .map(|(id, p, dw)| (*id, *p, None, Some(1.0 - cosine(&qw, dw))))
-                .collect()
-        } else {
-            admitted
-                .iter()
-                .map(|(id, p, _)| (*id, *p, None, None))
-                .collect()
-        };
+    let mut ranked: Vec<Ranked<'_>> = if f.args.contains_key("bm25") {
+        let terms = distinct(&text_arg("bm25", "query")?);
+        admitted
+            .iter()
+            .map(|(id, p, dw)| (*id, *p, Some(bm25(&terms, dw)), None))
+            .filter(|h| h.2 > Some(0.0))
+            .collect()
+    } else if f.args.contains_key("hybrid") {
+        let text = text_arg("hybrid", "query")?;
+        let alpha = f.args["hybrid"]
+            .get("alpha")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.75);
+        let terms = distinct(&text);
+        let qw = words(&text);
+        let both: Vec<(f64, f64)> = admitted
+            .iter()
+            .map(|(_, _, dw)| (bm25(&terms, dw), cosine(&qw, dw)))
+            .collect();
+        let max = |sel: fn(&(f64, f64)) -> f64| both.iter().map(sel).fold(0.0_f64, f64::max);
+        let (mb, mc) = (max(|x| x.0), max(|x| x.1));
+        let norm = |x: f64, m: f64| if m > 0.0 { x / m } else { 0.0 };
+        admitted
+            .iter()
+            .zip(&both)
+            .map(|((id, p, _), (b, c))| {
+                let s = (1.0 - alpha) * norm(*b, mb) + alpha * norm(*c, mc);
+                (*id, *p, Some(s), None)
+            })
+            .filter(|h| h.2 > Some(0.0))
+            .collect()
+    } else if let Some(nt) = f.args.get("nearText") {
+        let concepts: Vec<String> = nt
+            .get("concepts")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if concepts.is_empty() {
+            return Err("nearText: concepts is required".into());
+        }
+        let qw = words(&concepts.join(" "));
+        admitted
+            .iter()
+            .map(|(id, p, dw)| (*id, *p, None, Some(1.0 - cosine(&qw, dw))))
+            .collect()
+    } else {
+        admitted
+            .iter()
+            .map(|(id, p, _)| (*id, *p, None, None))
+            .collect()
+    };
     ranked.sort_by(|a, b| {
-        let key = |h: &(&Uuid, &Map<String, Value>, Option<f64>, Option<f64>)| {
-            h.2.map(|s| -s).or(h.3).unwrap_or(0.0)
-        };
+        let key = |h: &Ranked<'_>| h.2.map(|s| -s).or(h.3).unwrap_or(0.0);
         key(a).total_cmp(&key(b)).then_with(|| a.0.cmp(b.0))
     });
     ranked.truncate(limit);
