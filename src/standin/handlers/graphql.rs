@@ -5,7 +5,7 @@
 //! objects; commas and `#` comments ignored) turns
 //! `{ Get { Class(args) { props _additional { id score distance } } } }`
 //! into the class, its arguments as JSON (enum values as strings, so a
-//! `where` reads as the REST filter [`super::filter`] parses) and the
+//! `where` reads as the REST filter (`filter.rs`) parses) and the
 //! fields asked for.
 //!
 //! Ranking (the stand-in's own, documented so tests can predict it):

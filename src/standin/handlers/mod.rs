@@ -1,6 +1,6 @@
 //! Routing and the shared reply helpers, with Weaviate's status codes and
 //! bodies. The endpoints live by family: [`batch`] (the batch upsert and
-//! delete, where the faults apply), [`schema`], [`objects`], and
+//! delete, where the faults apply), [`schema`], [`objects`], [`graphql`] (the `Get` of `search`), and
 //! [`control`] (the stand-in's own `/__standin/` endpoints).
 //!
 //! Every handler runs under the state lock and answers with a ready
