@@ -47,9 +47,9 @@ pub enum Command {
         after_help = "Example:\n  elysiactl completions bash > /etc/bash_completion.d/elysiactl"
     )]
     Completions { shell: clap_complete::Shell },
-    /// Search the local index: best matches with repo/path and a snippet.
+    /// Search the index (local, or Weaviate when a URL is set): one hit per file with its lines and a snippet.
     #[command(
-        after_help = "Examples:\n  elysiactl search 'parse_config' --limit 5\n  elysiactl search 'repo:ServiceB \"fn post(\"'\n\nWords match the file content and the words of the repo-relative path (split at\nevery non-alphanumeric character, any case); repo:NAME and path:REL/PATH match\nexactly. A query that does not parse is an error (exit 2): quote code in \"...\"."
+        after_help = "Examples:\n  elysiactl search 'parse_config' --limit 5\n  elysiactl search 'repo:ServiceB \"fn post(\"'\n  elysiactl search 'retry backoff' --repo ServiceA --path src/\n  elysiactl search 'how are retries delayed' --weaviate-url http://localhost:8080 --mode hybrid --alpha 0.7\n\nExit codes: 0 answered (even with no hits), 2 usage (bad query, no local index, a mode the index cannot do), 3 the index cannot be read (Weaviate: unreachable, refused, unknown collection, GraphQL errors).\n\nLocal words match the file content and the words of the repo-relative path (split at\nevery non-alphanumeric character, any case); repo:NAME and path:REL/PATH match\nexactly. A query that does not parse is an error (exit 2): quote code in \"...\"."
     )]
     Search(SearchArgs),
 }
@@ -261,17 +261,46 @@ pub struct InspectArgs {
 
 #[derive(clap::Args)]
 pub struct SearchArgs {
-    /// Query: words are ANDed; "a phrase"; repo:NAME, path:REL/PATH, size:BYTES.
+    /// Query. Local: words are ANDed; "a phrase"; repo:NAME, path:REL/PATH, size:BYTES. Weaviate: plain text.
     pub query: String,
-    /// Hits to print, best first.
+    /// Files to print (one hit per file, its best chunk), best first.
     #[arg(long, default_value_t = 10)]
     pub limit: usize,
+    /// Only this repo (repeatable).
+    #[arg(long)]
+    pub repo: Vec<String>,
+    /// Only files whose repo-relative path starts with PREFIX.
+    #[arg(long, value_name = "PREFIX")]
+    pub path: Option<String>,
+    /// keyword (BM25), hybrid (BM25 and vectors, Weaviate), semantic (nearText, Weaviate).
+    #[arg(long, value_enum, default_value = "keyword")]
+    pub mode: SearchModeArg,
+    /// Hybrid: the weight of the vector side, 0 (keyword only) to 1 (vectors only).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_alpha)]
+    pub alpha: f64,
     /// The state dir whose local index is searched.
     #[arg(long, env = "ELYSIACTL_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// One JSON object per hit.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SearchModeArg {
+    Keyword,
+    Hybrid,
+    Semantic,
+}
+
+/// `--alpha`: a number from 0 to 1.
+fn parse_alpha(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(a) if (0.0..=1.0).contains(&a) => Ok(a),
+        _ => Err(format!("{s:?} is not a number from 0 to 1")),
+    }
 }
 
 /// `elysiactl changes --root DIR [--output FILE|-] [--state-dir DIR] [--pull] [--jobs N]`

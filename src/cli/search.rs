@@ -1,56 +1,103 @@
-//! `search`: the best matches of the local index, with repo/path and a snippet.
+//! `search`: the best matches of the index, local or Weaviate (the target
+//! flags of `index sync`), one hit per file with its lines and a snippet.
+//! Both targets answer chunk hits; [`group`] makes the output the same.
 
 use std::io::{self, Write};
+use std::time::Duration;
 
-use super::args::SearchArgs;
+use super::args::{SearchArgs, SearchModeArg, TargetArg};
+use super::target::TargetArgsError;
 use crate::exit::Exit;
-use crate::target::local::{self, Hit};
+use crate::target::local;
+use crate::target::search::{group, ChunkHit, FileHit, Mode, Query, SearchError};
+use crate::target::weaviate::{WeaviateConfig, WeaviateTarget};
 
 #[derive(Debug, thiserror::Error)]
 enum Failure {
     #[error("{0}")]
     Read(#[from] local::ReadError),
+    #[error("{0}")]
+    Usage(#[from] TargetArgsError),
+    #[error("{0}")]
+    Search(#[from] SearchError),
     /// stdout is gone (a closed pipe): nothing more to say, and nowhere to say it.
     #[error("{0}")]
     Stdout(io::Error),
 }
 
 pub fn run(args: SearchArgs) -> Exit {
-    let sd = super::state_dir(args.state_dir);
-    let outcome = execute(&sd, &args.query, args.limit, args.json);
-    if let Err(e @ Failure::Read(_)) = &outcome {
-        eprintln!("elysiactl: {e}");
+    let outcome = execute(&args);
+    if let Err(e) = &outcome {
+        if !matches!(e, Failure::Stdout(_)) {
+            eprintln!("elysiactl: {e}");
+        }
     }
     exit(&outcome)
 }
 
-fn execute(sd: &std::path::Path, query: &str, limit: usize, json: bool) -> Result<(), Failure> {
-    let hits = local::search(sd, query, limit)?;
+fn query(args: &SearchArgs) -> Query {
+    Query {
+        text: args.query.clone(),
+        limit: args.limit,
+        repos: args.repo.clone(),
+        path_prefix: args.path.clone().filter(|p| !p.is_empty()),
+        mode: match args.mode {
+            SearchModeArg::Keyword => Mode::Keyword,
+            SearchModeArg::Hybrid => Mode::Hybrid,
+            SearchModeArg::Semantic => Mode::Semantic,
+        },
+        alpha: args.alpha,
+    }
+}
+
+fn chunk_hits(args: &SearchArgs, q: &Query) -> Result<Vec<ChunkHit>, Failure> {
+    let t = &args.target;
+    match (t.kind(), &t.weaviate_url) {
+        (TargetArg::Local, _) => {
+            let sd = super::state_dir(args.state_dir.clone());
+            Ok(local::search_with(&sd, q)?)
+        }
+        (TargetArg::Weaviate, None) => Err(TargetArgsError::NoWeaviateUrl.into()),
+        (TargetArg::Weaviate, Some(url)) => {
+            let cfg = WeaviateConfig::from_env(
+                url.clone(),
+                t.collection.clone(),
+                None,
+                Duration::from_secs(t.timeout.max(1)),
+                1,
+            );
+            cfg.validate().map_err(TargetArgsError::from)?;
+            let target =
+                WeaviateTarget::new(cfg).map_err(|e| SearchError::Failed(e.to_string()))?;
+            Ok(target.search(q)?)
+        }
+    }
+}
+
+fn execute(args: &SearchArgs) -> Result<(), Failure> {
+    let q = query(args);
+    let hits: Vec<FileHit> = group(chunk_hits(args, &q)?, q.limit);
     let mut stdout = io::stdout().lock();
     for h in hits {
-        let line = if json {
+        let line = if args.json {
             serde_json::to_string(&h).unwrap_or_default()
         } else {
-            text(&h)
+            h.text()
         };
         writeln!(stdout, "{line}").map_err(Failure::Stdout)?;
     }
     Ok(())
 }
 
-fn text(h: &Hit) -> String {
-    format!(
-        "{}/{}:{}-{}  ({:.2})\n    {}",
-        h.repo, h.path, h.start_line, h.end_line, h.score, h.snippet
-    )
-}
-
-/// The one place `search` decides its exit: a bad query or no index is a
-/// usage error, an index that cannot be read is fatal.
+/// The one place `search` decides its exit: a bad query, no index, or a
+/// mode the index cannot do is a usage error; an index that cannot be read
+/// or answer (I/O, unreachable, refused, unknown collection, GraphQL
+/// errors) is fatal.
 fn exit(outcome: &Result<(), Failure>) -> Exit {
     match outcome {
         Ok(()) => Exit::Ok,
         Err(Failure::Read(e)) => Exit::from_code(e.exit_code()),
-        Err(Failure::Stdout(_)) => Exit::Fatal,
+        Err(Failure::Usage(_) | Failure::Search(SearchError::Usage(_))) => Exit::Usage,
+        Err(Failure::Search(SearchError::Failed(_)) | Failure::Stdout(_)) => Exit::Fatal,
     }
 }

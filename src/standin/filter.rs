@@ -1,6 +1,6 @@
 //! The subset of Weaviate `where` filters batch delete needs: `Equal`,
 //! `NotEqual`, `ContainsAny`, `ContainsAll`, `ContainsNone`, `IsNull` on the
-//! id or a property, and `GreaterThan`, `GreaterThanEqual`, `LessThan`,
+//! id or a property, `Like` (`*`, `?`) on a text property, and `GreaterThan`, `GreaterThanEqual`, `LessThan`,
 //! `LessThanEqual` with `valueInt` / `valueNumber` on a property, combined
 //! with `And`, `Or`, `Not`. Text compares whole values, as under `field`
 //! tokenization. Ranges compare numerically; a missing or null property, or
@@ -66,10 +66,8 @@ pub fn parse(v: &Value) -> Result<Filter, String> {
             return Ok(Filter::Not(Box::new(ops.remove(0))));
         }
         "Equal" | "NotEqual" | "ContainsAny" | "ContainsAll" | "ContainsNone" | "IsNull"
-        | "GreaterThan" | "GreaterThanEqual" | "LessThan" | "LessThanEqual" => {}
-        "Like" | "WithinGeoRange" => {
-            return Err(format!("operator {op} is not supported by the stand-in"))
-        }
+        | "GreaterThan" | "GreaterThanEqual" | "LessThan" | "LessThanEqual" | "Like" => {}
+        "WithinGeoRange" => return Err(format!("operator {op} is not supported by the stand-in")),
         other => return Err(format!("unknown operator {other:?}")),
     }
     let path: Vec<&str> = obj
@@ -103,6 +101,9 @@ pub fn parse(v: &Value) -> Result<Filter, String> {
         return Err(format!("operator {op} cannot be used with {field}"));
     }
     let name = path[0];
+    if op == "Like" && !matches!(field, "valueText" | "valueString") {
+        return Err(format!("operator Like cannot be used with {field}"));
+    }
     if is_range(op) {
         let (ok, kind) = match field {
             "valueInt" => (raw.as_f64().is_some_and(|f| f.fract() == 0.0), "an integer"),
@@ -224,6 +225,10 @@ pub fn matches(f: &Filter, id: &Uuid, props: &Map<String, Value>) -> bool {
                 "ContainsAll" => values.iter().all(has),
                 "ContainsNone" => !values.iter().any(has),
                 "IsNull" => values.first().and_then(Value::as_bool) == Some(have.is_empty()),
+                "Like" => values
+                    .first()
+                    .and_then(Value::as_str)
+                    .is_some_and(|pat| have.iter().filter_map(Value::as_str).any(|h| like(pat, h))),
                 op if is_range(op) => {
                     let Some(want) = values.first().and_then(Value::as_f64) else {
                         return false;
@@ -239,6 +244,31 @@ pub fn matches(f: &Filter, id: &Uuid, props: &Map<String, Value>) -> bool {
             }
         }
     }
+}
+
+/// Weaviate's `Like` on a whole value (`field` tokenization): `*` any run
+/// of characters, `?` any one character.
+fn like(pattern: &str, value: &str) -> bool {
+    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+    // The classic two-pointer wildcard match, backtracking to the last `*`.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < v.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == v[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
 }
 
 fn is_range(op: &str) -> bool {

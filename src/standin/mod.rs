@@ -7,7 +7,9 @@
 //! configured …). Faults (latency, 429 + Retry-After, 500, 503, dropped
 //! connections before or after applying, per-object rate-limit or validation
 //! failures) apply to the batch endpoints, or to every `/v1` endpoint but
-//! readiness with `fault_all`. `echo_headers` plays a leaky proxy: every
+//! readiness with `fault_all`. `POST /v1/graphql` answers the `Get` shapes
+//! `search` sends (`bm25`, `hybrid`, `nearText`, `where`), with the
+//! stand-in ranking documented in `handlers/graphql.rs`. `echo_headers` plays a leaky proxy: every
 //! error reply and per-object failure quotes the request's headers, the
 //! `Authorization` header included.
 //!

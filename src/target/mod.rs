@@ -9,6 +9,7 @@
 //! object succeeds), which is what makes a redone batch harmless.
 
 pub mod local;
+pub mod search;
 
 use std::time::Duration;
 

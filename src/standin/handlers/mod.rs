@@ -1,6 +1,6 @@
 //! Routing and the shared reply helpers, with Weaviate's status codes and
 //! bodies. The endpoints live by family: [`batch`] (the batch upsert and
-//! delete, where the faults apply), [`schema`], [`objects`], and
+//! delete, where the faults apply), [`schema`], [`objects`], [`graphql`] (the `Get` of `search`), and
 //! [`control`] (the stand-in's own `/__standin/` endpoints).
 //!
 //! Every handler runs under the state lock and answers with a ready
@@ -11,6 +11,7 @@
 
 mod batch;
 mod control;
+mod graphql;
 mod objects;
 mod schema;
 
@@ -397,6 +398,7 @@ fn route(
         },
         (&Method::DELETE, ["batch", "objects"]) => batch_delete(shared, st, params, body),
         (&Method::GET, ["objects"]) => list_objects(st, params),
+        (&Method::POST, ["graphql"]) => graphql::graphql(st, body),
         (m, ["objects", class, id]) => object(st, m, class, id),
         (&Method::GET, ["schema"]) => {
             let classes: Vec<&Value> = st.classes.values().collect();

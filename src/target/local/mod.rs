@@ -35,7 +35,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 pub use super::Exported;
 use super::{Document, Error, Op, OpOutcome, Target};
 use crate::object::ChunkSize;
-pub use read::{export, export_with, for_each, search, Hit, ReadError};
+pub use read::{export, export_with, for_each, search, search_with, Hit, ReadError};
 
 /// Memory the index writer may buffer before flushing a segment.
 const WRITER_HEAP: usize = 64 << 20;

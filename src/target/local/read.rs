@@ -8,18 +8,23 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::ops::Bound;
 use tantivy::collector::TopDocs;
 use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
 use tantivy::directory::{
     Directory, DirectoryLock, FileHandle, Lock, MmapDirectory, WatchCallback, WatchHandle,
     WritePtr, META_LOCK,
 };
-use tantivy::query::{QueryParser, QueryParserError};
-use tantivy::schema::Value;
+
+use tantivy::query::{
+    BooleanQuery, ConstScoreQuery, Occur, QueryParser, QueryParserError, RangeQuery, TermQuery,
+};
+use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::snippet::SnippetGenerator;
-use tantivy::{Index, TantivyDocument};
+use tantivy::{Index, TantivyDocument, Term};
 
 use super::{fields_of, index_dir, reader, Fields};
+use crate::target::search::{ChunkHit, Mode, Query};
 use crate::target::Exported;
 
 /// Why `index export` or `search` could not answer from the local index.
@@ -36,6 +41,10 @@ pub enum ReadError {
     /// The query does not parse. A usage error (exit 2).
     #[error("bad query {query:?}: {reason}")]
     BadQuery { query: String, reason: String },
+    /// `--mode hybrid|semantic` on the local index, which has no vectors.
+    /// A usage error (exit 2).
+    #[error("--mode {mode} needs vectors, and the local index has none: use --mode keyword, or search a Weaviate collection with a vectorizer (--weaviate-url)")]
+    NoVectors { mode: &'static str },
 }
 
 impl ReadError {
@@ -43,7 +52,9 @@ impl ReadError {
     /// query), 3 when an index exists but cannot be read.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ReadError::NoIndex { .. } | ReadError::BadQuery { .. } => 2,
+            ReadError::NoIndex { .. }
+            | ReadError::BadQuery { .. }
+            | ReadError::NoVectors { .. } => 2,
             ReadError::Unreadable { .. } => 3,
         }
     }
@@ -284,18 +295,7 @@ fn exported(doc: &TantivyDocument, f: &Fields) -> Exported {
 }
 
 /// A search hit: a chunk of a file, with its lines.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Hit {
-    pub score: f32,
-    pub repo: String,
-    pub path: String,
-    #[serde(rename = "startLine")]
-    pub start_line: u64,
-    #[serde(rename = "endLine")]
-    pub end_line: u64,
-    pub chunk: u64,
-    pub snippet: String,
-}
+pub type Hit = ChunkHit;
 
 /// What is wrong with a query, in a user's words.
 fn query_problem(e: &QueryParserError) -> String {
@@ -322,29 +322,98 @@ fn query_problem(e: &QueryParserError) -> String {
 /// is not a letter or digit, lowercased); `repo:NAME` and `path:REL/PATH`
 /// match those fields exactly. A query that does not parse is an error.
 pub fn search(state_dir: &Path, query: &str, limit: usize) -> Result<Vec<Hit>, ReadError> {
+    search_chunks(state_dir, &Query::keyword(query, limit), limit)
+}
+
+/// [`search`] with the filters of `q` (`--repo`, `--path`): the best chunk
+/// hits (up to [`Query::chunk_limit`]), for [`crate::target::search::group`].
+/// Only keyword mode: the local index has no vectors.
+pub fn search_with(state_dir: &Path, q: &Query) -> Result<Vec<Hit>, ReadError> {
+    search_chunks(state_dir, q, q.chunk_limit())
+}
+
+/// The smallest string above every string that starts with `prefix` (in
+/// UTF-8 byte order, which is code point order), if there is one.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(n) = next {
+            chars.push(n);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+fn search_chunks(state_dir: &Path, q: &Query, limit: usize) -> Result<Vec<Hit>, ReadError> {
+    let query = q.text.as_str();
     let bad_query = |reason: String| ReadError::BadQuery {
         query: query.to_owned(),
         reason,
     };
+    if q.mode != Mode::Keyword {
+        return Err(ReadError::NoVectors {
+            mode: q.mode.name(),
+        });
+    }
     if query.trim().is_empty() {
         return Err(bad_query("the query is empty".to_owned()));
     }
     let (index, f) = open_for_reading(state_dir)?;
     let mut parser = QueryParser::for_index(&index, vec![f.content, f.path_text]);
     parser.set_conjunction_by_default();
-    let q = parser
+    let parsed = parser
         .parse_query(query)
         .map_err(|e| bad_query(query_problem(&e)))?;
+    // The filters narrow the hits without scoring.
+    let mut must: Vec<(Occur, Box<dyn tantivy::query::Query>)> =
+        vec![(Occur::Must, parsed.box_clone())];
+    if !q.repos.is_empty() {
+        let repos: Vec<(Occur, Box<dyn tantivy::query::Query>)> = q
+            .repos
+            .iter()
+            .map(|r| {
+                let t = TermQuery::new(Term::from_field_text(f.repo, r), IndexRecordOption::Basic);
+                (Occur::Should, Box::new(t) as Box<dyn tantivy::query::Query>)
+            })
+            .collect();
+        must.push((
+            Occur::Must,
+            Box::new(ConstScoreQuery::new(
+                Box::new(BooleanQuery::new(repos)),
+                0.0,
+            )),
+        ));
+    }
+    if let Some(prefix) = q.path_prefix.as_deref().filter(|p| !p.is_empty()) {
+        let upper = match prefix_end(prefix) {
+            Some(end) => Bound::Excluded(Term::from_field_text(f.path, &end)),
+            None => Bound::Unbounded,
+        };
+        let range = RangeQuery::new(
+            Bound::Included(Term::from_field_text(f.path, prefix)),
+            upper,
+        );
+        must.push((
+            Occur::Must,
+            Box::new(ConstScoreQuery::new(Box::new(range), 0.0)),
+        ));
+    }
+    let filtered = BooleanQuery::new(must);
     let searcher = read_searcher(state_dir, &index)?;
     let bad = |what: &str, e: &dyn std::fmt::Display| ReadError::Unreadable {
         path: index_dir(state_dir),
         message: format!("{what}: {e}"),
     };
     let top = searcher
-        .search(&q, &TopDocs::with_limit(limit.max(1)).order_by_score())
+        .search(
+            &filtered,
+            &TopDocs::with_limit(limit.max(1)).order_by_score(),
+        )
         .map_err(|e| bad("search", &e))?;
     let mut gen =
-        SnippetGenerator::create(&searcher, &*q, f.content).map_err(|e| bad("snippet", &e))?;
+        SnippetGenerator::create(&searcher, &*parsed, f.content).map_err(|e| bad("snippet", &e))?;
     gen.set_max_num_chars(160);
     let mut hits = Vec::new();
     for (score, addr) in top {
@@ -358,6 +427,7 @@ pub fn search(state_dir: &Path, query: &str, limit: usize) -> Result<Vec<Hit>, R
             mark(snip.fragment(), snip.highlighted())
         };
         hits.push(Hit {
+            id: s(f.id),
             score,
             repo: s(f.repo),
             path: s(f.path),

@@ -22,7 +22,8 @@
 //!
 //! Rooms: this file (the target: prepare, apply, the `Target` impl),
 //! [`config`] (what to connect to, checked up front), `listing` (reading the
-//! collection back: export and `list_repo`), [`classify`] (a reply to
+//! collection back: export and `list_repo`), [`search`] (GraphQL `Get` for
+//! `elysiactl search`), [`classify`] (a reply to
 //! Ok/Retry/Fail), [`client`] (the HTTP exchange), [`redact`], [`schema`],
 //! [`wire`] (the request bodies).
 
@@ -32,6 +33,7 @@ pub mod config;
 mod listing;
 pub mod redact;
 pub mod schema;
+pub mod search;
 pub mod wire;
 
 use std::collections::HashMap;
