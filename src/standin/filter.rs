@@ -127,8 +127,13 @@ pub fn parse(v: &Value) -> Result<Filter, String> {
     {
         return Err(format!("the id can only be compared to text, got {field}"));
     }
-    let set = (values.len() > 8 && values.iter().all(Value::is_string))
-        .then(|| values.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+    let set = (values.len() > 8 && values.iter().all(Value::is_string)).then(|| {
+        values
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect()
+    });
     Ok(Filter::Leaf {
         set,
         path: if name == "_id" {

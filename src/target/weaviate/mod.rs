@@ -52,6 +52,11 @@ pub use self::config::{
 use self::redact::Redactor;
 use crate::target::{Document, Error, Exported, Op, OpOutcome, Target};
 
+/// The batch endpoint, with writes at an explicit consistency level:
+/// `QUORUM` (Weaviate's default, stated so a replicated collection never
+/// acknowledges a batch that one replica alone holds).
+const BATCH_PATH: &str = "/v1/batch/objects?consistency_level=QUORUM";
+
 pub struct WeaviateTarget {
     /// The class name as the server stores it.
     class: String,
@@ -267,9 +272,7 @@ impl WeaviateTarget {
         serde_json::to_writer(&mut bytes, &body).map_err(|e| Error::Fatal {
             message: format!("cannot encode the batch: {e}"),
         })?;
-        let ex = self
-            .send(Method::POST, "/v1/batch/objects", Some(bytes))
-            .await;
+        let ex = self.send(Method::POST, BATCH_PATH, Some(bytes)).await;
         let ids: Vec<Uuid> = docs
             .iter()
             .flat_map(|d| d.chunks.iter().map(|c| c.id))
@@ -312,9 +315,7 @@ impl WeaviateTarget {
     async fn delete_rounds(&self, body: &Value) -> Result<Option<String>, Error> {
         let mut failure: Option<String> = None;
         loop {
-            let ex = self
-                .send_json(Method::DELETE, "/v1/batch/objects", body)
-                .await;
+            let ex = self.send_json(Method::DELETE, BATCH_PATH, body).await;
             let round = classify_delete(&self.target_name(), ex.reply())?;
             let more = round.more_to_delete();
             let progressed = round.successful > 0;
