@@ -344,6 +344,42 @@ def sha256sum_baseline(root):
     return time.perf_counter() - t0
 
 
+def part_search(work, root, manifest, files, queries=100):
+    """Keyword search over the local index of the tree: p50 and p95 wall
+    time of `queries` runs of `elysiactl search`, each a process as a user
+    starts it (start, open the index, query, print), words drawn from the
+    files themselves."""
+    import random
+    import re
+    state = fresh(os.path.join(work, "state-search"))
+    _, _, _, rc, err = timed(sync_cmd(
+        manifest, root, state, "--target", "local", "--batch-size", "1000", "--quiet"))
+    if rc != 0:
+        raise SystemExit(f"search: sync exit {rc}: {err[-500:]}")
+    rng = random.Random(15)
+    paths = []
+    for d, _, names in os.walk(root):
+        paths.extend(os.path.join(d, n) for n in names if not n.startswith("."))
+    words = []
+    for p in rng.sample(sorted(paths), min(queries, len(paths))):
+        toks = re.findall(rb"[A-Za-z_][A-Za-z0-9_]{3,}", open(p, "rb").read())
+        if toks:
+            words.append(rng.choice(toks).decode())
+    walls, hits = [], 0
+    for w in words:
+        t0 = time.perf_counter()
+        p = run([BIN, "search", w, "--state-dir", state, "--json", "--limit", "10"],
+                capture_output=True)
+        walls.append(time.perf_counter() - t0)
+        hits += p.stdout.count(b"\n")
+    walls.sort()
+    pct = lambda q: walls[min(len(walls) - 1, int(q * len(walls)))]
+    r = {"files": files, "queries": len(walls), "p50_ms": pct(0.50) * 1e3,
+         "p95_ms": pct(0.95) * 1e3, "max_ms": walls[-1] * 1e3, "hits": hits}
+    log(f"search: {r}")
+    return r
+
+
 def part_verify(work, root, manifest, files, reps=3):
     """`index verify` of the whole tree against the local index and the
     stand-in (both in sync: exit 0), and its disk side alone as a ratio to
@@ -487,7 +523,7 @@ def main():
     a = ap.parse_args()
     parts = set(a.only.split(",")) if a.only else {
         "fsync", "dryrun", "resume", "weaviate", "latency", "local", "peer", "chunks",
-        "verify"}
+        "verify", "search"}
     if a.skip_peer:
         parts.discard("peer")
     for b in (BIN, STANDIN, FIXTURE):
@@ -550,6 +586,8 @@ def main():
         res["chunks"] = part_chunks(work, root, mans["e2e"][0], files)
     if "verify" in parts:
         res["verify"] = part_verify(work, root, mans["e2e"][0], files)
+    if "search" in parts:
+        res["search"] = part_search(work, root, mans["e2e"][0], files)
     if "peer" in parts:
         res["python_peer"] = part_peer(work, root, files)
         if "weaviate_zero_latency" in res:

@@ -2,7 +2,7 @@
 //! flags of `index sync`), one hit per file with its lines and a snippet.
 //! Both targets answer chunk hits; [`group`] makes the output the same.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
 use super::args::{SearchArgs, SearchModeArg, TargetArg};
@@ -74,15 +74,22 @@ fn chunk_hits(args: &SearchArgs, q: &Query) -> Result<Vec<ChunkHit>, Failure> {
     }
 }
 
+/// Colour only on a terminal, and never with `NO_COLOR` set to anything
+/// but the empty string (<https://no-color.org>).
+fn use_colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn execute(args: &SearchArgs) -> Result<(), Failure> {
     let q = query(args);
     let hits: Vec<FileHit> = group(chunk_hits(args, &q)?, q.limit);
     let mut stdout = io::stdout().lock();
+    let colour = use_colour(stdout.is_terminal(), std::env::var_os("NO_COLOR"));
     for h in hits {
         let line = if args.json {
             serde_json::to_string(&h).unwrap_or_default()
         } else {
-            h.text()
+            h.text_in(colour)
         };
         writeln!(stdout, "{line}").map_err(Failure::Stdout)?;
     }
@@ -99,5 +106,18 @@ fn exit(outcome: &Result<(), Failure>) -> Exit {
         Err(Failure::Read(e)) => Exit::from_code(e.exit_code()),
         Err(Failure::Usage(_) | Failure::Search(SearchError::Usage(_))) => Exit::Usage,
         Err(Failure::Search(SearchError::Failed(_)) | Failure::Stdout(_)) => Exit::Fatal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some("".into())));
+        assert!(!use_colour(true, Some("1".into())));
+        assert!(!use_colour(false, None));
     }
 }

@@ -125,8 +125,21 @@ impl FileHit {
     /// The text form: `repo/path:start-end  (score)`, the snippet indented,
     /// and `also: a-b, c-d` when other chunks matched.
     pub fn text(&self) -> String {
+        self.text_in(false)
+    }
+
+    /// [`FileHit::text`], with the location in bold cyan, the score dimmed
+    /// and the `also:` line dimmed when `colour` (a terminal without
+    /// `NO_COLOR`). The snippet is left as it is: code has brackets of its
+    /// own, so the match markers are not turned into colour.
+    pub fn text_in(&self, colour: bool) -> String {
+        let (loc, dim, end) = if colour {
+            ("\x1b[1;36m", "\x1b[2m", "\x1b[0m")
+        } else {
+            ("", "", "")
+        };
         let mut s = format!(
-            "{}/{}:{}-{}  ({:.2})\n    {}",
+            "{loc}{}/{}:{}-{}{end}  {dim}({:.2}){end}\n    {}",
             self.repo, self.path, self.start_line, self.end_line, self.score, self.snippet
         );
         if !self.other.is_empty() {
@@ -135,8 +148,11 @@ impl FileHit {
                 .iter()
                 .map(|r| format!("{}-{}", r.start_line, r.end_line))
                 .collect();
-            s.push_str("\n    also: ");
+            s.push_str("\n    ");
+            s.push_str(dim);
+            s.push_str("also: ");
             s.push_str(&ranges.join(", "));
+            s.push_str(end);
         }
         s
     }
