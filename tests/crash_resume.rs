@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::chunks::{assert_exact, body, export_objects};
+use support::chunks::{assert_exact, export_objects, Churn};
 use support::*;
 
 #[test]
@@ -25,18 +25,15 @@ fn resume_after_kill_never_loses_a_line() {
     assert_eq!(probe.status.code(), Some(0), "{}", text(&probe.stderr));
 
     let mut rng = Rng(0xdead_beef);
-    let mut kills = 0;
     let mut completed = 0;
-    let mut restart_from_top = false;
     let budget = (full.as_millis() as u64 / 12).max(30);
-    while kills < 24 {
+    let kills = kill_lives(usize::MAX, 24, |from_top| {
         let wait = Duration::from_millis(5 + rng.below(budget));
-        let (killed, finished) = run_killed_after(&args, restart_from_top, wait);
-        kills += usize::from(killed);
-        restart_from_top = finished;
+        let (killed, finished) = run_killed_after(&args, from_top, wait);
         completed += usize::from(finished);
         assert!(completed < 40, "runs keep finishing before the kill");
-    }
+        (killed, finished)
+    });
     assert!(kills >= 20, "only {kills} kills landed mid-run");
 
     let last = run(&args);
@@ -64,43 +61,12 @@ fn resume_after_kill_never_loses_a_line() {
 /// checked invariant by invariant by an independent checker.
 #[test]
 fn resume_after_kill_with_files_growing_and_shrinking_across_chunks_ends_exact() {
-    const SIZES: &[usize] = &[0, 1, 60, 127, 128, 129, 400, 1000, 3000];
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let state = dir.path().join("state");
-    let mut rng = Rng(0x0c4a_11c5);
-    let refs: Vec<(String, String)> = (0..300)
-        .map(|i| {
-            (
-                ["alpha", "beta"][i % 2].to_owned(),
-                format!("d{}/f{i}.rs", i % 7),
-            )
-        })
-        .collect();
-    let write = |rng: &mut Rng, (repo, path): &(String, String)| {
-        let full = root.join(repo).join(path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        if rng.below(10) == 0 {
-            let _ = std::fs::remove_file(&full);
-        } else {
-            let size = SIZES[rng.below(SIZES.len() as u64) as usize];
-            std::fs::write(&full, body(rng, size)).unwrap();
-        }
-    };
-    for r in &refs {
-        write(&mut rng, r);
-    }
-    let mut manifest = String::new();
-    for _ in 0..4 {
-        for (repo, path) in &refs {
-            manifest.push_str(&format!(
-                r#"{{"op":"update","repo":"{repo}","path":"{path}"}}"#
-            ));
-            manifest.push('\n');
-        }
-    }
+    let mut churn = Churn::new(&root, 300, 0x0c4a_11c5);
     let manifest_path = dir.path().join("changes.jsonl");
-    std::fs::write(&manifest_path, manifest).unwrap();
+    churn.write_manifest(&manifest_path, 4);
     let extra = ["--batch-size", "13", "--chunk-size", "128", "--quiet"];
     let args = sync_args(&manifest_path, &root, &state, &extra);
 
@@ -109,21 +75,12 @@ fn resume_after_kill_with_files_growing_and_shrinking_across_chunks_ends_exact()
     assert_eq!(probe.status.code(), Some(0), "{}", text(&probe.stderr));
     let budget = (t.elapsed().as_millis() as u64 / 6).max(30);
 
-    let (mut kills, mut restart_from_top) = (0, false);
-    for _ in 0..60 {
-        if kills >= 12 {
-            break;
-        }
+    let kills = kill_lives(60, 12, |from_top| {
         // Between steps the files change: grow, shrink, vanish, return.
-        for _ in 0..30 {
-            let r = &refs[rng.below(refs.len() as u64) as usize];
-            write(&mut rng, r);
-        }
-        let wait = Duration::from_millis(5 + rng.below(budget));
-        let (killed, finished) = run_killed_after(&args, restart_from_top, wait);
-        kills += usize::from(killed);
-        restart_from_top = finished;
-    }
+        churn.change(30);
+        let wait = Duration::from_millis(5 + churn.rng.below(budget));
+        run_killed_after(&args, from_top, wait)
+    });
     assert!(kills >= 8, "only {kills} kills landed mid-run");
 
     // Every line again against the disk as it is now.
@@ -133,7 +90,8 @@ fn resume_after_kill_with_files_growing_and_shrinking_across_chunks_ends_exact()
     assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
     let state_arg = state.to_str().unwrap();
     let objs = export_objects(&["--state-dir", state_arg]);
-    let chunks = assert_exact(&objs, &root, &refs, 1 << 20, 128);
+    let refs = &churn.refs;
+    let chunks = assert_exact(&objs, &root, refs, 1 << 20, 128);
     assert!(
         chunks > refs.len() * 2,
         "the files should span many chunks: {chunks} for {} files",

@@ -8,41 +8,14 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
-use support::chunks::{assert_exact, export_objects};
+use support::chunks::{assert_exact, chunk_uuid};
+use support::verify::{totals, write_bulk, write_tree, Index, CHUNK, MAX};
 use support::*;
 use tantivy::schema::Value as _;
 
-const CHUNK: &str = "256";
-
-/// Two repos of files from 0 to ~3 KB (up to a dozen chunks of 256 bytes),
-/// indexed; returns every (repo, path).
+/// The tree of [`write_tree`], indexed; returns every (repo, path).
 fn indexed(s: &Sandbox) -> Vec<(String, String)> {
-    let mut rng = Rng(0x7e51f1);
-    let mut refs = Vec::new();
-    let mut manifest = String::new();
-    for i in 0..24 {
-        let repo = ["A", "B"][i % 2];
-        let path = format!("src/f{i}.rs");
-        let full = s.root.join(repo).join(&path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        let mut body = String::new();
-        let size = [0, 40, 300, 900, 3000][i % 5];
-        while body.len() < size {
-            body.push_str(&format!(
-                "fn f{}() -> u64 {{ {} }}\n",
-                body.len(),
-                rng.next()
-            ));
-        }
-        std::fs::write(&full, body).unwrap();
-        manifest.push_str(&format!(
-            r#"{{"op":"add","repo":"{repo}","path":"{path}"}}"#
-        ));
-        manifest.push('\n');
-        refs.push((repo.to_owned(), path));
-    }
-    std::fs::write(s.dir.join("changes.jsonl"), manifest).unwrap();
+    let refs = write_tree(&s.root, &s.dir.join("changes.jsonl"));
     let out = sync(
         &s.dir.join("changes.jsonl"),
         &s.root,
@@ -53,35 +26,13 @@ fn indexed(s: &Sandbox) -> Vec<(String, String)> {
     refs
 }
 
-fn verify(s: &Sandbox, more: &[&str]) -> (i32, Value) {
-    let mut args = vec!["index", "verify", "--root", arg(&s.root), "--json"];
-    args.extend_from_slice(more);
-    let out = run_state(&args, &s.state);
-    let doc: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap_or("null"))
-        .unwrap_or_else(|e| panic!("verify --json: {e}: {}", text(&out.stdout)));
-    (out.status.code().unwrap_or(-1), doc)
-}
-
-fn totals(doc: &Value) -> (u64, u64, u64) {
-    let t = &doc["total"];
-    let n = |k: &str| t[k].as_u64().unwrap();
-    (n("missing"), n("extra"), n("stale"))
-}
-
-/// Report → repair → clean, and the index then holds exactly the disk.
-fn repaired(s: &Sandbox, refs: &[(String, String)], want: (u64, u64, u64)) {
-    let (code, doc) = verify(s, &[]);
-    assert_eq!((code, totals(&doc)), (1, want), "{doc}");
-    let out = run_state(
-        &["index", "verify", "--root", arg(&s.root), "--repair"],
-        &s.state,
-    );
-    let err = expect_code(&out, 0);
-    assert!(err.contains("[REPAIR]"), "{err}");
-    let (code, doc) = verify(s, &[]);
-    assert_eq!((code, totals(&doc)), (0, (0, 0, 0)), "{doc}");
-    let objs = export_objects(&["--state-dir", arg(&s.state)]);
-    assert_exact(&objs, &s.root, refs, 1 << 20, 256);
+/// The local index of `s`.
+fn ix(s: &Sandbox) -> Index<'_> {
+    Index {
+        root: &s.root,
+        state: &s.state,
+        target: Vec::new(),
+    }
 }
 
 /// Change the local index behind the tool's back: `edit` gets every stored
@@ -142,19 +93,19 @@ fn with_text(
 }
 
 fn chunk_id(repo: &str, path: &str, k: u64) -> String {
-    let name = if k == 0 {
-        format!("elysiactl://{repo}/{path}")
-    } else {
-        format!("elysiactl://{repo}/{path}//{k}")
-    };
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
+    chunk_uuid(repo, path, k).to_string()
+}
+
+/// [`tamper`]: delete the object `id`.
+fn delete_object(state: &Path, id: &str) {
+    tamper(state, |key, doc| (key != id).then(|| doc.clone()));
 }
 
 #[test]
 fn a_fresh_index_verifies_clean() {
     let s = sandbox();
     let refs = indexed(&s);
-    let (code, doc) = verify(&s, &[]);
+    let (code, doc) = ix(&s).verify(&[]);
     assert_eq!((code, totals(&doc)), (0, (0, 0, 0)), "{doc}");
     assert_eq!(doc["total"]["files"].as_u64(), Some(refs.len() as u64));
     // Text output names the verdict.
@@ -166,9 +117,8 @@ fn a_fresh_index_verifies_clean() {
 fn an_object_deleted_behind_the_tools_back_is_missing_and_repaired() {
     let s = sandbox();
     let refs = indexed(&s);
-    let gone = chunk_id("A", "src/f2.rs", 0);
-    tamper(&s.state, |key, doc| (key != gone).then(|| doc.clone()));
-    repaired(&s, &refs, (1, 0, 0));
+    delete_object(&s.state, &chunk_id("A", "src/f2.rs", 0));
+    ix(&s).repaired(&refs, (1, 0, 0));
 }
 
 #[test]
@@ -176,15 +126,14 @@ fn a_chunk_missing_from_the_middle_of_a_file_is_reported_and_repaired() {
     let s = sandbox();
     let refs = indexed(&s);
     // f4 is ~3000 bytes: a dozen chunks.
-    let middle = chunk_id("A", "src/f4.rs", 3);
-    tamper(&s.state, |key, doc| (key != middle).then(|| doc.clone()));
-    let (_, doc) = verify(&s, &[]);
+    delete_object(&s.state, &chunk_id("A", "src/f4.rs", 3));
+    let (_, doc) = ix(&s).verify(&[]);
     let why = doc["repos"]["A"]["first"][0]["why"]
         .as_str()
         .unwrap()
         .to_owned();
     assert!(why.contains("chunk 3 of"), "{why}");
-    repaired(&s, &refs, (1, 0, 0));
+    ix(&s).repaired(&refs, (1, 0, 0));
 }
 
 #[test]
@@ -202,7 +151,7 @@ fn an_altered_content_or_hash_is_stale_and_repaired() {
             doc.clone()
         })
     });
-    repaired(&s, &refs, (0, 0, 2));
+    ix(&s).repaired(&refs, (0, 0, 2));
 }
 
 #[test]
@@ -211,14 +160,14 @@ fn an_extra_object_for_a_gone_file_and_a_removed_repo_are_removed() {
     let mut refs = indexed(&s);
     std::fs::remove_file(s.root.join("A/src/f4.rs")).unwrap();
     std::fs::remove_dir_all(s.root.join("B")).unwrap();
-    let (code, doc) = verify(&s, &[]);
+    let (code, doc) = ix(&s).verify(&[]);
     assert_eq!(code, 1);
     assert_eq!(doc["repos"]["B"]["gone"], true, "{doc}");
     // 12 files of B are extra, and f4 of A.
     assert_eq!(totals(&doc), (0, 13, 0), "{doc}");
     refs.retain(|(r, _)| r != "B");
-    repaired(&s, &refs, (0, 13, 0));
-    let objs = export_objects(&["--state-dir", arg(&s.state)]);
+    ix(&s).repaired(&refs, (0, 13, 0));
+    let objs = ix(&s).export();
     assert!(objs.iter().all(|o| o.repo != "B" && o.path != "src/f4.rs"));
 }
 
@@ -240,13 +189,13 @@ fn objects_of_another_chunk_size_are_stale_and_repaired() {
         .args(["-r", arg(&other.join("index")), arg(&s.state.join("index"))])
         .status()
         .unwrap();
-    let (_, doc) = verify(&s, &[]);
+    let (_, doc) = ix(&s).verify(&[]);
     let stale = totals(&doc).2;
     assert!(
         stale >= 8,
         "files of 2+ chunks at 256 should be stale: {doc}"
     );
-    repaired(&s, &refs, (0, 0, stale));
+    ix(&s).repaired(&refs, (0, 0, stale));
 }
 
 #[test]
@@ -255,7 +204,7 @@ fn a_deleted_local_index_is_all_missing_and_rebuilt_by_repair() {
     let refs = indexed(&s);
     std::fs::remove_dir_all(s.state.join("index")).unwrap();
     // The files that have content (the empty ones are one empty chunk each).
-    repaired(&s, &refs, (refs.len() as u64, 0, 0));
+    ix(&s).repaired(&refs, (refs.len() as u64, 0, 0));
 }
 
 #[test]
@@ -263,7 +212,7 @@ fn repair_dry_run_prints_the_lines_and_changes_nothing() {
     let s = sandbox();
     indexed(&s);
     std::fs::remove_file(s.root.join("A/src/f2.rs")).unwrap();
-    let before = export_objects(&["--state-dir", arg(&s.state)]);
+    let before = ix(&s).export();
     let out = run_state(
         &[
             "index",
@@ -278,7 +227,7 @@ fn repair_dry_run_prints_the_lines_and_changes_nothing() {
     expect_code(&out, 1);
     let lines = text(&out.stdout);
     assert!(lines.contains(r#""path":"src/f2.rs""#), "{lines}");
-    assert_eq!(export_objects(&["--state-dir", arg(&s.state)]), before);
+    assert_eq!(ix(&s).export(), before);
 }
 
 #[test]
@@ -286,49 +235,21 @@ fn a_repair_killed_at_random_instants_ends_exact() {
     let s = sandbox();
     let refs = indexed(&s);
     // Lose the whole index: the repair has every file to write.
-    let mut more = Vec::new();
-    for i in 0..600 {
-        let path = format!("bulk/g{i}.rs");
-        let full = s.root.join("A").join(&path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(&full, "fn g() {}\n".repeat(30 + i % 50)).unwrap();
-        more.push(("A".to_owned(), path));
-    }
+    let more = write_bulk(&s.root, 600);
     std::fs::remove_dir_all(s.state.join("index")).unwrap();
     let mut rng = Rng(0xbadc0de);
-    let args = [
-        "index",
-        "verify",
-        "--root",
-        arg(&s.root),
-        "--repair",
-        "--quiet",
-        "--state-dir",
-        arg(&s.state),
-    ];
-    let mut kills = 0;
-    for _ in 0..40 {
-        if kills >= 10 {
-            break;
-        }
+    let mut args = ix(&s).repair_args();
+    args.push("--quiet");
+    let kills = kill_lives(40, 10, |_| {
         let wait = Duration::from_millis(20 + rng.below(400));
-        let (killed, _) = run_killed_after(&args, false, wait);
-        kills += usize::from(killed);
-    }
+        run_killed_after(&args, false, wait)
+    });
     assert!(kills >= 10, "only {kills} kills landed mid-repair");
     let out = run(&args);
     expect_code(&out, 0);
-    let (code, doc) = verify(&s, &[]);
-    assert_eq!((code, totals(&doc)), (0, (0, 0, 0)), "{doc}");
     let mut all = refs;
     all.extend(more);
-    assert_exact(
-        &export_objects(&["--state-dir", arg(&s.state)]),
-        &s.root,
-        &all,
-        1 << 20,
-        256,
-    );
+    ix(&s).assert_clean_and_exact(&all);
 }
 
 #[test]
@@ -363,11 +284,7 @@ fn a_sync_that_finds_its_index_deleted_says_so_until_a_repair() {
     );
     assert!(err.contains("[INDEX_LOST]"), "{err}");
     // A repair makes the index equal the disk and clears the mark.
-    let out = run_state(
-        &["index", "verify", "--root", arg(&s.root), "--repair"],
-        &s.state,
-    );
-    expect_code(&out, 0);
+    expect_code(&run(&ix(&s).repair_args()), 0);
     assert!(status(&s.state)["index_lost"].is_null());
     assert_eq!(status(&s.state)["last_verify"]["equal"], true);
     let err = expect_code(&sync(&empty, &s.root, &s.state, &args), 0);
@@ -375,11 +292,5 @@ fn a_sync_that_finds_its_index_deleted_says_so_until_a_repair() {
     assert!(std::fs::read_to_string(&metrics)
         .unwrap()
         .contains("elysiactl_index_lost 0"));
-    assert_exact(
-        &export_objects(&["--state-dir", arg(&s.state)]),
-        &s.root,
-        &refs,
-        1 << 20,
-        256,
-    );
+    assert_exact(&ix(&s).export(), &s.root, &refs, MAX, 256);
 }

@@ -14,23 +14,22 @@ mod support;
 mod wsupport;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::chunks::{assert_exact, body, export_objects, Obj};
-use support::{run_state, sha256_hex, text, Rng};
-use uuid::Uuid;
-use wsupport::e2e::{run_to_end, wait_for};
+use support::chunks::{assert_exact, chunk_uuid, export_objects, Churn, Obj};
+use support::{kill_after, kill_lives, run_state, sha256_hex, text, Rng};
+use wsupport::e2e::{run_to_end, sync_into};
 use wsupport::standin::{estimate_tokens, Config, Faults, Release, Standin};
 use wsupport::Raw;
 
 /// The default `--max-file-size`.
 const MAX: u64 = 1 << 20;
 
-/// `index sync --target weaviate` into `collection`, fast backoff, stderr
-/// piped, no key or URL from the environment.
+/// `index sync --target weaviate` into `collection`, fast backoff, quiet,
+/// stderr piped, no key or URL from the environment.
 fn sync(
     url: &str,
     collection: &str,
@@ -39,31 +38,28 @@ fn sync(
     manifest: &Path,
     extra: &[&str],
 ) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_elysiactl"));
-    c.args([
-        "index",
-        "sync",
-        "--target",
-        "weaviate",
-        "--weaviate-url",
-        url,
-    ])
-    .args(["--collection", collection, "--timeout", "10"])
-    .args(["--retry-base-ms", "1", "--quiet"])
-    .args(extra)
-    .arg("--root")
-    .arg(root)
-    .arg("--state-dir")
-    .arg(state)
-    .arg("--input")
-    .arg(manifest)
-    .env_remove("WEAVIATE_API_KEY")
-    .env_remove("ELYSIACTL_WEAVIATE_URL")
-    .env_remove("ELYSIACTL_STATE_DIR")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    let mut c = sync_into(url, collection, "10", root, state, manifest, extra);
+    c.arg("--quiet");
     c
+}
+
+/// A temp dir and in it the paths `root`, `state` and `manifest`.
+fn tmp(state: &str, manifest: &str) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let (root, state, manifest) = (p.join("root"), p.join(state), p.join(manifest));
+    (dir, root, state, manifest)
+}
+
+/// A stand-in of `config` that records nothing, and its URL.
+fn standin(config: Config) -> (Standin, String) {
+    let si = Standin::start(Config {
+        record: false,
+        ..config
+    })
+    .unwrap();
+    let url = si.url();
+    (si, url)
 }
 
 /// One sync to its end: exit code and stderr.
@@ -81,16 +77,6 @@ fn export(url: &str, collection: &str) -> Vec<Obj> {
         "--collection",
         collection,
     ])
-}
-
-/// SPEC's object id of chunk `k`: UUIDv5 in the URL namespace.
-fn chunk_uuid(repo: &str, path: &str, k: u64) -> Uuid {
-    let name = if k == 0 {
-        format!("elysiactl://{repo}/{path}")
-    } else {
-        format!("elysiactl://{repo}/{path}//{k}")
-    };
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
 }
 
 /// Write `files` (repo, path, bytes) under `root` and an `add` line for each
@@ -355,12 +341,7 @@ fn failures(state: &Path) -> Vec<Value> {
 /// embedding model: nothing fails, and the index holds exactly the chunks.
 #[test]
 fn default_chunk_size_keeps_every_chunk_of_files_up_to_1_mib_under_an_8192_token_vectorizer() {
-    let dir = tempfile::tempdir().unwrap();
-    let (root, state, manifest) = (
-        dir.path().join("root"),
-        dir.path().join("state"),
-        dir.path().join("changes.jsonl"),
-    );
+    let (_dir, root, state, manifest) = tmp("state", "changes.jsonl");
     let files = vectorizer_tree(&mut Rng(0x07e5_7012));
     write_tree(&root, &manifest, &files);
     let refs = refs_of(&files);
@@ -368,13 +349,10 @@ fn default_chunk_size_keeps_every_chunk_of_files_up_to_1_mib_under_an_8192_token
     let big = over_limit(&files, 8192);
     assert!(big.len() >= 6, "too few files over the limit: {big:?}");
 
-    let si = Standin::start(Config {
-        record: false,
+    let (si, url) = standin(Config {
         vectorizer_max_tokens: 8192,
         ..Config::default()
-    })
-    .unwrap();
-    let url = si.url();
+    });
     let (code, err) = sync_to_end(sync(
         &url,
         "Chunked",
@@ -416,12 +394,7 @@ fn default_chunk_size_keeps_every_chunk_of_files_up_to_1_mib_under_an_8192_token
 /// every other file is in the index whole.
 #[test]
 fn whole_file_objects_over_the_token_limit_fail_permanently_with_a_chunk_size_hint() {
-    let dir = tempfile::tempdir().unwrap();
-    let (root, state, manifest) = (
-        dir.path().join("root"),
-        dir.path().join("state0"),
-        dir.path().join("changes.jsonl"),
-    );
+    let (_dir, root, state, manifest) = tmp("state0", "changes.jsonl");
     let files = vectorizer_tree(&mut Rng(0x07e5_7012));
     write_tree(&root, &manifest, &files);
     let big = over_limit(&files, 8192);
@@ -435,14 +408,11 @@ fn whole_file_objects_over_the_token_limit_fail_permanently_with_a_chunk_size_hi
         }
     }
 
-    let si = Standin::start(Config {
-        record: false,
+    let (si, url) = standin(Config {
         log_batches: true,
         vectorizer_max_tokens: 8192,
         ..Config::default()
-    })
-    .unwrap();
-    let url = si.url();
+    });
     let mark = si.mark();
     let (code, err) = sync_to_end(sync(
         &url,
@@ -516,56 +486,21 @@ fn whole_file_objects_over_the_token_limit_fail_permanently_with_a_chunk_size_hi
 /// every line, every file has exactly its current chunks.
 #[test]
 fn weaviate_resume_after_kills_with_files_growing_and_shrinking_across_chunks_ends_exact() {
-    const SIZES: &[usize] = &[0, 1, 60, 127, 128, 129, 400, 1000, 3000];
     const C: &str = "Grow";
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let state = dir.path().join("state");
-    let mut rng = Rng(0x9a0e_5a11);
-    let refs: Vec<(String, String)> = (0..200)
-        .map(|i| {
-            (
-                ["alpha", "beta"][i % 2].to_owned(),
-                format!("d{}/f{i}.rs", i % 7),
-            )
-        })
-        .collect();
-    let write = |rng: &mut Rng, (repo, path): &(String, String)| {
-        let full = root.join(repo).join(path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        if rng.below(10) == 0 {
-            let _ = std::fs::remove_file(&full);
-        } else {
-            let size = SIZES[rng.below(SIZES.len() as u64) as usize];
-            std::fs::write(&full, body(rng, size)).unwrap();
-        }
-    };
-    for r in &refs {
-        write(&mut rng, r);
-    }
-    let mut manifest = String::new();
-    for _ in 0..4 {
-        for (repo, path) in &refs {
-            manifest.push_str(&json!({"op": "update", "repo": repo, "path": path}).to_string());
-            manifest.push('\n');
-        }
-    }
-    let manifest_path = dir.path().join("changes.jsonl");
-    std::fs::write(&manifest_path, manifest).unwrap();
+    let (dir, root, state, manifest_path) = tmp("state", "changes.jsonl");
+    let mut churn = Churn::new(&root, 200, 0x9a0e_5a11);
+    churn.write_manifest(&manifest_path, 4);
 
-    let si = Standin::start(Config {
-        record: false,
+    let (si, url) = standin(Config {
         seed: 0x6a0e,
         ..Config::default()
-    })
-    .unwrap();
+    });
     si.set_faults(Faults {
         latency_ms: 1,
         jitter_ms: 8,
         p503: 0.1,
         ..Faults::default()
     });
-    let url = si.url();
     let extra = [
         "--batch-size",
         "13",
@@ -595,39 +530,23 @@ fn weaviate_resume_after_kills_with_files_growing_and_shrinking_across_chunks_en
     assert_eq!(probe.0, 0, "{}", probe.1);
     let budget = (t.elapsed().as_millis() as u64 / 6).max(30);
 
-    let (mut kills, mut restart_from_top) = (0, false);
-    for _ in 0..60 {
-        if kills >= 12 {
-            break;
-        }
+    let kills = kill_lives(60, 12, |from_top| {
         // Between lives the files change: grow, shrink, vanish, return.
-        for _ in 0..30 {
-            let r = &refs[rng.below(refs.len() as u64) as usize];
-            write(&mut rng, r);
-        }
-        let from: &[&str] = if restart_from_top {
-            &["--from-line", "1"]
-        } else {
-            &[]
-        };
+        churn.change(30);
+        let from: &[&str] = if from_top { &["--from-line", "1"] } else { &[] };
         let mut c = cmd(from);
         c.stderr(Stdio::null());
-        let mut child = c.spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(5 + rng.below(budget)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
-        }
-        let status = wait_for(&mut child, Duration::from_secs(120)).expect("reaped");
-        restart_from_top = status.code() == Some(0);
-    }
+        let wait = Duration::from_millis(5 + churn.rng.below(budget));
+        kill_after(c.spawn().unwrap(), wait)
+    });
     assert!(kills >= 8, "only {kills} kills landed mid-run");
 
     // Every line again against the disk as it is now.
     let (code, err) = sync_to_end(cmd(&["--from-line", "1"]));
     assert_eq!(code, 0, "{err}");
     let objs = export(&url, C);
-    let chunks = assert_exact(&objs, &root, &refs, MAX, 128);
+    let refs = &churn.refs;
+    let chunks = assert_exact(&objs, &root, refs, MAX, 128);
     assert!(
         chunks > refs.len() * 2,
         "the files should span many chunks: {chunks} for {} files",
@@ -661,23 +580,15 @@ fn paragraphs(n: usize, tag: &str) -> Vec<u8> {
 #[test]
 fn a_kill_between_writing_new_chunks_and_deleting_old_ones_leaves_no_surplus_after_the_next_run() {
     const C: &str = "Window";
-    let dir = tempfile::tempdir().unwrap();
-    let (root, state, manifest) = (
-        dir.path().join("root"),
-        dir.path().join("state"),
-        dir.path().join("changes.jsonl"),
-    );
+    let (_dir, root, state, manifest) = tmp("state", "changes.jsonl");
     let (repo, path) = ("R".to_string(), "src/shrinks.rs".to_string());
     let files = vec![(repo.clone(), path.clone(), paragraphs(10, "old"))];
     write_tree(&root, &manifest, &files);
     let refs = refs_of(&files);
-    let si = Standin::start(Config {
-        record: false,
+    let (si, url) = standin(Config {
         log_batches: true,
         ..Config::default()
-    })
-    .unwrap();
-    let url = si.url();
+    });
     let extra = ["--chunk-size", "128"];
 
     let (code, err) = sync_to_end(sync(&url, C, &root, &state, &manifest, &extra));
@@ -791,21 +702,11 @@ fn upgrade_tree(rng: &mut Rng) -> Vec<(String, String, Vec<u8>)> {
 #[test]
 fn a_whole_file_weaviate_index_refuses_another_chunk_size_until_rechunk_makes_it_exact() {
     const C: &str = "Upgrade";
-    let dir = tempfile::tempdir().unwrap();
-    let (root, state, manifest) = (
-        dir.path().join("root"),
-        dir.path().join("state"),
-        dir.path().join("changes.jsonl"),
-    );
+    let (dir, root, state, manifest) = tmp("state", "changes.jsonl");
     let files = upgrade_tree(&mut Rng(0x0b5e_1e7e));
     write_tree(&root, &manifest, &files);
     let refs = refs_of(&files);
-    let si = Standin::start(Config {
-        record: false,
-        ..Config::default()
-    })
-    .unwrap();
-    let url = si.url();
+    let (_si, url) = standin(Config::default());
 
     let (code, err) = sync_to_end(sync(
         &url,
@@ -859,21 +760,11 @@ fn a_whole_file_weaviate_index_refuses_another_chunk_size_until_rechunk_makes_it
 #[test]
 fn a_legacy_collection_without_chunk_properties_gains_them_and_rechunks_exact() {
     const C: &str = "Legacy";
-    let dir = tempfile::tempdir().unwrap();
-    let (root, state, manifest) = (
-        dir.path().join("root"),
-        dir.path().join("state"),
-        dir.path().join("empty.jsonl"),
-    );
+    let (_dir, root, state, manifest) = tmp("state", "empty.jsonl");
     let mut files = upgrade_tree(&mut Rng(0x001e_6ac7));
     write_tree(&root, &manifest, &files);
     std::fs::write(&manifest, "").unwrap();
-    let si = Standin::start(Config {
-        record: false,
-        ..Config::default()
-    })
-    .unwrap();
-    let url = si.url();
+    let (si, url) = standin(Config::default());
     let raw = Raw::new(&url, Default::default());
 
     let text_prop =

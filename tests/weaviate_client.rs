@@ -263,14 +263,7 @@ fn converges_to_exact_contents_with_out_of_order_completion_and_all_faults() {
         // apply_then_drop is drawn last (after drop, 429, 500, 503), so at
         // 10 % each it hits ~6.6 % of ~120 requests: "at least 5" failed
         // about one run in ten. Every kind must show up.
-        &[
-            "429",
-            "500",
-            "503",
-            "drop",
-            "apply_then_drop",
-            "object_fail",
-        ],
+        support::TRANSIENT_FAULTS,
         1,
     );
 }

@@ -394,14 +394,7 @@ fn ten_thousand_lines_with_twenty_sigkills_under_mixed_faults_leave_the_exact_in
         "after 20 SIGKILLs",
     );
     let stats = si.stats();
-    for kind in [
-        "429",
-        "500",
-        "503",
-        "drop",
-        "apply_then_drop",
-        "object_fail",
-    ] {
+    for &kind in support::TRANSIENT_FAULTS {
         assert!(
             stats.injected.get(kind).copied().unwrap_or(0) > 0,
             "{kind} never injected: {stats:?}"

@@ -21,15 +21,14 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::chunks::{assert_exact, export_objects};
+use support::chunks::chunk_uuid;
+use support::verify::{totals, write_bulk, write_tree, Index, CHUNK};
 use support::*;
 use uuid::Uuid;
 use wsupport::standin::{Config, Faults, Standin};
 use wsupport::Raw;
 
 const C: &str = "Verify";
-const CHUNK: &str = "256";
-const MAX: u64 = 1 << 20;
 
 /// A sandbox and a stand-in of its own.
 struct Env {
@@ -71,34 +70,23 @@ impl Env {
         sync(manifest, &self.s.root, state, &extra)
     }
 
-    /// `index verify --json` (and `more`): exit code and the document.
-    fn verify(&self, more: &[&str]) -> (i32, Value) {
-        let mut args = vec!["index", "verify", "--root", arg(&self.s.root), "--json"];
-        args.extend(self.target());
-        args.extend_from_slice(more);
-        let out = run_state(&args, &self.s.state);
-        let doc: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap_or("null"))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "verify --json: {e}: {}{}",
-                    text(&out.stdout),
-                    text(&out.stderr)
-                )
-            });
-        (out.status.code().unwrap_or(-1), doc)
+    /// The index: the collection, verified from the sandbox's state dir.
+    fn ix(&self) -> Index<'_> {
+        Index {
+            root: &self.s.root,
+            state: &self.s.state,
+            target: self.target(),
+        }
     }
 
-    /// The arguments of `index verify --repair`.
-    fn repair_args(&self) -> Vec<&str> {
-        let mut args = vec!["index", "verify", "--root", arg(&self.s.root), "--repair"];
-        args.extend(self.target());
-        args.extend(["--state-dir", arg(&self.s.state)]);
-        args
+    /// `index verify --json` (and `more`): exit code and the document.
+    fn verify(&self, more: &[&str]) -> (i32, Value) {
+        self.ix().verify(more)
     }
 
     /// Every object of the collection, with its text.
     fn export(&self) -> Vec<support::chunks::Obj> {
-        export_objects(&self.target())
+        self.ix().export()
     }
 
     fn raw(&self) -> Raw {
@@ -121,42 +109,44 @@ impl Env {
         let mut props = self.si.object(C, id).expect("the object to alter");
         assert_ne!(props[name], json!(value), "{name} is already {value}");
         props.insert(name.into(), json!(value));
+        self.write_object(id, &props);
+        assert_eq!(self.si.object(C, id).unwrap()[name], json!(value));
+    }
+
+    /// Write `props` as an object of the collection under `id`.
+    fn write_object(&self, id: Uuid, props: &serde_json::Map<String, Value>) {
         let body = json!({"objects": [{"class": C, "id": id.to_string(), "properties": props}]});
         let (status, reply) =
             self.raw()
                 .status(Method::POST, "/v1/batch/objects", Some(&body.to_string()));
         assert_eq!(status, 200, "{reply}");
         assert_eq!(reply[0]["result"]["status"], "SUCCESS", "{reply}");
-        assert_eq!(self.si.object(C, id).unwrap()[name], json!(value));
+    }
+
+    /// Delete the collection through the stand-in's REST API.
+    fn drop_collection(&self) {
+        let (status, reply) = self
+            .raw()
+            .status(Method::DELETE, &format!("/v1/schema/{C}"), None);
+        assert_eq!(status, 200, "{reply}");
+    }
+
+    /// Delete the collection and create it again, empty, as it was declared.
+    fn recreate_collection(&self) {
+        let class = self.si.class(C).expect("the collection");
+        self.drop_collection();
+        let (status, reply) =
+            self.raw()
+                .status(Method::POST, "/v1/schema", Some(&class.to_string()));
+        assert_eq!(status, 200, "{reply}");
     }
 }
 
-/// Two repos of files from 0 to ~3 KB (up to a dozen chunks of 256 bytes),
-/// synced into the collection; returns every (repo, path).
-fn indexed(e: &Env) -> Vec<(String, String)> {
-    let mut rng = Rng(0x7e51f1);
-    let mut refs = Vec::new();
-    let mut manifest = String::new();
-    for i in 0..24 {
-        let repo = ["A", "B"][i % 2];
-        let path = format!("src/f{i}.rs");
-        let full = e.s.root.join(repo).join(&path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        let mut body = String::new();
-        let size = [0, 40, 300, 900, 3000][i % 5];
-        while body.len() < size {
-            body.push_str(&format!(
-                "fn f{}() -> u64 {{ {} }}\n",
-                body.len(),
-                rng.next()
-            ));
-        }
-        std::fs::write(&full, body).unwrap();
-        manifest.push_str(&json!({"op": "add", "repo": repo, "path": path}).to_string());
-        manifest.push('\n');
-        refs.push((repo.to_owned(), path));
-    }
-    std::fs::write(e.s.dir.join("changes.jsonl"), manifest).unwrap();
+/// An [`env`] with the tree of [`write_tree`] synced into its collection,
+/// and every (repo, path) of that tree.
+fn indexed() -> (Env, Vec<(String, String)>) {
+    let e = env();
+    let refs = write_tree(&e.s.root, &e.s.dir.join("changes.jsonl"));
     expect_code(
         &e.sync(&e.s.dir.join("changes.jsonl"), &e.s.state, CHUNK),
         0,
@@ -164,84 +154,49 @@ fn indexed(e: &Env) -> Vec<(String, String)> {
     let (code, doc) = e.verify(&[]);
     assert_eq!((code, totals(&doc)), (0, (0, 0, 0)), "fresh: {doc}");
     assert_eq!(doc["total"]["files"].as_u64(), Some(refs.len() as u64));
-    refs
-}
-
-fn totals(doc: &Value) -> (u64, u64, u64) {
-    let t = &doc["total"];
-    let n = |k: &str| {
-        t[k].as_u64()
-            .unwrap_or_else(|| panic!("no total.{k}: {doc}"))
-    };
-    (n("missing"), n("extra"), n("stale"))
-}
-
-/// Report → repair → clean, and the collection then holds exactly the disk.
-fn repaired(e: &Env, refs: &[(String, String)], want: (u64, u64, u64)) {
-    let (code, doc) = e.verify(&[]);
-    assert_eq!((code, totals(&doc)), (1, want), "{doc}");
-    let out = run(&e.repair_args());
-    let err = expect_code(&out, 0);
-    assert!(err.contains("[REPAIR]"), "{err}");
-    let (code, doc) = e.verify(&[]);
-    assert_eq!((code, totals(&doc)), (0, (0, 0, 0)), "{doc}");
-    assert_exact(&e.export(), &e.s.root, refs, MAX, 256);
-}
-
-/// SPEC's id of chunk `k`: UUIDv5 in the URL namespace.
-fn chunk_id(repo: &str, path: &str, k: u64) -> Uuid {
-    let name = if k == 0 {
-        format!("elysiactl://{repo}/{path}")
-    } else {
-        format!("elysiactl://{repo}/{path}//{k}")
-    };
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
+    (e, refs)
 }
 
 #[test]
 fn an_object_deleted_behind_the_tools_back_is_missing_and_repaired() {
-    let e = env();
-    let refs = indexed(&e);
-    e.delete_object(chunk_id("A", "src/f2.rs", 0));
-    repaired(&e, &refs, (1, 0, 0));
+    let (e, refs) = indexed();
+    e.delete_object(chunk_uuid("A", "src/f2.rs", 0));
+    e.ix().repaired(&refs, (1, 0, 0));
 }
 
 #[test]
 fn a_chunk_missing_from_the_middle_of_a_file_is_reported_and_repaired() {
-    let e = env();
-    let refs = indexed(&e);
+    let (e, refs) = indexed();
     // f4 is ~3000 bytes: a dozen chunks.
-    e.delete_object(chunk_id("A", "src/f4.rs", 3));
+    e.delete_object(chunk_uuid("A", "src/f4.rs", 3));
     let (_, doc) = e.verify(&[]);
     let why = doc["repos"]["A"]["first"][0]["why"]
         .as_str()
         .unwrap_or_else(|| panic!("no first drift of A: {doc}"))
         .to_owned();
     assert!(why.contains("chunk 3 of"), "{why}");
-    repaired(&e, &refs, (1, 0, 0));
+    e.ix().repaired(&refs, (1, 0, 0));
 }
 
 #[test]
 fn an_altered_content_or_hash_is_stale_and_repaired() {
-    let e = env();
-    let refs = indexed(&e);
+    let (e, refs) = indexed();
     e.rewrite(
-        chunk_id("A", "src/f2.rs", 0),
+        chunk_uuid("A", "src/f2.rs", 0),
         "content",
         "edited by another client",
     );
     e.rewrite(
-        chunk_id("B", "src/f3.rs", 1),
+        chunk_uuid("B", "src/f3.rs", 1),
         "contentSha256",
         &"0".repeat(64),
     );
-    repaired(&e, &refs, (0, 0, 2));
+    e.ix().repaired(&refs, (0, 0, 2));
 }
 
 #[test]
 fn an_extra_object_for_a_gone_file_and_a_removed_repo_are_removed() {
-    let e = env();
-    let mut refs = indexed(&e);
+    let (e, mut refs) = indexed();
     std::fs::remove_file(e.s.root.join("A/src/f4.rs")).unwrap();
     std::fs::remove_dir_all(e.s.root.join("B")).unwrap();
     let (code, doc) = e.verify(&[]);
@@ -250,15 +205,14 @@ fn an_extra_object_for_a_gone_file_and_a_removed_repo_are_removed() {
     assert_eq!(doc["repos"]["A"]["extra"], 1, "{doc}");
     // 12 files of B are extra, and f4 of A.
     refs.retain(|(r, _)| r != "B");
-    repaired(&e, &refs, (0, 13, 0));
+    e.ix().repaired(&refs, (0, 13, 0));
     let objs = e.export();
     assert!(objs.iter().all(|o| o.repo != "B" && o.path != "src/f4.rs"));
 }
 
 #[test]
 fn objects_of_another_chunk_size_are_stale_and_repaired() {
-    let e = env();
-    let refs = indexed(&e);
+    let (e, refs) = indexed();
     // Another state dir writes the same files into the same collection at
     // 1024: every file over 256 bytes now has another chunking there.
     let other = e.s.dir.join("other");
@@ -268,32 +222,22 @@ fn objects_of_another_chunk_size_are_stale_and_repaired() {
         .filter(|(r, p)| std::fs::metadata(e.s.root.join(r).join(p)).unwrap().len() > 256)
         .count() as u64;
     assert!(over >= 8, "only {over} files of 2+ chunks at 256");
-    repaired(&e, &refs, (0, 0, over));
+    e.ix().repaired(&refs, (0, 0, over));
 }
 
 #[test]
 fn a_collection_deleted_and_recreated_empty_is_all_missing_and_rebuilt_by_repair() {
-    let e = env();
-    let refs = indexed(&e);
-    let class = e.si.class(C).expect("the collection");
-    let raw = e.raw();
-    let (status, reply) = raw.status(Method::DELETE, &format!("/v1/schema/{C}"), None);
-    assert_eq!(status, 200, "{reply}");
-    let (status, reply) = raw.status(Method::POST, "/v1/schema", Some(&class.to_string()));
-    assert_eq!(status, 200, "{reply}");
+    let (e, refs) = indexed();
+    e.recreate_collection();
     assert!(e.si.dump().is_empty());
     // Every file, the empty ones too (one empty chunk each).
-    repaired(&e, &refs, (refs.len() as u64, 0, 0));
+    e.ix().repaired(&refs, (refs.len() as u64, 0, 0));
 }
 
 #[test]
 fn a_collection_recreated_by_a_syncs_prepare_is_all_missing_and_rebuilt_by_repair() {
-    let e = env();
-    let refs = indexed(&e);
-    let (status, reply) = e
-        .raw()
-        .status(Method::DELETE, &format!("/v1/schema/{C}"), None);
-    assert_eq!(status, 200, "{reply}");
+    let (e, refs) = indexed();
+    e.drop_collection();
     assert!(e.si.class(C).is_none());
     // A sync with nothing to do creates the collection again, empty.
     let empty = e.s.dir.join("empty.jsonl");
@@ -306,35 +250,16 @@ fn a_collection_recreated_by_a_syncs_prepare_is_all_missing_and_rebuilt_by_repai
     );
     assert!(e.si.class(C).is_some(), "the sync did not create the class");
     assert!(e.si.dump().is_empty());
-    repaired(&e, &refs, (refs.len() as u64, 0, 0));
+    e.ix().repaired(&refs, (refs.len() as u64, 0, 0));
 }
 
 #[test]
 fn a_repair_killed_at_random_instants_ends_exact() {
-    let e = env();
-    let refs = indexed(&e);
+    let (e, refs) = indexed();
     // The collection loses everything and the disk gains 2,000 files: the
     // repair has some 7,000 chunks to write.
-    let mut more = Vec::new();
-    for i in 0..2000 {
-        let path = format!("bulk/g{i}.rs");
-        let full = e.s.root.join("A").join(&path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(&full, "fn g() {}\n".repeat(30 + i % 50)).unwrap();
-        more.push(("A".to_owned(), path));
-    }
-    let class = e.si.class(C).unwrap();
-    let raw = e.raw();
-    assert_eq!(
-        raw.status(Method::DELETE, &format!("/v1/schema/{C}"), None)
-            .0,
-        200
-    );
-    assert_eq!(
-        raw.status(Method::POST, "/v1/schema", Some(&class.to_string()))
-            .0,
-        200
-    );
+    let more = write_bulk(&e.s.root, 2000);
+    e.recreate_collection();
     let mut all = refs;
     all.extend(more);
     let (code, doc) = e.verify(&[]);
@@ -346,89 +271,63 @@ fn a_repair_killed_at_random_instants_ends_exact() {
         latency_ms: 20,
         ..Faults::default()
     });
-    let mut args = e.repair_args();
+    let mut args = e.ix().repair_args();
     args.push("--quiet");
     let mut rng = Rng(0x5eed_ba11);
-    let mut kills = 0;
     let mut partial = 0;
-    for _ in 0..40 {
-        if kills >= 10 {
-            break;
-        }
+    let kills = kill_lives(40, 10, |_| {
         // Each life compares before it writes: the instants cover the
         // comparison, the writes and the end.
         let wait = Duration::from_millis(50 + rng.below(1000));
         let before = e.si.dump().len();
-        let (killed, _) = run_killed_after(&args, false, wait);
-        kills += usize::from(killed);
+        let (killed, finished) = run_killed_after(&args, false, wait);
         let after = e.si.dump().len();
         // A life that changed the collection before its kill was killed
         // while it wrote, not only while it compared.
         partial += usize::from(killed && after != before);
-    }
+        (killed, finished)
+    });
     eprintln!("{kills} kills, {partial} while writing");
     assert!(kills >= 10, "only {kills} kills landed");
     assert!(partial >= 3, "only {partial} kills landed while writing");
     let out = run(&args);
     expect_code(&out, 0);
-    let (code, doc) = e.verify(&[]);
-    assert_eq!((code, totals(&doc)), (0, (0, 0, 0)), "{doc}");
-    assert_exact(&e.export(), &e.s.root, &all, MAX, 256);
+    e.ix().assert_clean_and_exact(&all);
 }
 
 #[test]
 fn a_deleted_collection_cannot_be_read_by_verify_and_is_recreated_and_rebuilt_by_repair() {
-    let e = env();
-    let refs = indexed(&e);
-    let (status, reply) = e
-        .raw()
-        .status(Method::DELETE, &format!("/v1/schema/{C}"), None);
-    assert_eq!(status, 200, "{reply}");
+    let (e, refs) = indexed();
+    e.drop_collection();
     let mut args = vec!["index", "verify", "--root", arg(&e.s.root)];
     args.extend(e.target());
     let err = expect_code(&run_state(&args, &e.s.state), 3);
     assert!(err.contains("cannot read the index"), "{err}");
     assert!(e.si.class(C).is_none(), "a verify created the collection");
-    let out = run(&e.repair_args());
-    let err = expect_code(&out, 0);
+    let err = expect_code(&run(&e.ix().repair_args()), 0);
     assert!(err.contains("[REPAIR]"), "{err}");
-    let (code, doc) = e.verify(&[]);
-    assert_eq!((code, totals(&doc)), (0, (0, 0, 0)), "{doc}");
-    assert_exact(&e.export(), &e.s.root, &refs, MAX, 256);
-}
-
-/// Write `props` as a new object of the collection under `id`.
-fn write_object(e: &Env, id: Uuid, props: &serde_json::Map<String, Value>) {
-    let body = json!({"objects": [{"class": C, "id": id.to_string(), "properties": props}]});
-    let (status, reply) =
-        e.raw()
-            .status(Method::POST, "/v1/batch/objects", Some(&body.to_string()));
-    assert_eq!(status, 200, "{reply}");
-    assert_eq!(reply[0]["result"]["status"], "SUCCESS", "{reply}");
+    e.ix().assert_clean_and_exact(&refs);
 }
 
 #[test]
 fn an_object_naming_no_repo_is_extra_and_left_by_repair_without_a_failed_line() {
-    let e = env();
-    let refs = indexed(&e);
-    let mut props = e.si.object(C, chunk_id("A", "src/f2.rs", 0)).unwrap();
+    let (e, refs) = indexed();
+    let mut props = e.si.object(C, chunk_uuid("A", "src/f2.rs", 0)).unwrap();
     props.remove("repo");
     props.remove("path");
     let foreign = Uuid::new_v4();
-    write_object(&e, foreign, &props);
+    e.write_object(foreign, &props);
     let (code, doc) = e.verify(&[]);
     assert_eq!((code, totals(&doc)), (1, (0, 1, 0)), "{doc}");
     assert_eq!(doc["repos"][""]["extra"], 1, "{doc}");
     // No manifest line can name it: the repair says so and fails no line.
-    let out = run(&e.repair_args());
+    let out = run(&e.ix().repair_args());
     let err = expect_code(&out, 1);
     assert!(err.contains("1 objects name no repo or path"), "{err}");
     assert!(!err.contains("[FAILED]"), "{err}");
     // Removed by id, as the warning says, the index is exact.
     e.delete_object(foreign);
-    let (code, doc) = e.verify(&[]);
-    assert_eq!((code, totals(&doc)), (0, (0, 0, 0)), "{doc}");
-    assert_exact(&e.export(), &e.s.root, &refs, MAX, 256);
+    e.ix().assert_clean_and_exact(&refs);
 }
 
 /// Known bug, outside verify: a Weaviate upsert removes only the file's
@@ -438,12 +337,11 @@ fn an_object_naming_no_repo_is_extra_and_left_by_repair_without_a_failed_line() 
 /// (an upsert deletes every object of the file by its `file` key).
 #[test]
 fn a_chunk_copied_under_another_id_is_stale_and_repaired() {
-    let e = env();
-    let refs = indexed(&e);
-    let props = e.si.object(C, chunk_id("A", "src/f2.rs", 0)).unwrap();
-    write_object(&e, Uuid::new_v4(), &props);
+    let (e, refs) = indexed();
+    let props = e.si.object(C, chunk_uuid("A", "src/f2.rs", 0)).unwrap();
+    e.write_object(Uuid::new_v4(), &props);
     let (_, doc) = e.verify(&[]);
     let why = doc["repos"]["A"]["first"][0]["why"].as_str().unwrap_or("");
     assert!(why.contains("stored twice"), "{doc}");
-    repaired(&e, &refs, (0, 0, 1));
+    e.ix().repaired(&refs, (0, 0, 1));
 }

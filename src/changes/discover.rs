@@ -44,27 +44,19 @@ pub(super) fn discover(
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut repos = Vec::new();
     for root in roots {
-        let meta = std::fs::metadata(root).map_err(|source| Error::Root {
+        let root_err = |source| Error::Root {
             path: root.clone(),
             source,
-        })?;
+        };
+        let meta = std::fs::metadata(root).map_err(root_err)?;
         if !meta.is_dir() {
             return Err(Error::RootNotDir { path: root.clone() });
         }
-        let root_abs = std::fs::canonicalize(root).map_err(|source| Error::Root {
-            path: root.clone(),
-            source,
-        })?;
-        let entries = std::fs::read_dir(&root_abs).map_err(|source| Error::Root {
-            path: root.clone(),
-            source,
-        })?;
+        let root_abs = std::fs::canonicalize(root).map_err(root_err)?;
+        let entries = std::fs::read_dir(&root_abs).map_err(root_err)?;
         let mut found: Vec<(OsString, PathBuf)> = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|source| Error::Root {
-                path: root.clone(),
-                source,
-            })?;
+            let entry = entry.map_err(root_err)?;
             let dir = entry.path();
             if dir.is_dir() && dir.join(".git").exists() {
                 found.push((entry.file_name(), dir));

@@ -4,7 +4,7 @@
 //! code with the chunker or with the library's own `object::check`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
@@ -36,14 +36,14 @@ pub fn export_objects(extra: &[&str]) -> Vec<Obj> {
 }
 
 /// SPEC's id of chunk `k`: UUIDv5 in the URL namespace.
-fn spec_id(repo: &str, path: &str, k: u64) -> String {
+pub fn chunk_uuid(repo: &str, path: &str, k: u64) -> Uuid {
     let name = if k == 0 {
         format!("elysiactl://{repo}/{path}")
     } else {
         format!("elysiactl://{repo}/{path}//{k}")
     };
     let ns = Uuid::parse_str("6ba7b811-9dad-11d1-80b4-00c04fd430c8").unwrap();
-    Uuid::new_v5(&ns, name.as_bytes()).to_string()
+    Uuid::new_v5(&ns, name.as_bytes())
 }
 
 /// The positions strictly inside a valid UTF-8 character of `bytes`.
@@ -135,7 +135,7 @@ pub fn assert_exact(
                 (k, n),
                 "{at}: numbering (no surplus)"
             );
-            assert_eq!(o.id, spec_id(repo, path, k), "{at}: id");
+            assert_eq!(o.id, chunk_uuid(repo, path, k).to_string(), "{at}: id");
             assert_eq!(
                 (o.size, o.content_sha256.as_str()),
                 (size, sha.as_str()),
@@ -218,4 +218,74 @@ pub fn body(rng: &mut Rng, size: usize) -> Vec<u8> {
     }
     out.truncate(size);
     out
+}
+
+/// Files that grow and shrink across chunk counts at 128 bytes: `n` files
+/// over two repos, each rewritten now and then at a size from none to two
+/// dozen chunks (one time in ten removed instead, to come back later).
+pub struct Churn {
+    pub root: PathBuf,
+    pub refs: Vec<(String, String)>,
+    pub rng: Rng,
+}
+
+impl Churn {
+    /// `n` files under `root`, each written once.
+    pub fn new(root: &Path, n: usize, seed: u64) -> Churn {
+        let refs = (0..n)
+            .map(|i| {
+                (
+                    ["alpha", "beta"][i % 2].to_owned(),
+                    format!("d{}/f{i}.rs", i % 7),
+                )
+            })
+            .collect();
+        let mut c = Churn {
+            root: root.to_owned(),
+            refs,
+            rng: Rng(seed),
+        };
+        for i in 0..n {
+            c.write(i);
+        }
+        c
+    }
+
+    /// Rewrite file `i`: removed one time in ten, else a [`body`] of one of
+    /// the sizes around the chunk size.
+    fn write(&mut self, i: usize) {
+        const SIZES: &[usize] = &[0, 1, 60, 127, 128, 129, 400, 1000, 3000];
+        let (repo, path) = &self.refs[i];
+        let full = self.root.join(repo).join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        if self.rng.below(10) == 0 {
+            let _ = std::fs::remove_file(&full);
+        } else {
+            let size = SIZES[self.rng.below(SIZES.len() as u64) as usize];
+            std::fs::write(&full, body(&mut self.rng, size)).unwrap();
+        }
+    }
+
+    /// Rewrite `n` files picked at random (grow, shrink, vanish, return).
+    pub fn change(&mut self, n: usize) {
+        for _ in 0..n {
+            let i = self.rng.below(self.refs.len() as u64) as usize;
+            self.write(i);
+        }
+    }
+
+    /// Write to `path` a manifest of `rounds` rounds of an `update` line for
+    /// every file.
+    pub fn write_manifest(&self, path: &Path, rounds: usize) {
+        let mut manifest = String::new();
+        for _ in 0..rounds {
+            for (repo, path) in &self.refs {
+                manifest.push_str(&format!(
+                    r#"{{"op":"update","repo":"{repo}","path":"{path}"}}"#
+                ));
+                manifest.push('\n');
+            }
+        }
+        std::fs::write(path, manifest).unwrap();
+    }
 }

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 pub mod chunks;
 pub mod open_watch;
+pub mod verify;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_elysiactl");
 
@@ -67,11 +68,17 @@ pub fn run_killed_after(args: &[&str], from_top: bool, wait: Duration) -> (bool,
     if from_top {
         a.extend(["--from-line", "1"]);
     }
-    let mut child = cmd(&a)
+    let child = cmd(&a)
         .stderr(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    kill_after(child, wait)
+}
+
+/// SIGKILL `child` after `wait` if it is still running, and reap it.
+/// Returns (killed, exited 0).
+pub fn kill_after(mut child: Child, wait: Duration) -> (bool, bool) {
     std::thread::sleep(wait);
     let killed = child.try_wait().unwrap().is_none();
     if killed {
@@ -79,6 +86,22 @@ pub fn run_killed_after(args: &[&str], from_top: bool, wait: Duration) -> (bool,
     }
     let status = child.wait().unwrap();
     (killed, status.code() == Some(0))
+}
+
+/// Lives of a run until `want` SIGKILLs have landed or `lives` lives have
+/// run: `life(from_top)` runs one (`from_top` when the life before it
+/// exited 0) and says (killed, exited 0). Returns how many kills landed.
+pub fn kill_lives(lives: usize, want: usize, mut life: impl FnMut(bool) -> (bool, bool)) -> usize {
+    let (mut kills, mut from_top) = (0, false);
+    for _ in 0..lives {
+        if kills >= want {
+            break;
+        }
+        let (killed, finished) = life(from_top);
+        kills += usize::from(killed);
+        from_top = finished;
+    }
+    kills
 }
 
 pub fn run(args: &[&str]) -> Output {

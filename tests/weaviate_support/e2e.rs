@@ -230,6 +230,21 @@ pub fn sync_command_verbose(
     manifest: &Path,
     extra: &[&str],
 ) -> Command {
+    sync_into(url, C, "5", root, state, manifest, extra)
+}
+
+/// `elysiactl index sync --target weaviate` into `collection`, `timeout`
+/// seconds a request, fast backoff (1 ms base) and `extra` flags; stdin and
+/// stdout null, stderr piped, no key, URL or state dir from the environment.
+pub fn sync_into(
+    url: &str,
+    collection: &str,
+    timeout: &str,
+    root: &Path,
+    state: &Path,
+    manifest: &Path,
+    extra: &[&str],
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_elysiactl"));
     cmd.args([
         "index",
@@ -239,7 +254,7 @@ pub fn sync_command_verbose(
         "--weaviate-url",
         url,
     ])
-    .args(["--collection", C, "--timeout", "5"])
+    .args(["--collection", collection, "--timeout", timeout])
     .args(["--retry-base-ms", "1"])
     .args(extra)
     .arg("--root")
@@ -250,6 +265,8 @@ pub fn sync_command_verbose(
     .arg(manifest)
     .env_remove("WEAVIATE_API_KEY")
     .env_remove("ELYSIACTL_WEAVIATE_URL")
+    .env_remove("ELYSIACTL_STATE_DIR")
+    .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
     cmd

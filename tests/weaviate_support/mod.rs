@@ -19,6 +19,18 @@ use elysiactl::target::{object_id, Document, Op};
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 
+/// The kinds of fault the stand-in injects that a run can still converge
+/// under with retries (not the permanent or echoing ones), by the names of
+/// its `injected` stats.
+pub const TRANSIENT_FAULTS: &[&str] = &[
+    "429",
+    "500",
+    "503",
+    "drop",
+    "apply_then_drop",
+    "object_fail",
+];
+
 /// One raw request; for poking the stand-in directly.
 pub struct Raw {
     rt: tokio::runtime::Runtime,
