@@ -253,38 +253,26 @@ fn keyword_search_answers_the_same_files_and_lines_on_both_targets_with_filters(
         );
     }
 
+    // (args, the files in order) on both targets.
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["backoff", "--repo", "B"], &["B/lib/wait.py"]),
+        (
+            &["backoff", "--repo", "B", "--repo", "A"],
+            &["A/src/retry.rs", "B/lib/wait.py", "A/docs/guide.md"],
+        ),
+        (&["backoff", "--path", "src/"], &["A/src/retry.rs"]),
+        (&["backoff", "--path", "docs"], &["A/docs/guide.md"]),
+        (&["backoff", "--path", "lib/", "--repo", "A"], &[]),
+        (
+            &["backoff", "--path", "lib/w", "--repo", "B", "--repo", "A"],
+            &["B/lib/wait.py"],
+        ),
+    ];
     for target in ["local", COLLECTION] {
         let p = |args: &[&str]| paths(&f.hits(target, args));
-        assert_eq!(
-            p(&["backoff", "--repo", "B"]),
-            ["B/lib/wait.py"],
-            "{target}"
-        );
-        assert_eq!(
-            p(&["backoff", "--repo", "B", "--repo", "A"]),
-            ["A/src/retry.rs", "B/lib/wait.py", "A/docs/guide.md"],
-            "{target}"
-        );
-        assert_eq!(
-            p(&["backoff", "--path", "src/"]),
-            ["A/src/retry.rs"],
-            "{target}"
-        );
-        assert_eq!(
-            p(&["backoff", "--path", "docs"]),
-            ["A/docs/guide.md"],
-            "{target}"
-        );
-        assert_eq!(
-            p(&["backoff", "--path", "lib/", "--repo", "A"]),
-            Vec::<String>::new(),
-            "{target}"
-        );
-        assert_eq!(
-            p(&["backoff", "--path", "lib/w", "--repo", "B", "--repo", "A"]),
-            ["B/lib/wait.py"],
-            "{target}"
-        );
+        for (args, want) in cases {
+            assert_eq!(p(args), *want, "{target} {args:?}");
+        }
         assert_eq!(p(&["backoff", "--limit", "2"]).len(), 2, "{target}");
         assert!(p(&["nosuchword"]).is_empty(), "{target}");
     }

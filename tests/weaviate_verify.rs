@@ -235,22 +235,31 @@ fn a_collection_deleted_and_recreated_empty_is_all_missing_and_rebuilt_by_repair
 }
 
 #[test]
-fn a_collection_recreated_by_a_syncs_prepare_is_all_missing_and_rebuilt_by_repair() {
+fn a_collection_recreated_by_a_syncs_prepare_is_noticed_all_missing_and_rebuilt_by_repair() {
     let (e, refs) = indexed();
     e.drop_collection();
     assert!(e.si.class(C).is_none());
     // A sync with nothing to do creates the collection again, empty.
     let empty = e.s.dir.join("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
-    let out = e.sync(&empty, &e.s.state, CHUNK);
-    assert!(
-        matches!(out.status.code(), Some(0 | 1)),
-        "{}",
-        text(&out.stderr)
+    // The sync notices: the WAL records applied work, the index is empty.
+    let err = expect_code(&e.sync(&empty, &e.s.state, CHUNK), 1);
+    assert_contains_all(
+        &err,
+        &[
+            "[INDEX_LOST]",
+            "index verify --repair",
+            "partially_complete",
+        ],
     );
+    assert!(status(&e.s.state)["index_lost"]["detected_ms"].is_u64());
     assert!(e.si.class(C).is_some(), "the sync did not create the class");
     assert!(e.si.dump().is_empty());
     e.ix().repaired(&refs, (refs.len() as u64, 0, 0));
+    // The repair cleared the mark: the next sync is complete again.
+    assert!(status(&e.s.state)["index_lost"].is_null());
+    let err = expect_code(&e.sync(&empty, &e.s.state, CHUNK), 0);
+    assert!(!err.contains("[INDEX_LOST]"), "{err}");
 }
 
 #[test]

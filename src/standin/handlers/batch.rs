@@ -56,17 +56,7 @@ pub(super) fn batch_ids(method: &Method, body: &[u8]) -> Vec<Uuid> {
                         let on = o.get("path").and_then(Value::as_array);
                         on.is_some_and(|p| matches!(p.as_slice(), [Value::String(s)] if s == name))
                     })
-                    .map(|o| {
-                        let one = o.get("valueText").into_iter();
-                        let many = o
-                            .get("valueTextArray")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten();
-                        one.chain(many)
-                            .filter_map(|v| v.as_str().map(str::to_owned))
-                            .collect()
-                    })
+                    .map(|o| text_values(o).map(str::to_owned).collect())
                     .unwrap_or_default()
             };
             let is_and = w.get("operator").and_then(Value::as_str) == Some("And");
@@ -84,22 +74,24 @@ pub(super) fn batch_ids(method: &Method, body: &[u8]) -> Vec<Uuid> {
         if !on_id {
             return;
         }
-        let one = w.get("valueText").into_iter();
-        let many = w
-            .get("valueTextArray")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten();
-        out.extend(
-            one.chain(many)
-                .filter_map(|s| s.as_str().and_then(|s| Uuid::parse_str(s).ok())),
-        );
+        out.extend(text_values(w).filter_map(|s| Uuid::parse_str(s).ok()));
     }
     let mut out = Vec::new();
     if let Some(w) = v.pointer("/match/where") {
         walk(w, &mut out);
     }
     out
+}
+
+/// A filter leaf's text values: its `valueText`, or its `valueTextArray`.
+fn text_values(leaf: &Value) -> impl Iterator<Item = &str> {
+    let one = leaf.get("valueText").into_iter();
+    let many = leaf
+        .get("valueTextArray")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    one.chain(many).filter_map(Value::as_str)
 }
 
 fn check_consistency(params: &HashMap<String, String>) -> Option<Resp> {
