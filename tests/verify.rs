@@ -240,7 +240,13 @@ fn a_repair_killed_at_random_instants_ends_exact() {
     let mut rng = Rng(0xbadc0de);
     let mut args = ix(&s).repair_args();
     args.push("--quiet");
-    let kills = kill_lives(40, 10, |_| {
+    let index = s.state.join("index");
+    let kills = kill_lives(60, 10, |from_top| {
+        if from_top {
+            // The last life finished the repair: lose the index again, so
+            // the next kill still lands in real repair work.
+            std::fs::remove_dir_all(&index).unwrap();
+        }
         let wait = Duration::from_millis(20 + rng.below(400));
         run_killed_after(&args, false, wait)
     });
