@@ -492,8 +492,26 @@ pub fn replay_dir(dir: &Path) -> Result<Replay, Error> {
 }
 
 /// Replay the WAL directory `dir` of `storage`.
+///
+/// A reader (`--status`, `wal inspect`) runs beside a writer that may be
+/// compacting: between reading one segment and the next, a snapshot can
+/// land and the older segments go, and the bytes read then no longer form
+/// one log. So what looks like corruption is read again, a few times, a
+/// moment apart: damage that is really there is met every time and
+/// reported; a read that raced a compaction reads whole the next time.
 pub fn replay_in<S: Storage>(storage: &S, dir: &Path, keep: Keep) -> Result<Replay, Error> {
-    replay_read(&read_log_in(storage, dir)?, keep)
+    const RACE_RETRIES: u32 = 3;
+    let mut attempt = 0;
+    loop {
+        let res = read_log_in(storage, dir).and_then(|read| replay_read(&read, keep));
+        match res {
+            Err(e) if e.is_corrupt() && attempt < RACE_RETRIES => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10 << attempt));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Replay the given segments (oldest first) into their state.
