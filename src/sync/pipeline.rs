@@ -155,6 +155,7 @@ pub(super) struct WorkerCtx<'a> {
     pub(super) target: &'a dyn Target,
     pub(super) run_id: u64,
     pub(super) max_retries: u32,
+    pub(super) rate_limit_patience: Duration,
     pub(super) backoff: Backoff,
     pub(super) permits: &'a Permits,
     /// Set by a worker whose batch ends the run (fatal, a changed manifest,
@@ -259,8 +260,13 @@ impl WorkerCtx<'_> {
             // `--on-error stop` applies nothing after the failing batch.
             Outcome::Skipped
         } else {
-            let mut applied =
-                retry::apply_with_retries(self.target, &ops, self.max_retries, self.backoff);
+            let mut applied = retry::apply_with_retries(
+                self.target,
+                &ops,
+                self.max_retries,
+                self.backoff,
+                self.rate_limit_patience,
+            );
             if self.on_error == OnError::Retry {
                 applied =
                     self.retry_until_applied(parser, &job, &mut items, &mut ops, applied, tell);
@@ -367,6 +373,7 @@ impl WorkerCtx<'_> {
                 &sub,
                 self.max_retries,
                 self.backoff,
+                self.rate_limit_patience,
             ) {
                 retry::Applied::Done(got) => {
                     for (&i, o) in resend.iter().zip(got) {

@@ -219,6 +219,7 @@ impl<'a> Syncer<'a> {
             target: self.target,
             run_id: self.run_id,
             max_retries: self.opts.max_retries,
+            rate_limit_patience: self.opts.rate_limit_patience,
             backoff: self.opts.backoff,
             permits: &permits,
             halt: &halt,
