@@ -187,11 +187,17 @@ pub fn apply_with_retries(
             break;
         }
         let wait = match throttled {
-            Some(hint) if !other_retry => Backoff {
+            // Only throttled, and told how long: that wait plus up to as much
+            // again, so the batches in flight do not come back together.
+            Some(Some(hint)) if !other_retry => {
+                let span = hint.max(backoff.base).as_millis() as u64;
+                hint + Duration::from_millis(jitter.next() % (span + 1))
+            }
+            Some(None) if !other_retry => Backoff {
                 base: backoff.base,
                 cap: backoff.cap.min(RATE_LIMIT_BACKOFF_CAP),
             }
-            .delay(round, hint, &mut jitter),
+            .delay(round, None, &mut jitter),
             hint => backoff.delay(round, retry_after.max(hint.flatten()), &mut jitter),
         };
         std::thread::sleep(wait);
