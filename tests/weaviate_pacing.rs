@@ -78,16 +78,35 @@ fn under_a_quota_well_below_the_send_rate_the_run_waits_it_out_with_no_failed_it
     let si = standin(&w, quota(50));
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
+    let metrics = dir.path().join("sync.prom");
+    let mut paced = args.to_vec();
+    paced.extend(["--metrics-file", metrics.to_str().unwrap()]);
     let (code, err) = run_to_end(
-        sync_command_verbose(&si.url(), &root, &state, &manifest, &args),
+        sync_command_verbose(&si.url(), &root, &state, &manifest, &paced),
         LIMIT,
     );
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("[FAILED]"), "{err}");
     assert!(err.contains(" 0 failed"), "{err}");
+    let refused = quota_refusals(&si);
     assert!(
-        quota_refusals(&si) > 0,
+        refused > 0,
         "the quota never refused an object: the test tested nothing"
+    );
+    // The metrics count every refusal the run waited out.
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    let value = |name: &str| -> f64 {
+        prom.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {prom}"))
+    };
+    assert_eq!(
+        value("elysiactl_sync_rate_limited_objects_total"),
+        refused as f64
+    );
+    assert!(
+        value("elysiactl_sync_throttled_seconds_total") > 0.0,
+        "{prom}"
     );
     assert_index_equals(&si, &w.expected, "paced run under a 50/s quota");
 

@@ -156,6 +156,7 @@ pub(super) struct WorkerCtx<'a> {
     pub(super) run_id: u64,
     pub(super) max_retries: u32,
     pub(super) rate_limit_patience: Duration,
+    pub(super) throttle: &'a retry::Throttle,
     pub(super) backoff: Backoff,
     pub(super) permits: &'a Permits,
     /// Set by a worker whose batch ends the run (fatal, a changed manifest,
@@ -266,6 +267,7 @@ impl WorkerCtx<'_> {
                 self.max_retries,
                 self.backoff,
                 self.rate_limit_patience,
+                self.throttle,
             );
             if self.on_error == OnError::Retry {
                 applied =
@@ -374,6 +376,7 @@ impl WorkerCtx<'_> {
                 self.max_retries,
                 self.backoff,
                 self.rate_limit_patience,
+                self.throttle,
             ) {
                 retry::Applied::Done(got) => {
                     for (&i, o) in resend.iter().zip(got) {

@@ -5,6 +5,7 @@
 //! `--max-retries` and are retried until the batch has been throttled for
 //! `--rate-limit-patience` without a break.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::target::weaviate::classify::{is_rate_limited_message, rate_limit_hint};
@@ -75,6 +76,26 @@ impl Backoff {
     }
 }
 
+/// What waiting out rate limits cost a run, added up by every worker.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    /// Objects refused for a rate limit (one refused in three rounds counts three).
+    pub rate_limited: AtomicU64,
+    /// Milliseconds batches waited between throttled rounds (summed over the
+    /// batches in flight).
+    pub throttled_ms: AtomicU64,
+}
+
+impl Throttle {
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    pub fn throttled_secs(&self) -> f64 {
+        self.throttled_ms.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+}
+
 /// How a batch ended.
 #[derive(Debug)]
 pub enum Applied {
@@ -96,6 +117,7 @@ pub fn apply_with_retries(
     max_retries: u32,
     backoff: Backoff,
     patience: Duration,
+    throttle: &Throttle,
 ) -> Applied {
     if ops.is_empty() {
         return Applied::Done(Vec::new());
@@ -131,6 +153,7 @@ pub fn apply_with_retries(
                             retryable: true,
                             message,
                         } if !patience.is_zero() && is_rate_limited_message(&message) => {
+                            throttle.rate_limited.fetch_add(1, Ordering::Relaxed);
                             if patient {
                                 let hint = throttled.flatten().max(rate_limit_hint(&message));
                                 throttled = Some(hint);
@@ -200,6 +223,11 @@ pub fn apply_with_retries(
             .delay(round, None, &mut jitter),
             hint => backoff.delay(round, retry_after.max(hint.flatten()), &mut jitter),
         };
+        if throttled.is_some() {
+            throttle
+                .throttled_ms
+                .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+        }
         std::thread::sleep(wait);
         round = round.saturating_add(1);
         if other_retry {
@@ -298,7 +326,9 @@ mod tests {
             cap: Duration::from_millis(2),
         };
         let ops = vec![del(1), del(2), del(3)];
-        let Applied::Done(out) = apply_with_retries(&t, &ops, 4, fast, Duration::ZERO) else {
+        let Applied::Done(out) =
+            apply_with_retries(&t, &ops, 4, fast, Duration::ZERO, &Throttle::default())
+        else {
             panic!("fatal")
         };
         assert!(matches!(out[0], OpOutcome::Failed { .. }));
@@ -359,8 +389,14 @@ mod tests {
             calls: Mutex::new(0),
         };
         let ops = vec![del(1), del(2)];
-        let Applied::Done(out) = apply_with_retries(&t, &ops, 1, FAST, Duration::from_secs(3600))
-        else {
+        let Applied::Done(out) = apply_with_retries(
+            &t,
+            &ops,
+            1,
+            FAST,
+            Duration::from_secs(3600),
+            &Throttle::default(),
+        ) else {
             panic!("fatal")
         };
         assert!(out.iter().all(OpOutcome::is_ok), "{out:?}");
@@ -374,7 +410,9 @@ mod tests {
             calls: Mutex::new(0),
         };
         let ops = vec![del(1)];
-        let Applied::Done(out) = apply_with_retries(&t, &ops, 2, FAST, Duration::ZERO) else {
+        let Applied::Done(out) =
+            apply_with_retries(&t, &ops, 2, FAST, Duration::ZERO, &Throttle::default())
+        else {
             panic!("fatal")
         };
         assert!(matches!(
@@ -394,8 +432,14 @@ mod tests {
             calls: Mutex::new(0),
         };
         let ops = vec![del(1), del(2)];
-        let Applied::Done(out) = apply_with_retries(&t, &ops, 0, FAST, Duration::from_millis(20))
-        else {
+        let Applied::Done(out) = apply_with_retries(
+            &t,
+            &ops,
+            0,
+            FAST,
+            Duration::from_millis(20),
+            &Throttle::default(),
+        ) else {
             panic!("fatal")
         };
         for o in &out {
