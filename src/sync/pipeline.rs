@@ -261,14 +261,19 @@ impl WorkerCtx<'_> {
             // `--on-error stop` applies nothing after the failing batch.
             Outcome::Skipped
         } else {
+            // This batch's own rate limits tell the permits whether to send
+            // fewer batches at once (AIMD); the run's totals are the metrics.
+            let mine = retry::Throttle::default();
             let mut applied = retry::apply_with_retries(
                 self.target,
                 &ops,
                 self.max_retries,
                 self.backoff,
                 self.rate_limit_patience,
-                self.throttle,
+                &mine,
             );
+            self.permits.signal(mine.rate_limited() > 0);
+            self.throttle.add(&mine);
             if self.on_error == OnError::Retry {
                 applied =
                     self.retry_until_applied(parser, &job, &mut items, &mut ops, applied, tell);

@@ -91,6 +91,16 @@ impl Throttle {
         self.rate_limited.load(Ordering::Relaxed)
     }
 
+    /// Add another's counts to these.
+    pub fn add(&self, other: &Throttle) {
+        self.rate_limited
+            .fetch_add(other.rate_limited(), Ordering::Relaxed);
+        self.throttled_ms.fetch_add(
+            other.throttled_ms.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
     pub fn throttled_secs(&self) -> f64 {
         self.throttled_ms.load(Ordering::Relaxed) as f64 / 1000.0
     }
