@@ -57,6 +57,7 @@ fn options(manifest: Option<&Path>, root: &Path, state: &Path) -> Options {
         batch_size: 100,
         on_error: OnError::Continue,
         max_retries: 0,
+        rate_limit_patience: std::time::Duration::ZERO,
         from_line: None,
         roots: vec![root.to_owned()],
         dry_run: false,

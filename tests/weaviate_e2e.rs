@@ -265,7 +265,10 @@ fn ten_thousand_lines_under_per_object_rate_limit_failures_leave_the_exact_index
             ..Faults::default()
         },
         Evidence::Object,
-        &[],
+        // Rate limits as ordinary transient failures (today's rule before
+        // pacing), so items run out of retries and a later run retries them;
+        // with patience they are waited out (tests/weaviate_pacing.rs).
+        &["--rate-limit-patience", "0s"],
     );
 }
 

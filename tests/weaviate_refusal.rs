@@ -112,6 +112,10 @@ fn on_error_retry_lines_name_the_error_and_the_wait() {
             "retry",
             "--max-retries",
             "0",
+            // Rate limits as ordinary transient failures: with patience they
+            // would be waited out inside the batch, and no line refused.
+            "--rate-limit-patience",
+            "0s",
             "--batch-size",
             "20",
         ],

@@ -76,6 +76,11 @@ struct Args {
     /// FAILED, not stored, with OpenAI's "maximum context length" message.
     #[arg(long, default_value_t = 0, value_name = "N")]
     vectorizer_max_tokens: usize,
+    /// The vectorizer's quota in objects per second (0 = off): a token bucket
+    /// of N objects refilled at N per second across batch upserts; the excess
+    /// objects are FAILED, not stored, with OpenAI's rate-limit message.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    vectorizer_quota_per_sec: u32,
 }
 
 fn main() -> std::io::Result<()> {
@@ -112,6 +117,7 @@ fn main() -> std::io::Result<()> {
             p_apply_drop: a.p_apply_drop,
             p_object_fail: a.p_object_fail,
             p_object_reject: a.p_object_reject,
+            vectorizer_quota_per_sec: a.vectorizer_quota_per_sec,
             echo_headers: a.echo_headers,
             all_endpoints: a.fault_all_endpoints,
         },

@@ -109,6 +109,9 @@ pub struct SyncArgs {
     /// Transient-failure retries per item.
     #[arg(long, default_value_t = 3)]
     pub max_retries: u32,
+    /// How long a batch may be rate limited by the embedding provider without a break before its throttled objects fail (transient: the next run retries them); rate limits do not use up --max-retries. 0s: rate limits are ordinary transient failures.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = crate::util::parse_duration)]
+    pub rate_limit_patience: std::time::Duration,
     /// Manual recovery: start at line N (1-based); earlier lines count as done.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub from_line: Option<u64>,

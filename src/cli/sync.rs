@@ -45,6 +45,7 @@ impl SyncArgs {
                 OnErrorArg::Retry => OnError::Retry,
             },
             max_retries: self.max_retries,
+            rate_limit_patience: self.rate_limit_patience,
             from_line: self.from_line,
             roots,
             dry_run: self.dry_run,

@@ -163,6 +163,7 @@ fn repair_options(
         batch_size: 100,
         on_error: OnError::Continue,
         max_retries: 3,
+        rate_limit_patience: Duration::from_secs(600),
         from_line: None,
         roots,
         dry_run: false,

@@ -1,6 +1,6 @@
 //! Fault injection settings and the seeded RNG that draws them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,13 @@ pub struct Faults {
     /// Per object of a batch upsert: report FAILED with a permanent
     /// validation message and store nothing for it.
     pub p_object_reject: f64,
+    /// The vectorizer's quota in objects per second, 0 = off: a token bucket
+    /// of this many objects (refilled at this rate) shared by every batch
+    /// upsert. The objects of a batch past it are FAILED with OpenAI's
+    /// rate-limit message ("Please try again in Xms", from the bucket) and
+    /// not stored. Every upserted object counts, whatever its class's
+    /// vectorizer.
+    pub vectorizer_quota_per_sec: u32,
     /// A server or proxy that quotes the request in its errors: every error
     /// reply (injected or not, the 401s included) and every per-object
     /// failure message carries the request's headers, `Authorization` and
@@ -87,6 +94,48 @@ impl Faults {
             Injected::None
         };
         (delay, fault)
+    }
+}
+
+/// The token bucket of [`Faults::vectorizer_quota_per_sec`].
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    rate: u32,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Bucket {
+            rate: 0,
+            tokens: 0.0,
+            at: Instant::now(),
+        }
+    }
+}
+
+impl Bucket {
+    /// Take one object's token at `rate` objects per second (a new rate
+    /// starts a full bucket); `Err(wait)` until the next token when none is
+    /// left. A zero rate never refuses.
+    pub fn take(&mut self, rate: u32, now: Instant) -> Result<(), Duration> {
+        if rate == 0 {
+            return Ok(());
+        }
+        let r = f64::from(rate);
+        if rate != self.rate {
+            (self.rate, self.tokens, self.at) = (rate, r, now);
+        }
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * r).min(r);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / r))
+        }
     }
 }
 

@@ -30,7 +30,7 @@
 // Each crate that includes this module uses a different part of it.
 #![allow(dead_code)]
 
-mod faults;
+pub mod faults;
 mod filter;
 mod handlers;
 mod vectorizer;
@@ -155,6 +155,8 @@ pub(crate) struct State {
     /// Class name → objects in UUID order (the order batch delete uses).
     pub objects: HashMap<String, BTreeMap<Uuid, Stored>>,
     pub faults: Faults,
+    /// The vectorizer quota's bucket ([`Faults::vectorizer_quota_per_sec`]).
+    pub quota: faults::Bucket,
     pub rng: Rng,
     pub requests: Vec<Recorded>,
     pub batches: Vec<BatchLogged>,
@@ -192,6 +194,7 @@ impl Shared {
             classes: BTreeMap::new(),
             objects: HashMap::new(),
             faults: cfg.faults.clone(),
+            quota: faults::Bucket::default(),
             rng: Rng::new(cfg.seed),
             requests: Vec::new(),
             batches: Vec::new(),

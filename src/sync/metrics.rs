@@ -31,6 +31,11 @@ pub struct RunMetrics {
     pub outstanding_failures: u64,
     /// Of those, the dead letters (no longer retried automatically).
     pub dead_letters: u64,
+    /// Objects the target refused for a rate limit and the run waited out
+    /// (or failed past `--rate-limit-patience`).
+    pub rate_limited_objects: u64,
+    /// Seconds batches waited between throttled rounds, summed over batches.
+    pub throttled_secs: f64,
 }
 
 /// The `status` label: the words of `--status` (complete,
@@ -129,6 +134,20 @@ pub fn render(m: &RunMetrics) -> String {
         s,
         "elysiactl_sync_outstanding_failures{{kind=\"dead_letter\"}} {}",
         m.dead_letters
+    );
+    let _ = writeln!(s, "# HELP elysiactl_sync_rate_limited_objects_total Objects the last run had refused for a rate limit (each refusal counts; waited out, or failed past --rate-limit-patience).");
+    let _ = writeln!(s, "# TYPE elysiactl_sync_rate_limited_objects_total gauge");
+    let _ = writeln!(
+        s,
+        "elysiactl_sync_rate_limited_objects_total {}",
+        m.rate_limited_objects
+    );
+    let _ = writeln!(s, "# HELP elysiactl_sync_throttled_seconds_total Seconds the last run's batches waited out rate limits, summed over the batches in flight.");
+    let _ = writeln!(s, "# TYPE elysiactl_sync_throttled_seconds_total gauge");
+    let _ = writeln!(
+        s,
+        "elysiactl_sync_throttled_seconds_total {:.3}",
+        m.throttled_secs
     );
     let _ = writeln!(s, "# HELP elysiactl_sync_resume_offset Byte offset the next run of the current manifest resumes at.");
     let _ = writeln!(s, "# TYPE elysiactl_sync_resume_offset gauge");

@@ -90,6 +90,10 @@ pub struct Options {
     pub batch_size: usize,
     pub on_error: OnError,
     pub max_retries: u32,
+    /// How long a batch may be throttled (objects refused for a rate limit)
+    /// without a break before those objects fail; zero makes rate limits
+    /// ordinary transient failures under `max_retries`.
+    pub rate_limit_patience: std::time::Duration,
     pub from_line: Option<u64>,
     pub roots: Vec<PathBuf>,
     pub dry_run: bool,

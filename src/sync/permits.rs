@@ -1,5 +1,8 @@
 //! Permits to the target: at most N batches in flight, started in the order
-//! they were read, and never two at once that write one object.
+//! they were read, and never two at once that write one object. Under rate
+//! limits the N adapts (AIMD): halved when a batch comes back throttled, one
+//! more after as many batches as the limit came back unthrottled, never
+//! above `--concurrency` nor below 1.
 
 use super::*;
 
@@ -22,6 +25,10 @@ pub(super) struct Permits {
 
 pub(super) struct PermitState {
     pub(super) free: usize,
+    /// Batches allowed at the target now (AIMD, 1..=total).
+    pub(super) limit: usize,
+    /// Batches that came back since the limit last changed.
+    pub(super) since_change: usize,
     /// The next ticket to serve.
     pub(super) next: u64,
     /// Object ids (sorted) of the batches at the target, by ticket.
@@ -47,6 +54,8 @@ impl Permits {
             total: n,
             state: Mutex::new(PermitState {
                 free: n,
+                limit: n.max(1),
+                since_change: 0,
                 next: 0,
                 in_flight: Vec::new(),
             }),
@@ -58,7 +67,11 @@ impl Permits {
     /// batch writes.
     pub(super) fn acquire(&self, ticket: u64, ids: Vec<uuid::Uuid>) -> Permit<'_> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while st.free == 0 || st.next != ticket || st.conflicts(&ids) {
+        while st.free == 0
+            || self.total - st.free >= st.limit
+            || st.next != ticket
+            || st.conflicts(&ids)
+        {
             st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.free -= 1;
@@ -71,6 +84,33 @@ impl Permits {
             permits: self,
             ticket,
         }
+    }
+}
+
+impl Permits {
+    /// A batch came back, `throttled` or not: adapt the limit. One decrease
+    /// per round of the batches in flight (those that were sent beside the
+    /// throttled one say the same thing), one increase per `limit` batches
+    /// back in a row without a rate limit.
+    pub(super) fn signal(&self, throttled: bool) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.since_change += 1;
+        if throttled {
+            if st.since_change >= st.limit && st.limit > 1 {
+                st.limit -= st.limit / 2;
+                st.since_change = 0;
+            }
+        } else if st.since_change >= st.limit && st.limit < self.total {
+            st.limit += 1;
+            st.since_change = 0;
+            self.changed.notify_all();
+        }
+    }
+
+    /// The number of batches allowed at the target now.
+    #[cfg(test)]
+    pub(super) fn limit(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).limit
     }
 }
 
@@ -115,6 +155,60 @@ mod tests {
         let a = two.acquire(0, Vec::new());
         let b = two.acquire(1, Vec::new());
         drop((a, b));
+    }
+
+    #[test]
+    fn the_in_flight_limit_halves_when_throttled_and_grows_back_one_at_a_time() {
+        let permits = Permits::new(8);
+        assert_eq!(permits.limit(), 8);
+        // The first throttled batch of a round halves it; the others of that
+        // round do not.
+        for _ in 0..8 {
+            permits.signal(true);
+        }
+        assert_eq!(permits.limit(), 4);
+        for _ in 0..4 {
+            permits.signal(true);
+        }
+        assert_eq!(permits.limit(), 2);
+        for _ in 0..10 {
+            permits.signal(true);
+        }
+        assert_eq!(permits.limit(), 1);
+        // Clear: +1 per `limit` batches back, up to the total.
+        permits.signal(false);
+        assert_eq!(permits.limit(), 2);
+        permits.signal(false);
+        permits.signal(false);
+        assert_eq!(permits.limit(), 3);
+        for _ in 0..100 {
+            permits.signal(false);
+        }
+        assert_eq!(permits.limit(), 8);
+    }
+
+    #[test]
+    fn no_more_batches_start_than_the_limit_allows() {
+        let permits = Permits::new(4);
+        for _ in 0..4 {
+            permits.signal(true);
+        }
+        assert_eq!(permits.limit(), 2);
+        let a = permits.acquire(0, Vec::new());
+        let b = permits.acquire(1, Vec::new());
+        let started = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            let (permits, started) = (&permits, &started);
+            s.spawn(move || {
+                let _p = permits.acquire(2, Vec::new());
+                started.fetch_add(1, Ordering::SeqCst);
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            assert_eq!(started.load(Ordering::SeqCst), 0, "a third batch started");
+            drop(a);
+        });
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        drop(b);
     }
 
     #[test]

@@ -155,6 +155,8 @@ pub(super) struct WorkerCtx<'a> {
     pub(super) target: &'a dyn Target,
     pub(super) run_id: u64,
     pub(super) max_retries: u32,
+    pub(super) rate_limit_patience: Duration,
+    pub(super) throttle: &'a retry::Throttle,
     pub(super) backoff: Backoff,
     pub(super) permits: &'a Permits,
     /// Set by a worker whose batch ends the run (fatal, a changed manifest,
@@ -259,8 +261,19 @@ impl WorkerCtx<'_> {
             // `--on-error stop` applies nothing after the failing batch.
             Outcome::Skipped
         } else {
-            let mut applied =
-                retry::apply_with_retries(self.target, &ops, self.max_retries, self.backoff);
+            // This batch's own rate limits tell the permits whether to send
+            // fewer batches at once (AIMD); the run's totals are the metrics.
+            let mine = retry::Throttle::default();
+            let mut applied = retry::apply_with_retries(
+                self.target,
+                &ops,
+                self.max_retries,
+                self.backoff,
+                self.rate_limit_patience,
+                &mine,
+            );
+            self.permits.signal(mine.rate_limited() > 0);
+            self.throttle.add(&mine);
             if self.on_error == OnError::Retry {
                 applied =
                     self.retry_until_applied(parser, &job, &mut items, &mut ops, applied, tell);
@@ -367,6 +380,8 @@ impl WorkerCtx<'_> {
                 &sub,
                 self.max_retries,
                 self.backoff,
+                self.rate_limit_patience,
+                self.throttle,
             ) {
                 retry::Applied::Done(got) => {
                     for (&i, o) in resend.iter().zip(got) {

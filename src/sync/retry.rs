@@ -1,10 +1,19 @@
 //! Applying a batch to the target with retries: full-jitter exponential
 //! backoff, honouring the server's Retry-After, up to `--max-retries` for
-//! transient failures whatever `--on-error` says.
+//! transient failures whatever `--on-error` says. Objects the server
+//! refused because of a rate limit are the exception: they do not use up
+//! `--max-retries` and are retried until the batch has been throttled for
+//! `--rate-limit-patience` without a break.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::target::weaviate::classify::{is_rate_limited_message, rate_limit_hint};
 use crate::target::{Error, Op, OpOutcome, Target};
+
+/// Longest backoff between two rounds of a batch that is only throttled
+/// (the provider's own hint, when longer, wins).
+const RATE_LIMIT_BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 /// Backoff settings.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +76,36 @@ impl Backoff {
     }
 }
 
+/// What waiting out rate limits cost a run, added up by every worker.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    /// Objects refused for a rate limit (one refused in three rounds counts three).
+    pub rate_limited: AtomicU64,
+    /// Milliseconds batches waited between throttled rounds (summed over the
+    /// batches in flight).
+    pub throttled_ms: AtomicU64,
+}
+
+impl Throttle {
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// Add another's counts to these.
+    pub fn add(&self, other: &Throttle) {
+        self.rate_limited
+            .fetch_add(other.rate_limited(), Ordering::Relaxed);
+        self.throttled_ms.fetch_add(
+            other.throttled_ms.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn throttled_secs(&self) -> f64 {
+        self.throttled_ms.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+}
+
 /// How a batch ended.
 #[derive(Debug)]
 pub enum Applied {
@@ -77,12 +116,18 @@ pub enum Applied {
 }
 
 /// Apply `ops`, retrying transient failures (whole-batch or per-op) up to
-/// `max_retries` times.
+/// `max_retries` times. A per-op failure whose message names a rate limit
+/// does not count: it is retried (waiting at least the wait the message asks
+/// for) until the batch has been throttled for `patience` without a round
+/// free of rate limits, and then fails as a retryable (transient) failure.
+/// A `patience` of zero makes rate limits ordinary transient failures.
 pub fn apply_with_retries(
     target: &dyn Target,
     ops: &[Op],
     max_retries: u32,
     backoff: Backoff,
+    patience: Duration,
+    throttle: &Throttle,
 ) -> Applied {
     if ops.is_empty() {
         return Applied::Done(Vec::new());
@@ -90,7 +135,11 @@ pub fn apply_with_retries(
     let mut jitter = Jitter::new();
     let mut outcomes: Vec<Option<OpOutcome>> = vec![None; ops.len()];
     let mut pending: Vec<usize> = (0..ops.len()).collect();
+    // Rounds so far (the backoff's exponent), and those that used up
+    // `--max-retries` (any but a round where only rate limits failed).
+    let mut round: u32 = 0;
     let mut attempt: u32 = 0;
+    let mut throttled_since: Option<Instant> = None;
     loop {
         let result = if pending.len() == ops.len() {
             target.apply(ops)
@@ -100,18 +149,50 @@ pub fn apply_with_retries(
         };
         let mut retry_after = None;
         let exhausted = attempt >= max_retries;
+        let patient = !patience.is_zero() && throttled_since.is_none_or(|t| t.elapsed() < patience);
+        // What this round saw: objects refused for a rate limit (with the
+        // longest wait asked for), and other failures worth retrying.
+        let mut throttled: Option<Option<Duration>> = None;
+        let mut other_retry = false;
         match result {
             Ok(outs) if outs.len() == pending.len() => {
                 let mut still = Vec::new();
                 for (&i, o) in pending.iter().zip(outs) {
                     match o {
                         OpOutcome::Failed {
+                            retryable: true,
+                            message,
+                        } if !patience.is_zero() && is_rate_limited_message(&message) => {
+                            throttle.rate_limited.fetch_add(1, Ordering::Relaxed);
+                            if patient {
+                                let hint = throttled.flatten().max(rate_limit_hint(&message));
+                                throttled = Some(hint);
+                                still.push(i);
+                            } else {
+                                outcomes[i] = Some(OpOutcome::Failed {
+                                    retryable: true,
+                                    message: format!(
+                                        "{message} (still rate limited after --rate-limit-patience {})",
+                                        crate::util::format_duration(patience)
+                                    ),
+                                });
+                            }
+                        }
+                        OpOutcome::Failed {
                             retryable: true, ..
-                        } if !exhausted => still.push(i),
+                        } if !exhausted => {
+                            other_retry = true;
+                            still.push(i);
+                        }
                         other => outcomes[i] = Some(other),
                     }
                 }
                 pending = still;
+                if throttled.is_some() {
+                    throttled_since.get_or_insert_with(Instant::now);
+                } else {
+                    throttled_since = None;
+                }
             }
             Ok(outs) => {
                 let msg = format!(
@@ -119,12 +200,16 @@ pub fn apply_with_retries(
                     outs.len(),
                     pending.len()
                 );
+                other_retry = true;
                 if exhausted {
                     fail_all(&mut outcomes, &pending, false, &msg);
                     pending.clear();
                 }
             }
-            Err(e) if e.is_retryable() && !exhausted => retry_after = e.retry_after(),
+            Err(e) if e.is_retryable() && !exhausted => {
+                other_retry = true;
+                retry_after = e.retry_after();
+            }
             Err(e) if e.is_fatal() => return Applied::Fatal(e),
             Err(e) => {
                 fail_all(&mut outcomes, &pending, e.is_retryable(), &e.to_string());
@@ -134,8 +219,30 @@ pub fn apply_with_retries(
         if pending.is_empty() {
             break;
         }
-        std::thread::sleep(backoff.delay(attempt, retry_after, &mut jitter));
-        attempt += 1;
+        let wait = match throttled {
+            // Only throttled, and told how long: that wait plus up to as much
+            // again, so the batches in flight do not come back together.
+            Some(Some(hint)) if !other_retry => {
+                let span = hint.max(backoff.base).as_millis() as u64;
+                hint + Duration::from_millis(jitter.next() % (span + 1))
+            }
+            Some(None) if !other_retry => Backoff {
+                base: backoff.base,
+                cap: backoff.cap.min(RATE_LIMIT_BACKOFF_CAP),
+            }
+            .delay(round, None, &mut jitter),
+            hint => backoff.delay(round, retry_after.max(hint.flatten()), &mut jitter),
+        };
+        if throttled.is_some() {
+            throttle
+                .throttled_ms
+                .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+        }
+        std::thread::sleep(wait);
+        round = round.saturating_add(1);
+        if other_retry {
+            attempt += 1;
+        }
     }
     Applied::Done(
         outcomes
@@ -229,13 +336,132 @@ mod tests {
             cap: Duration::from_millis(2),
         };
         let ops = vec![del(1), del(2), del(3)];
-        let Applied::Done(out) = apply_with_retries(&t, &ops, 4, fast) else {
+        let Applied::Done(out) =
+            apply_with_retries(&t, &ops, 4, fast, Duration::ZERO, &Throttle::default())
+        else {
             panic!("fatal")
         };
         assert!(matches!(out[0], OpOutcome::Failed { .. }));
         assert!(out[1].is_ok() && out[2].is_ok());
         // 2 whole-batch failures, then 3 ops, then only the failing op twice.
         assert_eq!(*t.calls.lock().unwrap(), vec![3, 3, 3, 1, 1]);
+    }
+
+    /// Refuses every op with a rate limit for its first `limited` calls.
+    struct Throttled {
+        limited: Mutex<u32>,
+        calls: Mutex<u32>,
+    }
+
+    impl Target for Throttled {
+        fn describe(&self) -> String {
+            "throttled".into()
+        }
+        fn prepare(&self) -> Result<(), Error> {
+            Ok(())
+        }
+        fn list_repo(&self, _: &str) -> Result<Vec<String>, Error> {
+            Ok(Vec::new())
+        }
+        fn export(&self, _: bool) -> Result<Vec<crate::target::Exported>, Error> {
+            Ok(Vec::new())
+        }
+        fn apply(&self, ops: &[Op]) -> Result<Vec<OpOutcome>, Error> {
+            *self.calls.lock().unwrap() += 1;
+            let mut l = self.limited.lock().unwrap();
+            let limited = *l > 0;
+            *l = l.saturating_sub(1);
+            Ok(ops
+                .iter()
+                .map(|_| {
+                    if limited {
+                        OpOutcome::Failed {
+                            retryable: true,
+                            message: "Rate limit reached. Please try again in 1ms.".into(),
+                        }
+                    } else {
+                        OpOutcome::Ok
+                    }
+                })
+                .collect())
+        }
+    }
+
+    const FAST: Backoff = Backoff {
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(2),
+    };
+
+    #[test]
+    fn rate_limits_do_not_use_up_max_retries_within_the_patience() {
+        let t = Throttled {
+            limited: Mutex::new(10),
+            calls: Mutex::new(0),
+        };
+        let ops = vec![del(1), del(2)];
+        let Applied::Done(out) = apply_with_retries(
+            &t,
+            &ops,
+            1,
+            FAST,
+            Duration::from_secs(3600),
+            &Throttle::default(),
+        ) else {
+            panic!("fatal")
+        };
+        assert!(out.iter().all(OpOutcome::is_ok), "{out:?}");
+        assert_eq!(*t.calls.lock().unwrap(), 11);
+    }
+
+    #[test]
+    fn zero_patience_makes_rate_limits_ordinary_transient_failures() {
+        let t = Throttled {
+            limited: Mutex::new(10),
+            calls: Mutex::new(0),
+        };
+        let ops = vec![del(1)];
+        let Applied::Done(out) =
+            apply_with_retries(&t, &ops, 2, FAST, Duration::ZERO, &Throttle::default())
+        else {
+            panic!("fatal")
+        };
+        assert!(matches!(
+            out[0],
+            OpOutcome::Failed {
+                retryable: true,
+                ..
+            }
+        ));
+        assert_eq!(*t.calls.lock().unwrap(), 3);
+    }
+
+    #[test]
+    fn throttling_past_the_patience_fails_the_objects_as_transient() {
+        let t = Throttled {
+            limited: Mutex::new(u32::MAX),
+            calls: Mutex::new(0),
+        };
+        let ops = vec![del(1), del(2)];
+        let Applied::Done(out) = apply_with_retries(
+            &t,
+            &ops,
+            0,
+            FAST,
+            Duration::from_millis(20),
+            &Throttle::default(),
+        ) else {
+            panic!("fatal")
+        };
+        for o in &out {
+            let OpOutcome::Failed { retryable, message } = o else {
+                panic!("{o:?}")
+            };
+            assert!(
+                *retryable && message.contains("--rate-limit-patience 20ms"),
+                "{message}"
+            );
+        }
+        assert!(*t.calls.lock().unwrap() > 1);
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub(super) struct Syncer<'a> {
     /// The manifest changed while a worker read a batch from it.
     /// Shared with the workers: set once the run must apply nothing more.
     pub(super) halt: Arc<AtomicBool>,
+    /// Rate limits waited out by the workers (metrics).
+    pub(super) throttle: Arc<super::retry::Throttle>,
     pub(super) seq: u64,
     pub(super) started: std::time::Instant,
     pub(super) failure_kinds: BTreeMap<&'static str, (FailureKind, u64)>,
@@ -213,12 +215,15 @@ impl<'a> Syncer<'a> {
         let permits = Permits::new(in_flight);
         let halt = Arc::new(AtomicBool::new(false));
         self.halt = Arc::clone(&halt);
+        let throttle = Arc::clone(&self.throttle);
         let ctx = WorkerCtx {
             manifest: m,
             roots: self.roots,
             target: self.target,
             run_id: self.run_id,
             max_retries: self.opts.max_retries,
+            rate_limit_patience: self.opts.rate_limit_patience,
+            throttle: &throttle,
             backoff: self.opts.backoff,
             permits: &permits,
             halt: &halt,
@@ -303,6 +308,8 @@ impl<'a> Syncer<'a> {
             index_lost: self.index_lost,
             outstanding_failures: self.state.outstanding_failures().count() as u64,
             dead_letters: self.dead_letters(),
+            rate_limited_objects: self.throttle.rate_limited(),
+            throttled_secs: self.throttle.throttled_secs(),
         };
         let _ = metrics::write(path, &m);
     }
@@ -407,6 +414,8 @@ impl<'a> Syncer<'a> {
                 index_lost: self.index_lost,
                 outstanding_failures: outstanding,
                 dead_letters: dead,
+                rate_limited_objects: self.throttle.rate_limited(),
+                throttled_secs: self.throttle.throttled_secs(),
             }),
         }
     }

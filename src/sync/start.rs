@@ -178,6 +178,7 @@ pub(super) fn run_inner(
         target: target.as_ref(),
         roots: &roots,
         halt: Arc::new(AtomicBool::new(false)),
+        throttle: Arc::default(),
         seq: 0,
         started: std::time::Instant::now(),
         failure_kinds: BTreeMap::new(),

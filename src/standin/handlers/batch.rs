@@ -23,6 +23,19 @@ const RATE_LIMIT_MESSAGE: &str =
      error: Rate limit reached for text-embedding-3-small in organization org-standin on \
      requests per min (RPM): Limit 3000, Used 3000, Requested 1. Please try again in 20ms.";
 
+/// [`RATE_LIMIT_MESSAGE`] for the vectorizer quota: its limit per minute,
+/// and the wait until the bucket has a token again.
+fn quota_message(per_sec: u32, wait: std::time::Duration) -> String {
+    let per_min = u64::from(per_sec) * 60;
+    let ms = wait.as_millis().max(1);
+    format!(
+        "update vector: connection to: OpenAI API failed with status: 429 \
+         error: Rate limit reached for text-embedding-3-small in organization org-standin on \
+         requests per min (RPM): Limit {per_min}, Used {per_min}, Requested 1. \
+         Please try again in {ms}ms."
+    )
+}
+
 const REJECT_MESSAGE: &str = "invalid object: rejected by the stand-in (validation fault)";
 
 /// The object ids a batch request names: an upsert's object ids, or the
@@ -349,6 +362,7 @@ pub(super) fn batch_store(st: &mut State, parsed: ParsedBatch) -> StoredBatch {
     let now = now_ms();
     let p_fail = st.faults.p_object_fail;
     let p_reject = st.faults.p_object_reject;
+    let quota = st.faults.vectorizer_quota_per_sec;
     let empty = Map::new();
     let mut fates = Vec::with_capacity(objects.len());
     for o in &objects {
@@ -368,6 +382,12 @@ pub(super) fn batch_store(st: &mut State, parsed: ParsedBatch) -> StoredBatch {
         if err.is_none() {
             if let Some(def) = st.classes.get(&class) {
                 err = vectorizer::check(parsed.max_tokens, def, props);
+            }
+        }
+        if err.is_none() {
+            if let Err(wait) = st.quota.take(quota, std::time::Instant::now()) {
+                err = Some(quota_message(quota, wait));
+                *st.stats.injected.entry("quota".into()).or_default() += 1;
             }
         }
         if err.is_none() && st.rng.chance(p_fail) {

@@ -280,8 +280,6 @@ pub fn transport_error(target: &str, what: &str, f: &TransportFailure) -> Error 
     }
 }
 
-/// Whether a per-object error message names a condition that passes: a rate
-/// limit, a deadline, an overloaded or unavailable provider.
 /// What an operator does about an object the embedding model refused as
 /// too long.
 pub const TOO_LONG_HINT: &str = "the chunk is longer than the collection's embedding model \
@@ -302,6 +300,61 @@ pub fn is_too_long_message(message: &str) -> bool {
     .any(|w| lower.contains(w))
 }
 
+/// Whether a per-object error message says the embedding provider (or
+/// Weaviate) asked to slow down: a rate limit, not an outage. Such an object
+/// is retried with patience (`--rate-limit-patience`) instead of using up
+/// `--max-retries`.
+pub fn is_rate_limited_message(message: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "rate limit",
+        "ratelimit",
+        "rate_limit",
+        "too many requests",
+        "tokens per min",
+        "requests per min",
+        "(tpm)",
+        "(rpm)",
+    ];
+    let lower = message.to_ascii_lowercase();
+    WORDS.iter().any(|w| lower.contains(w))
+}
+
+/// The wait a rate-limit message asks for: OpenAI's `Please try again in
+/// 20ms` (also `1.5s`, `6m0s`), capped at [`MAX_RETRY_AFTER`].
+pub fn rate_limit_hint(message: &str) -> Option<Duration> {
+    let lower = message.to_ascii_lowercase();
+    let at = lower.find("try again in ")? + "try again in ".len();
+    let mut rest = lower[at..].trim_start();
+    let mut total = 0f64;
+    let mut any = false;
+    loop {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let Ok(n) = rest[..num_len].parse::<f64>() else {
+            break;
+        };
+        let unit_part = rest[num_len..].trim_start();
+        let (scale, len) = if unit_part.starts_with("ms") {
+            (0.001, 2)
+        } else if unit_part.starts_with("s") {
+            (1.0, 1)
+        } else if unit_part.starts_with("m") {
+            (60.0, 1)
+        } else if unit_part.starts_with("h") {
+            (3600.0, 1)
+        } else {
+            break;
+        };
+        total += n * scale;
+        any = true;
+        rest = &unit_part[len..];
+    }
+    any.then(|| Duration::from_secs_f64(total.min(MAX_RETRY_AFTER.as_secs_f64())))
+}
+
+/// Whether a per-object error message names a condition that passes: a rate
+/// limit, a deadline, an overloaded or unavailable provider.
 pub fn is_retryable_message(message: &str) -> bool {
     const WORDS: &[&str] = &[
         "rate limit",

@@ -320,3 +320,25 @@ fn delete_unknown_class_422_ends_the_run_and_empty_body_is_transient() {
     let e = delete(200, b"").unwrap_err();
     assert!(e.is_retryable());
 }
+
+#[test]
+fn rate_limit_messages_are_told_apart_from_outages_and_give_their_hint() {
+    let openai = "update vector: connection to: OpenAI API failed with status: 429 error: \
+        Rate limit reached for text-embedding-3-small in organization org-x on requests per \
+        min (RPM): Limit 3000, Used 3000, Requested 1. Please try again in 20ms.";
+    assert!(is_rate_limited_message(openai));
+    assert!(is_retryable_message(openai));
+    assert!(!is_rate_limited_message("service unavailable"));
+    assert!(!is_rate_limited_message("context deadline exceeded"));
+    assert_eq!(rate_limit_hint(openai), Some(Duration::from_millis(20)));
+    assert_eq!(
+        rate_limit_hint("Please try again in 1.5s."),
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(
+        rate_limit_hint("Please try again in 1m30s."),
+        Some(Duration::from_secs(90))
+    );
+    assert_eq!(rate_limit_hint("try again in 10h"), Some(MAX_RETRY_AFTER));
+    assert_eq!(rate_limit_hint("try again later"), None);
+}
