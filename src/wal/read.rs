@@ -496,18 +496,29 @@ pub fn replay_dir(dir: &Path) -> Result<Replay, Error> {
 /// A reader (`--status`, `wal inspect`) runs beside a writer that may be
 /// compacting: between reading one segment and the next, a snapshot can
 /// land and the older segments go, and the bytes read then no longer form
-/// one log. So what looks like corruption is read again, a few times, a
-/// moment apart: damage that is really there is met every time and
-/// reported; a read that raced a compaction reads whole the next time.
+/// one log. So when what was read looks corrupt *and* the log changed
+/// meanwhile (segments added, removed or grown), it is read again, a few
+/// times; a log that stood still while it read corrupt is reported at once.
 pub fn replay_in<S: Storage>(storage: &S, dir: &Path, keep: Keep) -> Result<Replay, Error> {
     const RACE_RETRIES: u32 = 3;
+    let shape = |storage: &S| -> Vec<(PathBuf, u64)> {
+        list_segments_in(storage, dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let len = storage.file_len(&p).unwrap_or(u64::MAX);
+                (p, len)
+            })
+            .collect()
+    };
     let mut attempt = 0;
     loop {
+        let before = shape(storage);
         let res = read_log_in(storage, dir).and_then(|read| replay_read(&read, keep));
         match res {
-            Err(e) if e.is_corrupt() && attempt < RACE_RETRIES => {
+            Err(e) if e.is_corrupt() && attempt < RACE_RETRIES && shape(storage) != before => {
                 attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(10 << attempt));
+                std::thread::sleep(std::time::Duration::from_millis(5 << attempt));
             }
             r => return r,
         }
