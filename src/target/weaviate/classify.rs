@@ -356,15 +356,10 @@ pub fn rate_limit_hint(message: &str) -> Option<Duration> {
 /// Whether a per-object error message names a condition that passes: a rate
 /// limit, a deadline, an overloaded or unavailable provider.
 pub fn is_retryable_message(message: &str) -> bool {
+    if is_rate_limited_message(message) {
+        return true;
+    }
     const WORDS: &[&str] = &[
-        "rate limit",
-        "ratelimit",
-        "rate_limit",
-        "too many requests",
-        "tokens per min",
-        "requests per min",
-        "(tpm)",
-        "(rpm)",
         "deadline exceeded",
         "timeout",
         "timed out",
