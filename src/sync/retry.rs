@@ -79,7 +79,8 @@ impl Backoff {
 /// What waiting out rate limits cost a run, added up by every worker.
 #[derive(Debug, Default)]
 pub struct Throttle {
-    /// Objects refused for a rate limit (one refused in three rounds counts three).
+    /// Files refused for a rate limit (one refused in three rounds counts
+    /// three; two lines of one file in a batch count once a round).
     pub rate_limited: AtomicU64,
     /// Milliseconds batches waited between throttled rounds (summed over the
     /// batches in flight).
@@ -157,13 +158,18 @@ pub fn apply_with_retries(
         match result {
             Ok(outs) if outs.len() == pending.len() => {
                 let mut still = Vec::new();
+                // Two lines of one file in a batch are one object sent once:
+                // its refusal counts once.
+                let mut counted = std::collections::HashSet::new();
                 for (&i, o) in pending.iter().zip(outs) {
                     match o {
                         OpOutcome::Failed {
                             retryable: true,
                             message,
                         } if !patience.is_zero() && is_rate_limited_message(&message) => {
-                            throttle.rate_limited.fetch_add(1, Ordering::Relaxed);
+                            if counted.insert(ops[i].id()) {
+                                throttle.rate_limited.fetch_add(1, Ordering::Relaxed);
+                            }
                             if patient {
                                 let hint = throttled.flatten().max(rate_limit_hint(&message));
                                 throttled = Some(hint);
@@ -398,19 +404,19 @@ mod tests {
             limited: Mutex::new(10),
             calls: Mutex::new(0),
         };
-        let ops = vec![del(1), del(2)];
-        let Applied::Done(out) = apply_with_retries(
-            &t,
-            &ops,
-            1,
-            FAST,
-            Duration::from_secs(3600),
-            &Throttle::default(),
-        ) else {
+        // Two lines of one file (the same object, sent once) and another.
+        let ops = vec![del(1), del(1), del(2)];
+        let throttle = Throttle::default();
+        let Applied::Done(out) =
+            apply_with_retries(&t, &ops, 1, FAST, Duration::from_secs(3600), &throttle)
+        else {
             panic!("fatal")
         };
         assert!(out.iter().all(OpOutcome::is_ok), "{out:?}");
         assert_eq!(*t.calls.lock().unwrap(), 11);
+        // Ten refused rounds of two objects each.
+        assert_eq!(throttle.rate_limited(), 20);
+        assert!(throttle.throttled_secs() > 0.0);
     }
 
     #[test]
