@@ -129,7 +129,15 @@ fn under_a_quota_well_below_the_send_rate_the_run_waits_it_out_with_no_failed_it
 #[test]
 fn a_quota_that_never_clears_fails_the_objects_after_the_patience_and_the_next_run_ends_exact() {
     let Shared { root, manifest, w } = shared_workload(40);
-    let si = standin(&w, quota(1));
+    // Every object refused for a rate limit (a quota spent for longer than
+    // the run: paced as slowly as it may be, nothing gets through).
+    let si = standin(
+        &w,
+        Faults {
+            p_object_fail: 1.0,
+            ..Faults::default()
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let args = [

@@ -14,6 +14,7 @@ pub mod failed_run;
 mod feed;
 mod lock;
 pub mod metrics;
+pub mod pace;
 mod permits;
 mod pipeline;
 pub mod plan;

@@ -88,11 +88,12 @@ impl Permits {
 }
 
 impl Permits {
-    /// A batch came back, `throttled` or not: adapt the limit. One decrease
+    /// A batch came back, `throttled` or not: adapt the limit (and return
+    /// it). One decrease
     /// per round of the batches in flight (those that were sent beside the
     /// throttled one say the same thing), one increase per `limit` batches
     /// back in a row without a rate limit.
-    pub(super) fn signal(&self, throttled: bool) {
+    pub(super) fn signal(&self, throttled: bool) -> usize {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.since_change += 1;
         if throttled {
@@ -105,6 +106,7 @@ impl Permits {
             st.since_change = 0;
             self.changed.notify_all();
         }
+        st.limit
     }
 
     /// The number of batches allowed at the target now.

@@ -263,7 +263,7 @@ impl WorkerCtx<'_> {
         } else {
             // This batch's own rate limits tell the permits whether to send
             // fewer batches at once (AIMD); the run's totals are the metrics.
-            let mine = retry::Throttle::default();
+            let mine = self.throttle.for_batch();
             let mut applied = retry::apply_with_retries(
                 self.target,
                 &ops,
@@ -272,7 +272,8 @@ impl WorkerCtx<'_> {
                 self.rate_limit_patience,
                 &mine,
             );
-            self.permits.signal(mine.rate_limited() > 0);
+            let limit = self.permits.signal(mine.rate_limited() > 0);
+            self.throttle.note_in_flight_limit(limit);
             self.throttle.add(&mine);
             if self.on_error == OnError::Retry {
                 applied =

@@ -6,10 +6,13 @@
 //! `--rate-limit-patience` without a break.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::target::weaviate::classify::{is_rate_limited_message, rate_limit_hint};
 use crate::target::{Error, Op, OpOutcome, Target};
+
+use super::pace::{self, Pacer};
 
 /// Longest backoff between two rounds of a batch that is only throttled
 /// (the provider's own hint, when longer, wins).
@@ -76,18 +79,44 @@ impl Backoff {
     }
 }
 
-/// What waiting out rate limits cost a run, added up by every worker.
+/// What waiting out rate limits cost a run, added up by every worker, and
+/// the pacing every worker keeps to.
 #[derive(Debug, Default)]
 pub struct Throttle {
     /// Files refused for a rate limit (one refused in three rounds counts
     /// three; two lines of one file in a batch count once a round).
     pub rate_limited: AtomicU64,
-    /// Milliseconds batches waited between throttled rounds (summed over the
-    /// batches in flight).
+    /// Milliseconds batches waited between throttled rounds and for their
+    /// turn at the paced rate (summed over the batches in flight).
     pub throttled_ms: AtomicU64,
+    /// The send rate learnt from the provider, shared by every batch.
+    pub pacer: Arc<Pacer>,
+    /// The batches allowed at the target now, and the fewest of the run
+    /// (0: not known yet).
+    pub in_flight_limit: AtomicU64,
+    pub lowest_in_flight_limit: AtomicU64,
 }
 
 impl Throttle {
+    /// Fresh counts for one batch, pacing with the run's pacer.
+    pub fn for_batch(&self) -> Throttle {
+        Throttle {
+            pacer: Arc::clone(&self.pacer),
+            ..Throttle::default()
+        }
+    }
+
+    /// The permits' limit changed to (or stayed at) `n`.
+    pub fn note_in_flight_limit(&self, n: usize) {
+        let n = n as u64;
+        self.in_flight_limit.store(n, Ordering::Relaxed);
+        let _ =
+            self.lowest_in_flight_limit
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                    (l == 0 || n < l).then_some(n)
+                });
+    }
+
     pub fn rate_limited(&self) -> u64 {
         self.rate_limited.load(Ordering::Relaxed)
     }
@@ -141,7 +170,34 @@ pub fn apply_with_retries(
     let mut round: u32 = 0;
     let mut attempt: u32 = 0;
     let mut throttled_since: Option<Instant> = None;
+    let pacing = !patience.is_zero();
     loop {
+        // Paced, a round holds no more than the rate lets through in a
+        // window: a batch larger than the provider's allowance would
+        // otherwise be refused in part however long it waited for its turn.
+        let take = match throttle.pacer.budget().filter(|_| pacing) {
+            Some(budget) => {
+                let mut w = 0;
+                let n = pending
+                    .iter()
+                    .take_while(|&&i| {
+                        w += pace::weight(&ops[i]);
+                        w <= budget
+                    })
+                    .count();
+                n.max(1)
+            }
+            None => pending.len(),
+        };
+        let later = pending.split_off(take);
+        if pacing {
+            let n = pending.iter().map(|&i| pace::weight(&ops[i])).sum();
+            let waited = throttle.pacer.wait(n);
+            throttle
+                .throttled_ms
+                .fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
+        }
+        let sent = Instant::now();
         let result = if pending.len() == ops.len() {
             target.apply(ops)
         } else {
@@ -155,8 +211,19 @@ pub fn apply_with_retries(
         // longest wait asked for), and other failures worth retrying.
         let mut throttled: Option<Option<Duration>> = None;
         let mut other_retry = false;
+        // The batch was throttled past the patience: what it has not sent
+        // yet fails with what it sent.
+        let mut gave_up: Option<OpOutcome> = None;
         match result {
             Ok(outs) if outs.len() == pending.len() => {
+                if pacing {
+                    let (ok, refused) = pace::tally(
+                        pending.iter().map(|&i| &ops[i]),
+                        &outs,
+                        |o| matches!(o, OpOutcome::Failed { retryable: true, message } if is_rate_limited_message(message)),
+                    );
+                    throttle.pacer.observe(sent, ok, refused);
+                }
                 let mut still = Vec::new();
                 // Two lines of one file in a batch are one object sent once:
                 // its refusal counts once.
@@ -166,7 +233,7 @@ pub fn apply_with_retries(
                         OpOutcome::Failed {
                             retryable: true,
                             message,
-                        } if !patience.is_zero() && is_rate_limited_message(&message) => {
+                        } if pacing && is_rate_limited_message(&message) => {
                             if counted.insert(ops[i].id()) {
                                 throttle.rate_limited.fetch_add(1, Ordering::Relaxed);
                             }
@@ -175,13 +242,15 @@ pub fn apply_with_retries(
                                 throttled = Some(hint);
                                 still.push(i);
                             } else {
-                                outcomes[i] = Some(OpOutcome::Failed {
+                                let failed = OpOutcome::Failed {
                                     retryable: true,
                                     message: format!(
                                         "{message} (still rate limited after --rate-limit-patience {})",
                                         crate::util::format_duration(patience)
                                     ),
-                                });
+                                };
+                                gave_up.get_or_insert_with(|| failed.clone());
+                                outcomes[i] = Some(failed);
                             }
                         }
                         OpOutcome::Failed {
@@ -222,8 +291,22 @@ pub fn apply_with_retries(
                 pending.clear();
             }
         }
+        // What this round did not send goes after what it must send again
+        // (the manifest's order within the batch is kept: a refused op
+        // always precedes the later ops it was read before).
+        let clean = pending.is_empty();
+        match gave_up {
+            Some(failed) => later
+                .iter()
+                .for_each(|&i| outcomes[i] = Some(failed.clone())),
+            None => pending.extend(later),
+        }
         if pending.is_empty() {
             break;
+        }
+        if clean && throttled.is_none() && !other_retry {
+            // Only the rest of a paced batch is left: its turn is the wait.
+            continue;
         }
         let wait = match throttled {
             // Only throttled, and told how long: that wait plus up to as much

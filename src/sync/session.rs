@@ -213,6 +213,7 @@ impl<'a> Syncer<'a> {
             .clamp(1, 8);
         let workers = in_flight + planners;
         let permits = Permits::new(in_flight);
+        self.throttle.note_in_flight_limit(in_flight);
         let halt = Arc::new(AtomicBool::new(false));
         self.halt = Arc::clone(&halt);
         let throttle = Arc::clone(&self.throttle);

@@ -268,10 +268,13 @@ fn check_index_lost(opts: &Options, state: &State, target: &dyn Target) -> bool 
     if marker.exists() {
         return true;
     }
+    // Work that left objects in the index: lines applied that wrote files
+    // (a state dir whose applied lines only deleted may well face an empty
+    // index).
     let applied = state
         .manifests
         .iter()
-        .any(|m| m.lines_done() > m.failed.len() as u64);
+        .any(|m| m.counts.upserted > 0 && m.lines_done() > m.failed.len() as u64);
     let unfinished = state.unfinished().next().is_some();
     if !applied || unfinished || !matches!(target.is_empty(), Ok(Some(true))) {
         return false;
