@@ -736,7 +736,7 @@ fn range_delete_keeps_the_per_call_limit() {
     );
     assert_eq!(r["successful"], 3);
     // In UUID order: chunks 1, 2, 3 go first.
-    let ids = object_ids(&r);
+    let ids = object_ids(r);
     assert_eq!(ids, vec![uuid(2), uuid(3), uuid(4)]);
     let v = delete_where(&raw, f.clone(), false);
     assert_eq!(v["results"]["matches"], 2);
