@@ -81,9 +81,14 @@ fn corpus() -> (Vec<(String, Vec<u8>)>, String) {
 fn bench(c: &mut Criterion) {
     let (files, from) = corpus();
     let total: usize = files.iter().map(|(_, b)| b.len()).sum();
+    // What a file costs: the chunker alone, or the whole object model
+    // (chunks, SHA-256, lossy content, ids).
+    type Count = fn(&str, &[u8], ChunkSize) -> usize;
+    let spans: Count = |p, bytes, size| chunk_spans(bytes, size, p).len();
+    let objs: Count = |p, bytes, size| objects("Bench", p, bytes, size).len();
     let chunks: usize = files
         .iter()
-        .map(|(p, b)| chunk_spans(b, ChunkSize::DEFAULT, p).len())
+        .map(|(p, b)| spans(p, b, ChunkSize::DEFAULT))
         .sum();
     eprintln!(
         "chunk bench: {} files, {total} bytes, {chunks} chunks at 4096, from {from}",
@@ -93,29 +98,17 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("chunker");
     g.throughput(Throughput::Bytes(total as u64));
     g.sample_size(10);
-    for (name, size) in [
-        ("chunk_spans_4096", ChunkSize::DEFAULT),
-        ("chunk_spans_whole_file", ChunkSize::WHOLE_FILE),
+    for (name, size, count) in [
+        ("chunk_spans_4096", ChunkSize::DEFAULT, spans),
+        ("chunk_spans_whole_file", ChunkSize::WHOLE_FILE, spans),
+        ("objects_4096", ChunkSize::DEFAULT, objs),
+        ("objects_whole_file", ChunkSize::WHOLE_FILE, objs),
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {
                 files
                     .iter()
-                    .map(|(p, bytes)| chunk_spans(bytes, size, p).len())
-                    .sum::<usize>()
-            })
-        });
-    }
-    // The whole object model: chunks, SHA-256, lossy content, ids.
-    for (name, size) in [
-        ("objects_4096", ChunkSize::DEFAULT),
-        ("objects_whole_file", ChunkSize::WHOLE_FILE),
-    ] {
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                files
-                    .iter()
-                    .map(|(p, bytes)| objects("Bench", p, bytes, size).len())
+                    .map(|(p, bytes)| count(p, bytes, size))
                     .sum::<usize>()
             })
         });

@@ -6,7 +6,7 @@
 //! The temporary directories live under `$ELYSIACTL_BENCH_DIR` when set (put
 //! it on the disk the state dir will use), else the system temp dir.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::hint::black_box;
 use std::io::Write;
 use std::path::Path;
@@ -104,11 +104,7 @@ fn bench_append(c: &mut Criterion) {
     // Encode + write(2) with no sync: what an append costs before fdatasync.
     let d = tempdir();
     g.bench_function("append_buffered_no_sync", |b| {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.path().join("buffered"))
-            .expect("open");
+        let mut f = append_only(&d.path().join("buffered"));
         let mut buf = Vec::with_capacity(512);
         b.iter(|| {
             buf.clear();
@@ -120,11 +116,7 @@ fn bench_append(c: &mut Criterion) {
     g.sample_size(30);
     // The floor: write the same number of bytes to a plain file and fdatasync.
     g.bench_function("raw_write_fdatasync_baseline", |b| {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.path().join("raw"))
-            .expect("open");
+        let mut f = append_only(&d.path().join("raw"));
         let bytes = vec![0x5au8; size];
         b.iter(|| {
             f.write_all(&bytes).expect("write");
@@ -140,11 +132,7 @@ fn bench_append(c: &mut Criterion) {
 
     // Sequential groups drift with the machine's load: also alternate the
     // two, one append each, and compare medians.
-    let mut raw_f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(d.path().join("raw-interleaved"))
-        .expect("open");
+    let mut raw_f = append_only(&d.path().join("raw-interleaved"));
     let d2 = tempdir_near(d.path());
     let (mut w, _) = Wal::open(d2.path()).expect("open WAL");
     let bytes = vec![0x5au8; size];
@@ -170,6 +158,15 @@ fn bench_append(c: &mut Criterion) {
         a * 1e3,
         a / r
     );
+}
+
+/// A plain file opened (created if need be) for appending.
+fn append_only(path: &Path) -> File {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open")
 }
 
 fn tempdir_near(p: &Path) -> tempfile::TempDir {

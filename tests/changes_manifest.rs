@@ -119,8 +119,7 @@ fn second_run_after_a_successful_sync_yields_no_file_lines() {
     let root = tempfile::tempdir().expect("tempdir");
     for name in ["A", "B"] {
         let r = Repo::init(root.path(), name);
-        r.write("f.txt", name).symlink("l.txt", "f.txt");
-        r.commit("c");
+        r.write("f.txt", name).symlink("l.txt", "f.txt").commit("c");
     }
     let mut sync = ModelSync::default();
     cycle(root.path(), &mut sync);
@@ -147,8 +146,7 @@ fn odd_paths_are_exact_and_non_utf8_is_skipped_and_counted() {
     for p in odd {
         a.write(p, p);
     }
-    a.write(model::os(b"bad\xffname.txt"), "x");
-    a.commit("odd");
+    a.write(model::os(b"bad\xffname.txt"), "x").commit("odd");
     let mut sync = ModelSync::default();
     let r = cycle(root.path(), &mut sync);
     let paths: Vec<&str> = r
@@ -166,8 +164,7 @@ fn odd_paths_are_exact_and_non_utf8_is_skipped_and_counted() {
     a.mv("with space.txt", "still spaced.txt");
     a.mv(model::os(b"bad\xffname.txt"), "good-now.txt");
     a.rm("new\nline.txt");
-    a.write("quote\"d.txt", "edited");
-    a.commit("odd 2");
+    a.write("quote\"d.txt", "edited").commit("odd 2");
     let r = cycle(root.path(), &mut sync);
     let lines = r.file_lines();
     assert!(lines.contains(
@@ -181,8 +178,7 @@ fn odd_paths_are_exact_and_non_utf8_is_skipped_and_counted() {
 fn submodules_are_skipped_and_reported() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let lib = Repo::init(tmp.path(), "lib-origin");
-    lib.write("lib.txt", "lib");
-    lib.commit("lib");
+    lib.write("lib.txt", "lib").commit("lib");
     let root = tmp.path().join("root");
     std::fs::create_dir(&root).expect("mkdir");
     let a = Repo::init(&root, "A");
@@ -199,8 +195,7 @@ fn submodules_are_skipped_and_reported() {
     assert!(paths.contains(&json!(".gitmodules")));
 
     // The submodule moves to a new commit, then is removed: still skipped.
-    lib.write("lib.txt", "lib v2");
-    lib.commit("lib 2");
+    lib.write("lib.txt", "lib v2").commit("lib 2");
     let sub = a.path("vendor/lib");
     support::gitrepo::git(&sub, ["pull", "-q"]);
     a.commit("bump submodule");
@@ -217,8 +212,7 @@ fn submodules_are_skipped_and_reported() {
 fn force_push_with_base_collected_lists_everything_and_prunes() {
     let root = tempfile::tempdir().expect("tempdir");
     let a = Repo::init(root.path(), "A");
-    a.write("x.txt", "x").write("y.txt", "y");
-    let old = a.commit("one");
+    let old = a.write("x.txt", "x").write("y.txt", "y").commit("one");
     let mut sync = ModelSync::default();
     cycle(root.path(), &mut sync);
 
@@ -241,8 +235,7 @@ fn force_push_with_base_collected_lists_everything_and_prunes() {
 fn rewritten_history_with_base_object_still_present_diffs_against_base_tree() {
     let root = tempfile::tempdir().expect("tempdir");
     let a = Repo::init(root.path(), "A");
-    a.write("x.txt", "x").write("y.txt", "y");
-    a.commit("one");
+    a.write("x.txt", "x").write("y.txt", "y").commit("one");
     let mut sync = ModelSync::default();
     cycle(root.path(), &mut sync);
 
@@ -286,8 +279,7 @@ fn killed_sync_then_changes_and_sync_still_ends_exact() {
     assert!(sync.objects != model::expected(root.path()));
 
     // More commits land before the next run.
-    a.write("a5.txt", "later");
-    a.commit("a3");
+    a.write("a5.txt", "later").commit("a3");
     let second = cycle(root.path(), &mut sync);
     // It still covers what the killed sync never applied.
     assert!(second
@@ -302,8 +294,7 @@ fn symlinks_follow_their_target_even_across_repositories() {
     let root = tempfile::tempdir().expect("tempdir");
     let a = Repo::init(root.path(), "A");
     let b = Repo::init(root.path(), "B");
-    b.write("shared.txt", "v1");
-    b.commit("b");
+    b.write("shared.txt", "v1").commit("b");
     a.write("target.txt", "t1")
         .symlink("local-link", "target.txt")
         .symlink("cross-link", "../B/shared.txt")
@@ -320,16 +311,14 @@ fn symlinks_follow_their_target_even_across_repositories() {
         .contains_key(&("A".into(), "escaping-link".into())));
 
     // Only B changes, yet A's cross-repo link now has new content.
-    b.write("shared.txt", "v2");
-    b.commit("b2");
+    b.write("shared.txt", "v2").commit("b2");
     cycle(root.path(), &mut sync);
     assert_eq!(
         sync.objects
             .get(&("A".to_string(), "cross-link".to_string())),
         Some(&b"v2".to_vec())
     );
-    a.write("target.txt", "t2");
-    a.commit("a2");
+    a.write("target.txt", "t2").commit("a2");
     cycle(root.path(), &mut sync);
 }
 
@@ -338,8 +327,7 @@ fn vanished_repository_is_pruned_and_its_base_forgotten() {
     let root = tempfile::tempdir().expect("tempdir");
     for name in ["A", "B"] {
         let r = Repo::init(root.path(), name);
-        r.write("f.txt", name);
-        r.commit("c");
+        r.write("f.txt", name).commit("c");
     }
     let mut sync = ModelSync::default();
     cycle(root.path(), &mut sync);
@@ -361,8 +349,7 @@ fn vanished_repository_is_pruned_and_its_base_forgotten() {
     // It comes back (re-cloned): listed in full again, not diffed from the
     // old base, since the index no longer holds anything of it.
     let b = Repo::init(root.path(), "B");
-    b.write("f.txt", "B again");
-    b.commit("c");
+    b.write("f.txt", "B again").commit("c");
     let r = cycle(root.path(), &mut sync);
     assert_eq!(r.report.full_snapshots, 1);
     assert_eq!(r.changeset("B").expect("changeset")["parent"], Value::Null);
@@ -391,11 +378,9 @@ fn keep_missing_and_an_emptied_root_never_prune() {
 fn corrupt_and_empty_repositories_are_reported_and_the_others_processed() {
     let root = tempfile::tempdir().expect("tempdir");
     let good = Repo::init(root.path(), "good");
-    good.write("g.txt", "g");
-    good.commit("g");
+    good.write("g.txt", "g").commit("g");
     let bad = Repo::init(root.path(), "bad");
-    bad.write("b.txt", "b");
-    let bad_head = bad.commit("b");
+    let bad_head = bad.write("b.txt", "b").commit("b");
     // Corrupt: HEAD points at a commit whose object is gone.
     let obj = bad
         .dir
@@ -463,8 +448,8 @@ fn random_histories_stay_exact_round_after_round() {
                     _ => {}
                 }
             }
-            repo.write("x.bin", [0u8, 1, 2]);
-            repo.commit(&format!("round {round}"));
+            repo.write("x.bin", [0u8, 1, 2])
+                .commit(&format!("round {round}"));
         }
         // Sometimes the sync is killed part-way.
         if next(3) == 0 {

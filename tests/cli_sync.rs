@@ -66,13 +66,7 @@ fn small_with(body: &str) -> (Small, PathBuf) {
 fn sample_manifest_from_examples_syncs_and_search_finds_a_known_file() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let out = sync(
-        &ex.join("sample-changes.jsonl"),
-        &ex.join("sample-root"),
-        &state,
-        &[],
-    );
+    let out = sync_sample(&state, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let s = run_state(&["search", "ledger"], &state);
     assert!(

@@ -107,17 +107,21 @@ fn tree(dir: &Path) -> PathBuf {
     root
 }
 
-#[test]
-fn failed_items_are_retried_by_later_runs_then_kept_as_dead_letters() {
+/// A temp dir with the [`tree`] `root` in it, the path of a `state` dir, and
+/// a manifest `m.jsonl` holding `manifest`: (dir, root, state, m).
+fn scene(manifest: &str) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let root = tree(dir.path());
     let state = dir.path().join("state");
     let m = dir.path().join("m.jsonl");
-    std::fs::write(
-        &m,
-        "{\"op\":\"add\",\"path\":\"R/a.txt\"}\n{\"op\":\"add\",\"path\":\"R/b.txt\"}\n",
-    )
-    .unwrap();
+    std::fs::write(&m, manifest).unwrap();
+    (dir, root, state, m)
+}
+
+#[test]
+fn failed_items_are_retried_by_later_runs_then_kept_as_dead_letters() {
+    let (_dir, root, state, m) =
+        scene("{\"op\":\"add\",\"path\":\"R/a.txt\"}\n{\"op\":\"add\",\"path\":\"R/b.txt\"}\n");
     let t = Arc::new(Switch::default());
     t.failing.store(true, Ordering::SeqCst);
     let opts = options(Some(&m), &root, &state);
@@ -210,11 +214,7 @@ fn state_dir_stays_bounded_across_a_thousand_runs() {
 
 #[test]
 fn metrics_textfile_is_written_atomically_with_the_run_outcome() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = tree(dir.path());
-    let state = dir.path().join("state");
-    let m = dir.path().join("m.jsonl");
-    std::fs::write(&m, "{\"op\":\"add\",\"path\":\"R/a.txt\"}\n{\"op\":\"update\",\"path\":\"R/b.txt\"}\n{\"op\":\"delete\",\"path\":\"R/c.txt\"}\nbroken\n").unwrap();
+    let (dir, root, state, m) = scene("{\"op\":\"add\",\"path\":\"R/a.txt\"}\n{\"op\":\"update\",\"path\":\"R/b.txt\"}\n{\"op\":\"delete\",\"path\":\"R/c.txt\"}\nbroken\n");
     let prom_dir = dir.path().join("textfile");
     std::fs::create_dir_all(&prom_dir).unwrap();
     let prom = prom_dir.join("elysiactl.prom");
@@ -298,11 +298,7 @@ fn status_is_readable_while_a_sync_runs_without_taking_its_lock() {
 
 #[test]
 fn json_log_format_gives_one_object_per_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = tree(dir.path());
-    let state = dir.path().join("state");
-    let m = dir.path().join("m.jsonl");
-    std::fs::write(&m, "{\"op\":\"add\",\"path\":\"R/a.txt\"}\nnope\n").unwrap();
+    let (_dir, root, state, m) = scene("{\"op\":\"add\",\"path\":\"R/a.txt\"}\nnope\n");
     let out = sync(&m, &root, &state, &["--log-format", "json"]);
     assert_eq!(out.status.code(), Some(1));
     let events: Vec<serde_json::Value> = text(&out.stderr)

@@ -25,8 +25,9 @@ fn tree() -> Sandbox {
 }
 
 /// The manifest `name` of `lines` in the temp dir.
-fn manifest(t: &Sandbox, name: &str, lines: &[String]) -> PathBuf {
+fn manifest(t: &Sandbox, name: &str, lines: &[impl AsRef<str>]) -> PathBuf {
     let m = t.dir.join(name);
+    let lines: Vec<&str> = lines.iter().map(AsRef::as_ref).collect();
     std::fs::write(&m, lines.join("\n") + "\n").unwrap();
     m
 }
@@ -155,7 +156,7 @@ fn a_repo_without_a_directory_under_any_root_is_a_failed_item_never_a_deletion()
         r#"{"op":"add","repo":"ServiceA","path":"x.txt"}"#,
         r#"{"op":"delete","path":"ServiceA/x.txt"}"#,
     ];
-    let m = manifest(&t, "gone.jsonl", &gone.map(str::to_owned));
+    let m = manifest(&t, "gone.jsonl", &gone);
     let state2 = t.dir.join("state2");
     let out = sync(&add, &t.root, &state2, &[]);
     assert_eq!(out.status.code(), Some(0));
@@ -177,23 +178,16 @@ fn a_repo_without_a_directory_under_any_root_is_a_failed_item_never_a_deletion()
 #[test]
 fn prune_still_removes_the_objects_of_a_vanished_repo() {
     let t = tree();
-    let add = manifest(
-        &t,
-        "add.jsonl",
-        &[
-            r#"{"op":"add","repo":"ServiceA","path":"src/main.py"}"#.into(),
-            r#"{"op":"add","repo":"ServiceA","path":"x.txt"}"#.into(),
-        ],
-    );
+    let adds = [
+        r#"{"op":"add","repo":"ServiceA","path":"src/main.py"}"#,
+        r#"{"op":"add","repo":"ServiceA","path":"x.txt"}"#,
+    ];
+    let add = manifest(&t, "add.jsonl", &adds);
     let out = sync(&add, &t.root, &t.state, &[]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(exported_paths(&t.state).len(), 2);
     std::fs::remove_dir_all(t.root.join("ServiceA")).unwrap();
-    let m = manifest(
-        &t,
-        "prune.jsonl",
-        &[r#"{"op":"prune","repo":"ServiceA"}"#.into()],
-    );
+    let m = manifest(&t, "prune.jsonl", &[r#"{"op":"prune","repo":"ServiceA"}"#]);
     let out = sync(&m, &t.root, &t.state, &[]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
@@ -203,11 +197,8 @@ fn prune_still_removes_the_objects_of_a_vanished_repo() {
 #[test]
 fn a_directory_line_on_a_regular_file_is_malformed_not_a_transient_failure() {
     let t = tree();
-    let m = manifest(
-        &t,
-        "m.jsonl",
-        &[r#"{"repo":"ServiceA","op":"add","path":"x.txt/"}"#.into()],
-    );
+    let line = r#"{"repo":"ServiceA","op":"add","path":"x.txt/"}"#;
+    let m = manifest(&t, "m.jsonl", &[line]);
     let out = sync(&m, &t.root, &t.state, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let failed = failures(&t.state);

@@ -16,18 +16,14 @@ fn sd(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A state dir holding the shipped sample, synced into the local index.
-fn synced_sample(dir: &Path) -> PathBuf {
-    let state = dir.join("state");
-    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let out = sync(
-        &ex.join("sample-changes.jsonl"),
-        &ex.join("sample-root"),
-        &state,
-        &["--quiet"],
-    );
+/// A temp dir, and a state dir in it holding the shipped sample, synced
+/// into the local index.
+fn synced_sample() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let out = sync_sample(&state, &["--quiet"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    state
+    (dir, state)
 }
 
 /// Every file under `dir` with its length and modification time.
@@ -97,8 +93,7 @@ fn export_and_search_without_an_index_fail_naming_the_path() {
 /// command must write nothing, so it works on a read-only state dir.
 #[test]
 fn export_and_search_write_nothing_in_the_state_dir() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = synced_sample(dir.path());
+    let (_dir, state) = synced_sample();
     let want = export(&state);
     assert!(!want.is_empty());
     std::fs::remove_file(state.join("index/.tantivy-meta.lock")).unwrap();
@@ -118,8 +113,7 @@ fn export_and_search_write_nothing_in_the_state_dir() {
 /// read-only bind mount of it in a private mount namespace.
 #[test]
 fn export_and_search_read_a_read_only_state_dir() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = synced_sample(dir.path());
+    let (_dir, state) = synced_sample();
     let want = export(&state);
     let script = r#"mount --bind "$1" "$1" || exit 98
 mount -o remount,bind,ro "$1" "$1" || exit 98
@@ -187,8 +181,7 @@ fn an_unreadable_state_dir_is_an_error_not_an_empty_answer() {
         eprintln!("SKIPPED: needs root to run the binary as another user");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let state = synced_sample(dir.path());
+    let (dir, state) = synced_sample();
     // The state dir stays 0700 root; its parent lets `nobody` reach it.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(
@@ -223,8 +216,7 @@ fn an_unreadable_state_dir_is_an_error_not_an_empty_answer() {
 
 #[test]
 fn a_bad_query_is_one_line_naming_the_query_exit_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = synced_sample(dir.path());
+    let (_dir, state) = synced_sample();
     for (query, what) in [
         ("foo:(bar", "syntax error"),
         ("fn main()", "syntax error"),
@@ -251,8 +243,7 @@ fn a_bad_query_is_one_line_naming_the_query_exit_2() {
 /// is not a path word.
 #[test]
 fn search_matches_content_and_path_words_and_exact_repo_and_path_fields() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = synced_sample(dir.path());
+    let (_dir, state) = synced_sample();
     let paths = |q: &str| -> Vec<String> {
         let out = run(&["search", q, "--json", "--state-dir", sd(&state)]);
         assert_eq!(out.status.code(), Some(0), "{q}: {}", text(&out.stderr));

@@ -21,6 +21,30 @@ fn standin(cfg: Config) -> Standin {
     Standin::start(cfg).expect("stand-in starts")
 }
 
+/// A stand-in injecting `faults`, seeded `seed`, not recording requests.
+fn faulty(faults: Faults, seed: u64) -> Standin {
+    standin(Config {
+        faults,
+        seed,
+        record: false,
+        ..Config::default()
+    })
+}
+
+/// A target on `si`'s collection [`C`], prepared.
+fn prepared(si: &Standin) -> WeaviateTarget {
+    let t = target(&si.url(), C);
+    t.prepare().unwrap();
+    t
+}
+
+/// Upserts of `R/f0` … `R/f{n-1}`.
+fn upserts(n: usize) -> Vec<Op> {
+    (0..n)
+        .map(|i| Op::Upsert(doc("R", &format!("f{i}"), 1)))
+        .collect()
+}
+
 /// The sync loop in miniature: retry retryable errors and retryable failed
 /// ops (honouring Retry-After), up to `max` attempts; panic on anything
 /// permanent.
@@ -161,12 +185,7 @@ fn assert_contents_equal(si: &Standin, model: &Model) {
 /// Run the workload under `faults`; the index must end exact, and each of
 /// `kinds` must have been injected at least `min_each` times.
 fn converges_under(faults: Faults, kinds: &[&str], min_each: u64) {
-    let si = standin(Config {
-        faults,
-        seed: 42,
-        record: false,
-        ..Config::default()
-    });
+    let si = faulty(faults, 42);
     let t = target(&si.url(), C);
     t.prepare().expect("prepare");
     let model = run_workload(&t);
@@ -272,20 +291,13 @@ fn converges_to_exact_contents_with_out_of_order_completion_and_all_faults() {
 fn without_retries_faults_do_lose_writes() {
     // The convergence tests are meaningful only if a single attempt is not
     // enough: one pass with no retries must leave the index wrong.
-    let si = standin(Config {
-        faults: Faults {
-            p_drop: 0.3,
-            ..Faults::default()
-        },
-        seed: 7,
-        record: false,
-        ..Config::default()
-    });
-    let t = target(&si.url(), C);
-    t.prepare().unwrap();
-    let ops: Vec<Op> = (0..500)
-        .map(|i| Op::Upsert(doc("R", &format!("f{i}"), 1)))
-        .collect();
+    let faults = Faults {
+        p_drop: 0.3,
+        ..Faults::default()
+    };
+    let si = faulty(faults, 7);
+    let t = prepared(&si);
+    let ops = upserts(500);
     for batch in ops.chunks(50) {
         let _ = t.apply(batch);
     }
@@ -294,16 +306,13 @@ fn without_retries_faults_do_lose_writes() {
 
 #[test]
 fn injected_429_reports_the_servers_retry_after() {
-    let si = standin(Config {
-        faults: Faults {
-            p429: 1.0,
-            retry_after_secs: 3,
-            ..Faults::default()
-        },
-        ..Config::default()
-    });
-    let t = target(&si.url(), C);
-    t.prepare().unwrap();
+    let faults = Faults {
+        p429: 1.0,
+        retry_after_secs: 3,
+        ..Faults::default()
+    };
+    let si = faulty(faults, 1);
+    let t = prepared(&si);
     let e = t.apply(&[Op::Upsert(doc("R", "a", 1))]).unwrap_err();
     assert!(matches!(e, Error::Transient { .. }), "{e:?}");
     assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
@@ -311,13 +320,11 @@ fn injected_429_reports_the_servers_retry_after() {
 
 #[test]
 fn request_timeout_is_transient() {
-    let si = standin(Config {
-        faults: Faults {
-            latency_ms: 2000,
-            ..Faults::default()
-        },
-        ..Config::default()
-    });
+    let faults = Faults {
+        latency_ms: 2000,
+        ..Faults::default()
+    };
+    let si = faulty(faults, 1);
     let mut cfg = config(&si.url(), C);
     cfg.timeout = Duration::from_millis(300);
     let t = WeaviateTarget::new(cfg).unwrap();
@@ -408,8 +415,7 @@ fn openapi_validator_rejects_malformed_bodies() {
 #[test]
 fn prepare_creates_the_collection_with_declared_field_tokenized_properties() {
     let si = standin(Config::default());
-    let t = target(&si.url(), C);
-    t.prepare().unwrap();
+    let t = prepared(&si);
     let class = si.class(C).expect("class created");
     assert_eq!(class["vectorizer"], "none");
     let props = class["properties"].as_array().unwrap();
@@ -433,8 +439,7 @@ fn prepare_creates_the_collection_with_declared_field_tokenized_properties() {
 #[test]
 fn objects_are_stored_with_all_properties() {
     let si = standin(Config::default());
-    let t = target(&si.url(), C);
-    t.prepare().unwrap();
+    let t = prepared(&si);
     let d = doc("ServiceA", "src/main.py", 1);
     assert_eq!(
         t.apply(&[Op::Upsert(d.clone())]).unwrap(),
@@ -451,8 +456,7 @@ fn objects_are_stored_with_all_properties() {
 #[test]
 fn upsert_then_delete_in_one_batch_ends_deleted_and_both_report_ok() {
     let si = standin(Config::default());
-    let t = target(&si.url(), C);
-    t.prepare().unwrap();
+    let t = prepared(&si);
     let ops = vec![
         Op::Upsert(doc("R", "a", 1)),
         del("R", "a"),
@@ -471,11 +475,8 @@ fn deletes_repeat_until_the_server_limit_no_longer_truncates() {
         delete_limit: 3,
         ..Config::default()
     });
-    let t = target(&si.url(), C);
-    t.prepare().unwrap();
-    let ups: Vec<Op> = (0..10)
-        .map(|i| Op::Upsert(doc("R", &format!("f{i}"), 1)))
-        .collect();
+    let t = prepared(&si);
+    let ups = upserts(10);
     t.apply(&ups).unwrap();
     si.clear_requests();
     let dels: Vec<Op> = (0..10).map(|i| del("R", &format!("f{i}"))).collect();
@@ -496,8 +497,7 @@ fn list_repo_pages_through_every_object_of_that_repo_only() {
         record: false,
         ..Config::default()
     });
-    let t = target(&si.url(), C);
-    t.prepare().unwrap();
+    let t = prepared(&si);
     let ops: Vec<Op> = (0..2300)
         .map(|i| {
             Op::Upsert(doc(

@@ -151,12 +151,8 @@ fn ten_thousand_lines_under_429_with_retry_after_leave_the_exact_index() {
 
 #[test]
 fn the_binary_waits_out_retry_after_before_resending_a_429ed_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let state = dir.path().join("state");
-    let manifest = dir.path().join("changes.jsonl");
-    let w = build_workload(&root, 200);
-    std::fs::write(&manifest, &w.manifest).unwrap();
+    let (_dir, root, state, manifest) = scratch();
+    let w = write_workload(&root, &manifest, 200);
     let si = Standin::start(Config {
         record: false,
         log_batches: true,
@@ -424,11 +420,8 @@ fn ten_thousand_lines_with_twenty_sigkills_under_mixed_faults_leave_the_exact_in
 #[test]
 fn every_request_body_the_binary_sends_matches_the_openapi_schema() {
     let spec = support::openapi::Spec::load();
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let manifest = dir.path().join("changes.jsonl");
-    let w = build_workload(&root, 400);
-    std::fs::write(&manifest, &w.manifest).unwrap();
+    let (dir, root, _, manifest) = scratch();
+    let w = write_workload(&root, &manifest, 400);
     // Faults make the binary resend failed subsets; those bodies count too.
     let faults = Faults {
         p_object_fail: 0.2,
@@ -490,10 +483,7 @@ fn every_request_body_the_binary_sends_matches_the_openapi_schema() {
 
 #[test]
 fn unreachable_weaviate_exits_3_naming_the_url_and_a_later_run_completes() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let state = dir.path().join("state");
-    let manifest = dir.path().join("changes.jsonl");
+    let (_dir, root, state, manifest) = scratch();
     let mut text = String::new();
     let mut expected = BTreeMap::new();
     for i in 0..50 {
@@ -550,12 +540,8 @@ fn target_weaviate_without_url_is_a_usage_error() {
 
 #[test]
 fn lines_the_index_refused_are_counted_failed_not_indexed() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let state = dir.path().join("state");
-    let manifest = dir.path().join("changes.jsonl");
-    let w = build_workload(&root, 40);
-    std::fs::write(&manifest, &w.manifest).unwrap();
+    let (_dir, root, state, manifest) = scratch();
+    let w = write_workload(&root, &manifest, 40);
     let si = Standin::start(Config::default()).unwrap();
     si.set_faults(Faults {
         p503: 1.0,

@@ -12,7 +12,8 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use elysiactl::target::object_id;
@@ -28,7 +29,7 @@ fn body(path: usize, version: usize) -> String {
 
 /// The manifest and what the index must hold after it: id → (repo, path,
 /// sha of the last version).
-fn workload(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Expected) {
+fn workload(dir: &Path) -> (PathBuf, PathBuf, Expected) {
     let root = dir.join("root");
     std::fs::create_dir_all(root.join("r")).unwrap();
     let mut lines = String::new();
@@ -90,66 +91,88 @@ const ARGS: [&str; 6] = [
     "1",
 ];
 
-#[test]
-fn latest_line_wins_under_faults_and_retries_on_weaviate() {
-    for seed in 0..4u64 {
+/// The [`workload`] in a temp dir, a state dir beside it, and a stand-in
+/// (not recording requests) seeded `seed`.
+struct Scene {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    manifest: PathBuf,
+    state: PathBuf,
+    expected: Expected,
+    si: Standin,
+}
+
+impl Scene {
+    fn new(seed: u64) -> Scene {
         let dir = tempfile::tempdir().unwrap();
         let (root, manifest, expected) = workload(dir.path());
-        let state = dir.path().join("state");
         let si = Standin::start(Config {
             record: false,
-            seed: 0xA11 + seed,
+            seed,
             ..Config::default()
         })
         .unwrap();
-        si.set_faults(faults(seed));
-        // Runs that exit 1 leave failed lines; later runs of the same
-        // manifest retry them, and must never bring back an older version.
-        sync_until_clean(
-            || sync_command(&si.url(), &root, &state, &manifest, &ARGS),
-            30,
-            "ordering under faults",
-        );
-        si.set_faults(Faults::default());
-        assert_index_equals(
-            &si,
-            &expected,
-            &format!("seed {seed}: versions held {:?}", which_versions(&si)),
-        );
+        Scene {
+            state: dir.path().join("state"),
+            _dir: dir,
+            root,
+            manifest,
+            expected,
+            si,
+        }
+    }
+
+    /// Sync (quiet, or verbose for [`kill_at`]) with [`ARGS`].
+    fn sync(&self, quiet: bool) -> Command {
+        let make = if quiet {
+            sync_command
+        } else {
+            sync_command_verbose
+        };
+        make(
+            &self.si.url(),
+            &self.root,
+            &self.state,
+            &self.manifest,
+            &ARGS,
+        )
+    }
+
+    /// Sync under the faults set until a run exits 0 (runs that exit 1
+    /// leave failed lines; later runs of the same manifest retry them),
+    /// then, faults off, check every path's last version is what the index
+    /// holds.
+    fn converge(&self, what: &str) {
+        sync_until_clean(|| self.sync(true), 30, what);
+        self.si.set_faults(Faults::default());
+        let held = which_versions(&self.si);
+        let what = format!("{what}: versions held {held:?}");
+        assert_index_equals(&self.si, &self.expected, &what);
+    }
+}
+
+#[test]
+fn latest_line_wins_under_faults_and_retries_on_weaviate() {
+    for seed in 0..4u64 {
+        let s = Scene::new(0xA11 + seed);
+        s.si.set_faults(faults(seed));
+        // Retried lines must never bring back an older version.
+        s.converge(&format!("ordering under faults, seed {seed}"));
     }
 }
 
 #[test]
 fn latest_line_wins_across_kills_on_weaviate() {
-    let dir = tempfile::tempdir().unwrap();
-    let (root, manifest, expected) = workload(dir.path());
-    let state = dir.path().join("state");
-    let si = Standin::start(Config {
-        record: false,
-        seed: 0xB0B,
-        ..Config::default()
-    })
-    .unwrap();
+    let s = Scene::new(0xB0B);
     let mut rng = Rng::new(0x5EED);
     for kill in 0..10u64 {
-        si.set_faults(faults(kill));
-        let cmd = sync_command_verbose(&si.url(), &root, &state, &manifest, &ARGS);
+        s.si.set_faults(faults(kill));
         let delay = Duration::from_millis(rng.below(60));
-        match kill_at(cmd, true, delay) {
+        match kill_at(s.sync(false), true, delay) {
             Life::Killed(_) => {}
             Life::Ended(code, err) => assert!(code == 0 || code == 1, "exit {code}: {err}"),
         }
     }
-    si.set_faults(faults(99));
-    sync_until_clean(
-        || sync_command(&si.url(), &root, &state, &manifest, &ARGS),
-        30,
-        "ordering after kills",
-    );
-    si.set_faults(Faults::default());
-    assert_index_equals(
-        &si,
-        &expected,
-        &format!("after kills: versions held {:?}", which_versions(&si)),
-    );
+    s.si.set_faults(faults(99));
+    s.converge("ordering after kills");
 }

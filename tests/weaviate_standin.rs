@@ -331,12 +331,7 @@ fn object_listing_pages_with_the_after_cursor() {
     batch(&raw, json!([obj(ID3, "c"), obj(ID1, "a"), obj(ID2, "b")]));
     let (s, v) = raw.status(Method::GET, "/v1/objects?class=Code&limit=2", None);
     assert_eq!(s, 200);
-    let ids: Vec<&str> = v["objects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["id"].as_str().unwrap())
-        .collect();
+    let ids = object_ids(&v);
     assert_eq!(ids, vec![ID1, ID2]);
     let (_, v) = raw.status(
         Method::GET,
@@ -454,6 +449,24 @@ fn batch_log_names_the_ids_of_each_batch_request_and_its_fault_after_a_mark() {
 
 /// The chunk class elysiactl declares: a vectorizer, `skip` on every
 /// property but `content`, no class name in the vector.
+/// A stand-in started with `cfg`, a raw client on it, and the [`chunk_class`].
+fn chunk_setup(cfg: Config) -> (Standin, Raw) {
+    let si = Standin::start(cfg).expect("stand-in");
+    let raw = Raw::new(&si.url(), Default::default());
+    chunk_class(&raw);
+    (si, raw)
+}
+
+/// The ids of a listing's or a delete's `objects`, in order.
+fn object_ids(v: &Value) -> Vec<&str> {
+    v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect()
+}
+
 fn chunk_class(raw: &Raw) {
     let skip = json!({"text2vec-openai": {"skip": true}});
     let text = |n: &str| {
@@ -511,13 +524,10 @@ fn token_estimate_counts_alnum_runs_by_four_bytes_and_every_other_visible_byte()
 
 #[test]
 fn vectorizer_limit_fails_too_long_objects_with_openais_message_and_stores_the_rest() {
-    let si = Standin::start(Config {
+    let (si, raw) = chunk_setup(Config {
         vectorizer_max_tokens: 100,
         ..Config::default()
-    })
-    .expect("stand-in");
-    let raw = Raw::new(&si.url(), Default::default());
-    chunk_class(&raw);
+    });
     let long = "abcd ".repeat(120); // 600 bytes, 120 tokens
     assert_eq!(long.len(), 600);
     // A long skipped property does not count: only `content` is vectorized.
@@ -564,9 +574,7 @@ fn vectorizer_limit_fails_too_long_objects_with_openais_message_and_stores_the_r
     assert_eq!(v[0]["result"]["status"], "SUCCESS", "{v}");
 
     // Off (the default): both are stored.
-    let si = Standin::start(Config::default()).expect("stand-in");
-    let raw = Raw::new(&si.url(), Default::default());
-    chunk_class(&raw);
+    let (si, raw) = chunk_setup(Config::default());
     let (_, v) = batch(
         &raw,
         json!([
@@ -621,12 +629,7 @@ fn chunks_left(si: &Standin) -> Vec<(String, String, Option<u64>)> {
 
 #[test]
 fn batch_delete_with_int_range_filters_removes_the_tail_of_a_file() {
-    let (si, raw) = {
-        let si = Standin::start(Config::default()).expect("stand-in");
-        let raw = Raw::new(&si.url(), Default::default());
-        (si, raw)
-    };
-    chunk_class(&raw);
+    let (si, raw) = chunk_setup(Config::default());
     let mut objs = Vec::new();
     for c in 0..6 {
         objs.push(chunk(c + 1, "R", "P", Some(c), "x"));
@@ -716,13 +719,10 @@ fn batch_delete_with_int_range_filters_removes_the_tail_of_a_file() {
 
 #[test]
 fn range_delete_keeps_the_per_call_limit() {
-    let si = Standin::start(Config {
+    let (si, raw) = chunk_setup(Config {
         delete_limit: 3,
         ..Config::default()
-    })
-    .expect("stand-in");
-    let raw = Raw::new(&si.url(), Default::default());
-    chunk_class(&raw);
+    });
     let objs: Vec<Value> = (0..6)
         .map(|c| chunk(c + 1, "R", "P", Some(c), "x"))
         .collect();
@@ -736,12 +736,7 @@ fn range_delete_keeps_the_per_call_limit() {
     );
     assert_eq!(r["successful"], 3);
     // In UUID order: chunks 1, 2, 3 go first.
-    let ids: Vec<&str> = r["objects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["id"].as_str().unwrap())
-        .collect();
+    let ids = object_ids(r);
     assert_eq!(ids, vec![uuid(2), uuid(3), uuid(4)]);
     let v = delete_where(&raw, f.clone(), false);
     assert_eq!(v["results"]["matches"], 2);
@@ -804,9 +799,7 @@ fn an_int_property_added_later_is_accepted_and_undeclared_ones_still_refused() {
 
 #[test]
 fn listed_objects_carry_int_properties_as_json_integers() {
-    let si = Standin::start(Config::default()).expect("stand-in");
-    let raw = Raw::new(&si.url(), Default::default());
-    chunk_class(&raw);
+    let (_si, raw) = chunk_setup(Config::default());
     let mut o = chunk(1, "R", "P", Some(2), "x");
     o["properties"]["chunkCount"] = json!(6);
     o["properties"]["byteStart"] = json!(4096.0); // a whole float is an int

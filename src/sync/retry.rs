@@ -360,14 +360,28 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    struct Flaky {
-        fail_first: Mutex<u32>,
+    /// A scripted target: its first `outages` calls fail the whole batch
+    /// (503), its first `limited` calls refuse every op with a rate limit,
+    /// and with `refuse_first` the first op of every batch is refused with
+    /// a rate limit for good. Records each call's batch size.
+    #[derive(Default)]
+    struct Scripted {
+        outages: Mutex<u32>,
+        limited: Mutex<u32>,
+        refuse_first: bool,
         calls: Mutex<Vec<usize>>,
     }
 
-    impl Target for Flaky {
+    impl Scripted {
+        /// Batch sizes of the calls so far.
+        fn calls(&self) -> Vec<usize> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    impl Target for Scripted {
         fn describe(&self) -> String {
-            "flaky".into()
+            "scripted".into()
         }
         fn prepare(&self) -> Result<(), Error> {
             Ok(())
@@ -380,7 +394,7 @@ mod tests {
         }
         fn apply(&self, ops: &[Op]) -> Result<Vec<OpOutcome>, Error> {
             self.calls.lock().unwrap().push(ops.len());
-            let mut f = self.fail_first.lock().unwrap();
+            let mut f = self.outages.lock().unwrap();
             if *f > 0 {
                 *f -= 1;
                 return Err(Error::Transient {
@@ -388,21 +402,32 @@ mod tests {
                     retry_after: None,
                 });
             }
-            // The first op always fails with a rate limit.
-            Ok(ops
-                .iter()
-                .enumerate()
-                .map(|(i, _)| {
-                    if i == 0 {
-                        OpOutcome::Failed {
-                            retryable: true,
-                            message: "rate limit".into(),
-                        }
+            let mut l = self.limited.lock().unwrap();
+            let limited = *l > 0;
+            *l = l.saturating_sub(1);
+            let refused = |message: &str| OpOutcome::Failed {
+                retryable: true,
+                message: message.into(),
+            };
+            Ok((0..ops.len())
+                .map(|i| {
+                    if limited {
+                        refused("Rate limit reached. Please try again in 1ms.")
+                    } else if i == 0 && self.refuse_first {
+                        refused("rate limit")
                     } else {
                         OpOutcome::Ok
                     }
                 })
                 .collect())
+        }
+    }
+
+    /// Refuses every op with a rate limit for its first `limited` calls.
+    fn throttled(limited: u32) -> Scripted {
+        Scripted {
+            limited: Mutex::new(limited),
+            ..Scripted::default()
         }
     }
 
@@ -416,64 +441,22 @@ mod tests {
 
     #[test]
     fn transient_failures_are_retried_up_to_max_then_reported() {
-        let t = Flaky {
-            fail_first: Mutex::new(2),
-            calls: Mutex::new(Vec::new()),
-        };
-        let fast = Backoff {
-            base: Duration::from_millis(1),
-            cap: Duration::from_millis(2),
+        // Two whole-batch outages; the first op always fails with a rate limit.
+        let t = Scripted {
+            outages: Mutex::new(2),
+            refuse_first: true,
+            ..Scripted::default()
         };
         let ops = vec![del(1), del(2), del(3)];
         let Applied::Done(out) =
-            apply_with_retries(&t, &ops, 4, fast, Duration::ZERO, &Throttle::default())
+            apply_with_retries(&t, &ops, 4, FAST, Duration::ZERO, &Throttle::default())
         else {
             panic!("fatal")
         };
         assert!(matches!(out[0], OpOutcome::Failed { .. }));
         assert!(out[1].is_ok() && out[2].is_ok());
         // 2 whole-batch failures, then 3 ops, then only the failing op twice.
-        assert_eq!(*t.calls.lock().unwrap(), vec![3, 3, 3, 1, 1]);
-    }
-
-    /// Refuses every op with a rate limit for its first `limited` calls.
-    struct Throttled {
-        limited: Mutex<u32>,
-        calls: Mutex<u32>,
-    }
-
-    impl Target for Throttled {
-        fn describe(&self) -> String {
-            "throttled".into()
-        }
-        fn prepare(&self) -> Result<(), Error> {
-            Ok(())
-        }
-        fn list_repo(&self, _: &str) -> Result<Vec<String>, Error> {
-            Ok(Vec::new())
-        }
-        fn export(&self, _: bool) -> Result<Vec<crate::target::Exported>, Error> {
-            Ok(Vec::new())
-        }
-        fn apply(&self, ops: &[Op]) -> Result<Vec<OpOutcome>, Error> {
-            *self.calls.lock().unwrap() += 1;
-            let mut l = self.limited.lock().unwrap();
-            let limited = *l > 0;
-            *l = l.saturating_sub(1);
-            Ok(ops
-                .iter()
-                .map(|_| {
-                    if limited {
-                        OpOutcome::Failed {
-                            retryable: true,
-                            message: "Rate limit reached. Please try again in 1ms.".into(),
-                        }
-                    } else {
-                        OpOutcome::Ok
-                    }
-                })
-                .collect())
-        }
+        assert_eq!(t.calls(), vec![3, 3, 3, 1, 1]);
     }
 
     const FAST: Backoff = Backoff {
@@ -483,10 +466,7 @@ mod tests {
 
     #[test]
     fn rate_limits_do_not_use_up_max_retries_within_the_patience() {
-        let t = Throttled {
-            limited: Mutex::new(10),
-            calls: Mutex::new(0),
-        };
+        let t = throttled(10);
         // Two lines of one file (the same object, sent once) and another.
         let ops = vec![del(1), del(1), del(2)];
         let throttle = Throttle::default();
@@ -496,7 +476,7 @@ mod tests {
             panic!("fatal")
         };
         assert!(out.iter().all(OpOutcome::is_ok), "{out:?}");
-        assert_eq!(*t.calls.lock().unwrap(), 11);
+        assert_eq!(t.calls().len(), 11);
         // Ten refused rounds of two objects each.
         assert_eq!(throttle.rate_limited(), 20);
         assert!(throttle.throttled_secs() > 0.0);
@@ -504,10 +484,7 @@ mod tests {
 
     #[test]
     fn zero_patience_makes_rate_limits_ordinary_transient_failures() {
-        let t = Throttled {
-            limited: Mutex::new(10),
-            calls: Mutex::new(0),
-        };
+        let t = throttled(10);
         let ops = vec![del(1)];
         let Applied::Done(out) =
             apply_with_retries(&t, &ops, 2, FAST, Duration::ZERO, &Throttle::default())
@@ -521,15 +498,12 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(*t.calls.lock().unwrap(), 3);
+        assert_eq!(t.calls().len(), 3);
     }
 
     #[test]
     fn throttling_past_the_patience_fails_the_objects_as_transient() {
-        let t = Throttled {
-            limited: Mutex::new(u32::MAX),
-            calls: Mutex::new(0),
-        };
+        let t = throttled(u32::MAX);
         let ops = vec![del(1), del(2)];
         let Applied::Done(out) = apply_with_retries(
             &t,
@@ -550,7 +524,7 @@ mod tests {
                 "{message}"
             );
         }
-        assert!(*t.calls.lock().unwrap() > 1);
+        assert!(t.calls().len() > 1);
     }
 
     #[test]

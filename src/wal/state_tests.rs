@@ -23,14 +23,21 @@ fn span(start: u64, end: u64, first: u64, next: u64) -> Span {
     }
 }
 
-fn batch(seq: u64, spans: Vec<Span>) -> Record {
+/// Batch `seq` of manifest [7; 32], done over `span`.
+fn batch(seq: u64, span: Span) -> Record {
     Record::BatchDone(BatchDone {
         run_id: 1,
         fingerprint: [7; 32],
         seq,
-        spans,
+        spans: vec![span],
         counts: Counts::default(),
     })
+}
+
+/// Apply [`batch`] `seq` over `span` to `s`; manifest [7; 32] after it.
+fn after_batch(s: &mut State, seq: u64, span: Span) -> &ManifestProgress {
+    s.apply(&batch(seq, span));
+    s.manifest(&[7; 32]).unwrap()
 }
 
 /// Line 3 (bytes 20..30) of manifest [7; 32] failed to read.
@@ -49,18 +56,11 @@ fn failed_line_3() -> Record {
     })
 }
 
+/// A run started (the writer tests' [`started`](crate::wal::tests::started))
+/// and manifest [7; 32] of 300 bytes, 30 lines, started in it.
 fn started() -> Vec<Record> {
     vec![
-        Record::RunStarted(RunStarted {
-            run_id: 1,
-            started_ms: 0,
-            pid: 1,
-            version: "t".into(),
-            target: "local".into(),
-            batch_size: 10,
-            on_error: "continue".into(),
-            max_retries: 3,
-        }),
+        crate::wal::tests::started(1),
         Record::ManifestStarted(ManifestStarted {
             run_id: 1,
             manifest: mid(300),
@@ -70,19 +70,25 @@ fn started() -> Vec<Record> {
     ]
 }
 
+/// A state replayed from `records`.
+fn replayed<'a>(records: impl IntoIterator<Item = &'a Record>) -> State {
+    let mut s = State::default();
+    for r in records {
+        s.apply(r);
+    }
+    s
+}
+
 /// A crafted or damaged log that still frames and decodes (huge counts,
 /// the largest run id, a span whose lines run backwards) is replayed
 /// without an overflow panic.
 #[test]
 fn extreme_values_in_the_log_never_overflow() {
-    let mut s = State::default();
     let mut recs = started();
     if let Record::RunStarted(r) = &mut recs[0] {
         r.run_id = u64::MAX;
     }
-    for r in recs {
-        s.apply(&r);
-    }
+    let mut s = replayed(&recs);
     let huge = Counts {
         lines: u64::MAX,
         failed: u64::MAX,
@@ -105,50 +111,30 @@ fn extreme_values_in_the_log_never_overflow() {
 
 #[test]
 fn resume_point_is_the_contiguous_prefix_only() {
-    let mut s = State::default();
-    for r in started() {
-        s.apply(&r);
-    }
-    s.apply(&batch(2, vec![span(100, 200, 11, 21)]));
-    let m = s.manifest(&[7; 32]).unwrap();
+    let mut s = replayed(&started());
+    let m = after_batch(&mut s, 2, span(100, 200, 11, 21));
     assert_eq!(m.resume_point(), (0, 1));
     assert!(m.is_done(150) && !m.is_done(50) && !m.is_done(200));
-    s.apply(&batch(1, vec![span(0, 100, 1, 11)]));
-    let m = s.manifest(&[7; 32]).unwrap();
+    let m = after_batch(&mut s, 1, span(0, 100, 1, 11));
     assert_eq!(m.resume_point(), (200, 21));
     assert!(!m.complete());
-    s.apply(&batch(3, vec![span(200, 300, 21, 31)]));
-    assert!(s.manifest(&[7; 32]).unwrap().complete());
+    assert!(after_batch(&mut s, 3, span(200, 300, 21, 31)).complete());
 }
 
 #[test]
 fn failures_are_kept_until_a_later_batch_covers_them() {
-    let mut s = State::default();
-    for r in started() {
-        s.apply(&r);
-    }
-    s.apply(&failed_line_3());
-    s.apply(&batch(1, vec![span(0, 300, 1, 31)]));
-    let m = s.manifest(&[7; 32]).unwrap();
+    let mut s = replayed(&[started(), vec![failed_line_3()]].concat());
+    let m = after_batch(&mut s, 1, span(0, 300, 1, 31));
     assert_eq!(m.failed.len(), 1);
     assert!(m.all_lines_seen() && !m.complete());
-    s.apply(&batch(2, vec![span(20, 30, 3, 4)]));
-    assert!(s.manifest(&[7; 32]).unwrap().complete());
+    assert!(after_batch(&mut s, 2, span(20, 30, 3, 4)).complete());
 }
 
 #[test]
 fn a_torn_batch_leaves_no_failures_behind() {
-    let mut s = State::default();
-    for r in started() {
-        s.apply(&r);
-    }
-    s.apply(&failed_line_3());
-    // The BatchDone was torn away; the next run starts.
-    for r in started() {
-        s.apply(&r);
-    }
-    s.apply(&batch(1, vec![span(0, 300, 1, 31)]));
-    assert!(s.manifest(&[7; 32]).unwrap().complete());
+    // The BatchDone after the failure was torn away; the next run starts.
+    let mut s = replayed(&[started(), vec![failed_line_3()], started()].concat());
+    assert!(after_batch(&mut s, 1, span(0, 300, 1, 31)).complete());
 }
 
 /// `mark_done` as it was: push, sort, merge the whole list.
@@ -217,14 +203,9 @@ proptest! {
 
 #[test]
 fn an_inverted_span_in_a_batch_is_ignored_not_a_panic() {
-    let mut s = State::default();
-    for r in started() {
-        s.apply(&r);
-    }
-    s.apply(&failed_line_3());
-    s.apply(&batch(1, vec![span(0, 100, 1, 11)]));
-    s.apply(&batch(2, vec![span(200, 150, 21, 31)]));
-    let m = s.manifest(&[7; 32]).unwrap();
+    let mut s = replayed(&[started(), vec![failed_line_3()]].concat());
+    s.apply(&batch(1, span(0, 100, 1, 11)));
+    let m = after_batch(&mut s, 2, span(200, 150, 21, 31));
     assert_eq!(m.done, vec![span(0, 100, 1, 11)]);
     assert_eq!(m.failed.keys().copied().collect::<Vec<_>>(), vec![20]);
 }

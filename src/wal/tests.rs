@@ -7,7 +7,7 @@ use super::read::segment_name;
 use super::storage::Fs;
 use super::*;
 
-fn started(run_id: u64) -> Record {
+pub(super) fn started(run_id: u64) -> Record {
     Record::RunStarted(RunStarted {
         run_id,
         started_ms: 1,

@@ -231,6 +231,18 @@ pub fn sync(manifest: &Path, root: &Path, state: &Path, extra: &[&str]) -> Outpu
     run(&sync_args(manifest, root, state, extra))
 }
 
+/// [`sync`] of the shipped sample (`examples/sample-changes.jsonl` over
+/// `examples/sample-root`) into `state`.
+pub fn sync_sample(state: &Path, extra: &[&str]) -> Output {
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    sync(
+        &ex.join("sample-changes.jsonl"),
+        &ex.join("sample-root"),
+        state,
+        extra,
+    )
+}
+
 /// `index sync --input -`, fed `manifest` on stdin; stderr is captured.
 pub fn sync_stdin(manifest: &[u8], root: &Path, state: &Path, extra: &[&str]) -> Output {
     feed(&mut sync_cmd(Path::new("-"), root, state, extra), manifest)

@@ -50,6 +50,28 @@ pub fn build_workload(root: &Path, n: usize) -> Workload {
     w
 }
 
+/// A fresh temp dir and the paths in it of a `root`, a `state` dir and a
+/// manifest `changes.jsonl` (none made yet): (dir, root, state, manifest).
+pub fn scratch() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let (root, state, manifest) = (path("root"), path("state"), path("changes.jsonl"));
+    (dir, root, state, manifest)
+}
+
+/// [`build_workload`] of `n` lines under `root`, its manifest written to
+/// `manifest`.
+pub fn write_workload(root: &Path, manifest: &Path, n: usize) -> Workload {
+    let w = build_workload(root, n);
+    std::fs::write(manifest, &w.manifest).unwrap();
+    w
+}
+
 fn write_files(root: &Path, files: &[(String, String)]) {
     let mut made = BTreeSet::new();
     for (rel, text) in files {

@@ -33,6 +33,45 @@ fn upsert(
     )
 }
 
+/// The variant of `e`, by name.
+fn kind(e: &Error) -> &'static str {
+    match e {
+        Error::Unreachable { .. } => "Unreachable",
+        Error::Transient { .. } => "Transient",
+        Error::Rejected { .. } => "Rejected",
+        Error::Fatal { .. } => "Fatal",
+    }
+}
+
+/// The upsert of one op answered with `status`, the saved body `name` and,
+/// if given, a Retry-After: an error, of the variant `want`, whose message
+/// names each of `naming`.
+fn saved_error(
+    status: u16,
+    retry_after: Option<&str>,
+    name: &str,
+    want: &str,
+    naming: &[&str],
+) -> Error {
+    let headers = retry_after.map_or_else(HeaderMap::new, with_retry_after);
+    let e = upsert(status, &headers, &data(name), 1).unwrap_err();
+    assert_eq!(kind(&e), want, "{name}: {e:?}");
+    for words in naming {
+        assert!(names(&e, words), "{name}: {e:?} should name {words:?}");
+    }
+    e
+}
+
+/// Whether `e` carries a message (Transient, Rejected or Fatal) naming `words`.
+fn names(e: &Error, words: &str) -> bool {
+    match e {
+        Error::Transient { message, .. }
+        | Error::Rejected { message }
+        | Error::Fatal { message } => message.contains(words),
+        Error::Unreachable { .. } => false,
+    }
+}
+
 fn delete(status: u16, body: &[u8]) -> Result<DeleteRound, Error> {
     classify_delete(
         T,
@@ -52,13 +91,8 @@ fn with_retry_after(v: &str) -> HeaderMap {
 
 #[test]
 fn all_success_200_gives_ok_for_every_op() {
-    let out = upsert(
-        200,
-        &HeaderMap::new(),
-        &data("batch_200_all_success.json"),
-        3,
-    )
-    .unwrap();
+    let body = data("batch_200_all_success.json");
+    let out = upsert(200, &HeaderMap::new(), &body, 3).unwrap();
     assert_eq!(out, vec![OpOutcome::Ok; 3]);
 }
 
@@ -83,11 +117,8 @@ fn partial_failure_rate_limit_is_retryable_validation_is_not() {
 
 #[test]
 fn class_not_in_schema_means_the_collection_is_gone_and_ends_the_run() {
-    let e = upsert(200, &HeaderMap::new(), &data("batch_200_no_class.json"), 1).unwrap_err();
-    assert!(
-        matches!(&e, Error::Fatal { message } if message.contains("not present in schema") && message.contains("collection does not exist")),
-        "{e:?}"
-    );
+    let naming = ["not present in schema", "collection does not exist"];
+    saved_error(200, None, "batch_200_no_class.json", "Fatal", &naming);
 }
 
 #[test]
@@ -141,39 +172,30 @@ fn empty_200_body_is_transient() {
 
 #[test]
 fn invalid_json_400_is_rejected() {
-    let e = upsert(
+    saved_error(
         400,
-        &HeaderMap::new(),
-        &data("batch_400_invalid_json.json"),
-        1,
-    )
-    .unwrap_err();
-    assert!(
-        matches!(&e, Error::Rejected { message } if message.contains("parsing body")),
-        "{e:?}"
+        None,
+        "batch_400_invalid_json.json",
+        "Rejected",
+        &["parsing body"],
     );
 }
 
 #[test]
 fn io_timeout_400_is_transient() {
-    let e = upsert(
-        400,
-        &HeaderMap::new(),
-        &data("batch_400_io_timeout.json"),
-        1,
-    )
-    .unwrap_err();
-    assert!(matches!(e, Error::Transient { .. }), "{e:?}");
+    saved_error(400, None, "batch_400_io_timeout.json", "Transient", &[]);
 }
 
 #[test]
 fn unauthorized_401_and_forbidden_403_end_the_run() {
-    let e = upsert(401, &HeaderMap::new(), &data("401_invalid_key.json"), 1).unwrap_err();
-    assert!(
-        matches!(&e, Error::Fatal { message } if message.contains("invalid api key")),
-        "{e:?}"
+    saved_error(
+        401,
+        None,
+        "401_invalid_key.json",
+        "Fatal",
+        &["invalid api key"],
     );
-    let e = upsert(403, &HeaderMap::new(), &data("403_forbidden.json"), 1).unwrap_err();
+    let e = saved_error(403, None, "403_forbidden.json", "Fatal", &[]);
     assert!(e.is_fatal(), "{e:?}");
     assert!(!e.is_retryable());
 }
@@ -181,45 +203,44 @@ fn unauthorized_401_and_forbidden_403_end_the_run() {
 #[test]
 fn empty_batch_422_and_bad_uuid_422_are_rejected() {
     for f in ["batch_422_empty.json", "batch_422_bad_uuid.json"] {
-        let e = upsert(422, &HeaderMap::new(), &data(f), 1).unwrap_err();
-        assert!(matches!(e, Error::Rejected { .. }), "{f}: {e:?}");
+        saved_error(422, None, f, "Rejected", &[]);
     }
-    let e = upsert(422, &HeaderMap::new(), &data("batch_422_bad_uuid.json"), 1).unwrap_err();
+    let e = saved_error(422, None, "batch_422_bad_uuid.json", "Rejected", &[]);
     assert!(e.to_string().contains("must be of type uuid"), "{e}");
 }
 
 #[test]
 fn rate_limited_429_is_transient_with_retry_after() {
-    let e = upsert(
+    let e = saved_error(
         429,
-        &with_retry_after("7"),
-        &data("batch_429_rate_limit.json"),
-        1,
-    )
-    .unwrap_err();
-    assert!(matches!(e, Error::Transient { .. }), "{e:?}");
+        Some("7"),
+        "batch_429_rate_limit.json",
+        "Transient",
+        &[],
+    );
     assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
 }
 
 #[test]
 fn usage_limit_429_is_permanent() {
-    let e = upsert(
+    let e = saved_error(
         429,
-        &with_retry_after("7"),
-        &data("batch_429_usage_limit.json"),
-        1,
-    )
-    .unwrap_err();
-    assert!(matches!(e, Error::Rejected { .. }), "{e:?}");
+        Some("7"),
+        "batch_429_usage_limit.json",
+        "Rejected",
+        &[],
+    );
     assert!(!e.is_retryable());
 }
 
 #[test]
 fn not_enough_memory_500_is_transient() {
-    let e = upsert(500, &HeaderMap::new(), &data("batch_500_memory.json"), 1).unwrap_err();
-    assert!(
-        matches!(&e, Error::Transient { message, .. } if message.contains("not enough memory")),
-        "{e:?}"
+    saved_error(
+        500,
+        None,
+        "batch_500_memory.json",
+        "Transient",
+        &["not enough memory"],
     );
 }
 

@@ -141,6 +141,10 @@ mod tests {
         crate::source::document("R", path, content.as_bytes())
     }
 
+    fn up(path: &str, content: &str) -> Op {
+        Op::Upsert(doc(path, content))
+    }
+
     fn del(path: &str) -> Op {
         Op::Delete {
             id: object_id("R", path),
@@ -151,11 +155,7 @@ mod tests {
 
     #[test]
     fn upsert_then_delete_of_one_id_reduces_to_the_delete() {
-        let ops = vec![
-            Op::Upsert(doc("a", "1")),
-            del("a"),
-            Op::Upsert(doc("b", "1")),
-        ];
+        let ops = [up("a", "1"), del("a"), up("b", "1")];
         let r = reduce(&ops);
         assert_eq!(r.deletes, vec![(object_id("R", "a"), "R", "a")]);
         assert_eq!(r.upserts.len(), 1);
@@ -164,11 +164,7 @@ mod tests {
 
     #[test]
     fn duplicate_upserts_keep_only_the_last_content() {
-        let ops = vec![
-            Op::Upsert(doc("a", "old")),
-            del("a"),
-            Op::Upsert(doc("a", "new")),
-        ];
+        let ops = [up("a", "old"), del("a"), up("a", "new")];
         let r = reduce(&ops);
         assert!(r.deletes.is_empty());
         assert_eq!(r.upserts.len(), 1);
