@@ -9,7 +9,7 @@ use super::args::{SearchArgs, SearchModeArg, TargetArg};
 use super::target::TargetArgsError;
 use crate::exit::Exit;
 use crate::target::local;
-use crate::target::search::{group, ChunkHit, FileHit, Mode, Query, SearchError};
+use crate::target::search::{group, terms, ChunkHit, FileHit, Mode, Query, SearchError};
 use crate::target::weaviate::{WeaviateConfig, WeaviateTarget};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,14 @@ fn chunk_hits(args: &SearchArgs, q: &Query) -> Result<Vec<ChunkHit>, Failure> {
     match (t.kind(), &t.weaviate_url) {
         (TargetArg::Local, _) => {
             let sd = super::state_dir(args.state_dir.clone());
-            Ok(local::search_with(&sd, q)?)
+            let (hits, format) = local::search_with(&sd, q)?;
+            if let Some(why) = format.reason() {
+                eprintln!(
+                    "elysiactl: note: the local index is of an older format ({why}); \
+                     these hits are as it was built, and the next `index sync` rebuilds it"
+                );
+            }
+            Ok(hits)
         }
         (TargetArg::Weaviate, None) => Err(TargetArgsError::NoWeaviateUrl.into()),
         (TargetArg::Weaviate, Some(url)) => {
@@ -82,7 +89,7 @@ fn use_colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
 
 fn execute(args: &SearchArgs) -> Result<(), Failure> {
     let q = query(args);
-    let hits: Vec<FileHit> = group(chunk_hits(args, &q)?, q.limit);
+    let hits: Vec<FileHit> = group(chunk_hits(args, &q)?, q.limit, &terms(&q.text));
     let mut stdout = io::stdout().lock();
     let colour = use_colour(stdout.is_terminal(), std::env::var_os("NO_COLOR"));
     for h in hits {

@@ -469,3 +469,17 @@ pub fn workload(dir: &Path, files: usize, lines: usize, seed: u64) -> Workload {
         refs,
     }
 }
+
+/// Write `files` (repo, repo-relative path, content) under `root` and an
+/// `add` manifest of them at `manifest`.
+pub fn write_corpus(root: &Path, manifest: &Path, files: &[(&str, &str, String)]) {
+    let mut lines = String::new();
+    for (repo, path, body) in files {
+        let p = root.join(repo).join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+        let line = serde_json::json!({"op": "add", "repo": repo, "path": path});
+        lines.push_str(&format!("{line}\n"));
+    }
+    std::fs::write(manifest, lines).unwrap();
+}
