@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use elysiactl::object::{ChunkSize, Document};
 use elysiactl::target::local::{self, LocalIndex};
 use elysiactl::target::{Op, Target};
-use serde_json::Value;
-use support::{expect_code, run_state, sync, text, write_corpus};
+use support::{brief, expect_code, run_state, sync, text, write_corpus};
 
 /// (repo, path, content).
 fn corpus() -> Vec<(&'static str, &'static str, String)> {
@@ -112,23 +111,7 @@ fn hits(state: &Path, args: &[&str]) -> Vec<String> {
     expect_code(&out, 0);
     text(&out.stdout)
         .lines()
-        .map(|l| {
-            let h: Value = serde_json::from_str(l).unwrap();
-            let other: Vec<String> = h["other"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| format!("{}-{}", r["startLine"], r["endLine"]))
-                .collect();
-            format!(
-                "{}/{}:{}-{} [{}]",
-                h["repo"].as_str().unwrap(),
-                h["path"].as_str().unwrap(),
-                h["startLine"],
-                h["endLine"],
-                other.join(",")
-            )
-        })
+        .map(|l| brief(&serde_json::from_str(l).unwrap()))
         .collect()
 }
 

@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use elysiactl::target::search::{Mode, Query};
 use elysiactl::target::weaviate::search::graphql_query;
 use serde_json::Value;
-use support::{cmd, sync_cmd, text, write_corpus};
+use support::{brief, cmd, sync_cmd, text, write_corpus};
 use wsupport::standin::{Config, Standin};
 
 /// The binary, with no secret from the environment.
@@ -134,24 +134,6 @@ impl Fixture {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
-}
-
-/// A hit as `repo/path:start-end [other ranges]`.
-fn brief(h: &Value) -> String {
-    let other: Vec<String> = h["other"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| format!("{}-{}", r["startLine"], r["endLine"]))
-        .collect();
-    format!(
-        "{}/{}:{}-{} [{}]",
-        h["repo"].as_str().unwrap(),
-        h["path"].as_str().unwrap(),
-        h["startLine"],
-        h["endLine"],
-        other.join(", ")
-    )
 }
 
 fn paths(hits: &[Value]) -> Vec<String> {

@@ -6,33 +6,15 @@ use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
 use super::args::{SearchArgs, SearchModeArg, TargetArg};
+use super::export::{finish, Failure};
 use super::target::TargetArgsError;
 use crate::exit::Exit;
 use crate::target::local;
 use crate::target::search::{group, terms, ChunkHit, FileHit, Mode, Query, SearchError};
 use crate::target::weaviate::{WeaviateConfig, WeaviateTarget};
 
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    #[error("{0}")]
-    Read(#[from] local::ReadError),
-    #[error("{0}")]
-    Usage(#[from] TargetArgsError),
-    #[error("{0}")]
-    Search(#[from] SearchError),
-    /// stdout is gone (a closed pipe): nothing more to say, and nowhere to say it.
-    #[error("{0}")]
-    Stdout(io::Error),
-}
-
 pub fn run(args: SearchArgs) -> Exit {
-    let outcome = execute(&args);
-    if let Err(e) = &outcome {
-        if !matches!(e, Failure::Stdout(_)) {
-            eprintln!("elysiactl: {e}");
-        }
-    }
-    exit(&outcome)
+    finish(&execute(&args))
 }
 
 fn query(args: &SearchArgs) -> Query {
@@ -101,19 +83,6 @@ fn execute(args: &SearchArgs) -> Result<(), Failure> {
         writeln!(stdout, "{line}").map_err(Failure::Stdout)?;
     }
     Ok(())
-}
-
-/// The one place `search` decides its exit: a bad query, no index, or a
-/// mode the index cannot do is a usage error; an index that cannot be read
-/// or answer (I/O, unreachable, refused, unknown collection, GraphQL
-/// errors) is fatal.
-fn exit(outcome: &Result<(), Failure>) -> Exit {
-    match outcome {
-        Ok(()) => Exit::Ok,
-        Err(Failure::Read(e)) => Exit::from_code(e.exit_code()),
-        Err(Failure::Usage(_) | Failure::Search(SearchError::Usage(_))) => Exit::Usage,
-        Err(Failure::Search(SearchError::Failed(_)) | Failure::Stdout(_)) => Exit::Fatal,
-    }
 }
 
 #[cfg(test)]

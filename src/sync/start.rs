@@ -73,7 +73,7 @@ pub(super) fn run_inner(
     // resumable path, run unasked, so a scheduled sync goes on after an
     // upgrade.
     let rebuild = match opts.target.kind.as_str() {
-        "local" => target::local::format(&opts.state_dir)
+        "local" => target::local::rebuild(&opts.state_dir, opts.target.chunk_size)
             .map_err(|e| Error::RechunkList(e.to_string()))?
             .reason(),
         _ => None,

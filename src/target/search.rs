@@ -130,7 +130,9 @@ pub struct FileHit {
     pub lines: Snippet,
 }
 
-/// How the text form looks: plain, or coloured for a terminal.
+/// How the text form looks: the escapes that open the location, the dimmed
+/// parts (score, `also:`) and the line numbers, what goes around a matched
+/// word, and the reset.
 struct Style {
     location: &'static str,
     dim: &'static str,
@@ -139,23 +141,29 @@ struct Style {
     end: &'static str,
 }
 
-const PLAIN: Style = Style {
-    location: "",
-    dim: "",
-    number: "",
-    mark: ("[", "]"),
-    end: "",
-};
+/// Into a pipe: no escapes, matched words in brackets.
+const PLAIN: Style = style(["", "", "", "[", "]", ""]);
 
-/// Location bold cyan, score and `also:` dimmed, line numbers green, matched
-/// words bold red (as ripgrep and grep show them).
-const COLOUR: Style = Style {
-    location: "\x1b[1;36m",
-    dim: "\x1b[2m",
-    number: "\x1b[32m",
-    mark: ("\x1b[1;31m", "\x1b[0m"),
-    end: "\x1b[0m",
-};
+/// On a terminal: location bold cyan, score and `also:` dimmed, line numbers
+/// green, matched words bold red (as ripgrep and grep show them).
+const COLOUR: Style = style([
+    "\x1b[1;36m",
+    "\x1b[2m",
+    "\x1b[32m",
+    "\x1b[1;31m",
+    "\x1b[0m",
+    "\x1b[0m",
+]);
+
+const fn style([location, dim, number, open, close, end]: [&'static str; 6]) -> Style {
+    Style {
+        location,
+        dim,
+        number,
+        mark: (open, close),
+        end,
+    }
+}
 
 impl FileHit {
     /// The text form: `repo/path:start-end  (score)`, the snippet's lines
@@ -535,22 +543,26 @@ mod tests {
     #[test]
     fn identifiers_are_marked_by_their_parts_and_as_a_whole() {
         let line = "let n = self.getUserName(); max_retries += 1;";
-        assert_eq!(
-            snip(line, 1, "user name"),
-            ["1: let n = self.get[UserName](); max_retries += 1;"]
-        );
-        assert_eq!(
-            snip(line, 1, "getUserName"),
-            ["1: let n = self.[getUserName](); max_retries += 1;"]
-        );
-        assert_eq!(
-            snip(line, 1, "max retries"),
-            ["1: let n = self.getUserName(); [max]_[retries] += 1;"]
-        );
-        assert_eq!(
-            snip(line, 1, "repo:A -name max_retries AND"),
-            ["1: let n = self.getUserName(); [max_retries] += 1;"]
-        );
+        for (query, want) in [
+            (
+                "user name",
+                "let n = self.get[UserName](); max_retries += 1;",
+            ),
+            (
+                "getUserName",
+                "let n = self.[getUserName](); max_retries += 1;",
+            ),
+            (
+                "max retries",
+                "let n = self.getUserName(); [max]_[retries] += 1;",
+            ),
+            (
+                "repo:A -name max_retries AND",
+                "let n = self.getUserName(); [max_retries] += 1;",
+            ),
+        ] {
+            assert_eq!(snip(line, 1, query), [format!("1: {want}")], "{query}");
+        }
     }
 
     #[test]

@@ -483,3 +483,21 @@ pub fn write_corpus(root: &Path, manifest: &Path, files: &[(&str, &str, String)]
     }
     std::fs::write(manifest, lines).unwrap();
 }
+
+/// A `search --json` hit as `repo/path:start-end [other ranges]`.
+pub fn brief(h: &serde_json::Value) -> String {
+    let other: Vec<String> = h["other"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}-{}", r["startLine"], r["endLine"]))
+        .collect();
+    format!(
+        "{}/{}:{}-{} [{}]",
+        h["repo"].as_str().unwrap(),
+        h["path"].as_str().unwrap(),
+        h["startLine"],
+        h["endLine"],
+        other.join(", ")
+    )
+}

@@ -113,11 +113,15 @@ pub fn schema_with(name: &str) -> Schema {
     b.add_u64_field("size", INDEXED | STORED);
     b.add_text_field("file", STRING | STORED);
     b.add_u64_field("chunk", INDEXED | STORED);
-    for name in ["chunkCount", "byteStart", "byteEnd", "startLine", "endLine"] {
+    for name in PLACE {
         b.add_u64_field(name, STORED);
     }
     b.build()
 }
+
+/// The stored integer fields of a chunk's place in its file (`chunk`, the
+/// indexed one, aside).
+const PLACE: [&str; 5] = ["chunkCount", "byteStart", "byteEnd", "startLine", "endLine"];
 
 /// Make the tokenizers an index may name known to it (tantivy's own,
 /// among them the legacy `default`, are there already).
@@ -160,17 +164,8 @@ fn fields_of(schema: &Schema) -> Result<Fields, String> {
     let chunked = match schema.get_field("file") {
         Err(_) => None,
         Ok(file) => {
-            let [chunk, chunk_count, byte_start, byte_end, start_line, end_line] = named(
-                schema,
-                [
-                    "chunk",
-                    "chunkCount",
-                    "byteStart",
-                    "byteEnd",
-                    "startLine",
-                    "endLine",
-                ],
-            )?;
+            let [chunk] = named(schema, ["chunk"])?;
+            let [chunk_count, byte_start, byte_end, start_line, end_line] = named(schema, PLACE)?;
             Some(ChunkFields {
                 file,
                 chunk,
@@ -266,8 +261,19 @@ impl Format {
 
 /// The format of the local index of `state_dir`, read without writing.
 pub fn format(state_dir: &Path) -> Result<Format, ReadError> {
+    rebuild(state_dir, 0)
+}
+
+/// What a sync at `--chunk-size chunk_size` does about the format of the
+/// local index of `state_dir`: [`Format::OldTokenizer`] when it rebuilds
+/// it. An index of whole-file objects asked for chunks is left to
+/// [`LocalIndex::open`], which refuses it with the choice (`--rechunk` or
+/// `--chunk-size 0`): the rebuild never picks a chunking for the user.
+pub fn rebuild(state_dir: &Path, chunk_size: u64) -> Result<Format, ReadError> {
     match read::open_for_reading(state_dir) {
-        Ok((_, f)) if !f.code_words => Ok(Format::OldTokenizer),
+        Ok((_, f)) if !f.code_words && (f.chunked.is_some() || chunk_size == 0) => {
+            Ok(Format::OldTokenizer)
+        }
         Ok(_) | Err(ReadError::NoIndex { .. }) => Ok(Format::Current),
         Err(e) => Err(e),
     }
