@@ -320,9 +320,10 @@ fn query_problem(e: &QueryParserError) -> String {
 }
 
 /// BM25 search of the index of `state_dir`. Words match the content and
-/// the words of the repo-relative path (both split at every character that
-/// is not a letter or digit, lowercased); `repo:NAME` and `path:REL/PATH`
-/// match those fields exactly. A query that does not parse is an error.
+/// the words of the repo-relative path, both cut by the code tokenizer
+/// ([`tokenizer`]: identifiers by their parts and whole); `repo:NAME` and
+/// `path:REL/PATH` match those fields exactly. A query that does not parse
+/// is an error.
 pub fn search(state_dir: &Path, query: &str, limit: usize) -> Result<Vec<Hit>, ReadError> {
     search_chunks(state_dir, &Query::keyword(query, limit), limit).map(|(hits, _)| hits)
 }
