@@ -8,11 +8,15 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use elysiactl::object::{ChunkSize, Document};
 use elysiactl::target::local::{self, LocalIndex};
 use elysiactl::target::{Op, Target};
-use support::{brief, expect_code, run_state, sync, text, write_corpus};
+use support::{
+    brief, expect_code, kill_lives, run_killed_after, run_state, sync, sync_args, text,
+    write_corpus,
+};
 
 /// (repo, path, content).
 fn corpus() -> Vec<(&'static str, &'static str, String)> {
@@ -216,16 +220,16 @@ Lib/docs/notes.md:1-3  (2.27)
     );
 }
 
-/// The old index: the corpus's documents written through the tokenizer
-/// from before the code tokenizer (`content` and `path_text` as tantivy's
-/// `default`), in place of the index a sync built.
-fn make_old_format(f: &Fixture) {
-    let dir = local::index_dir(&f.state);
+/// The old index: `files` written through the tokenizer from before the
+/// code tokenizer (`content` and `path_text` as tantivy's `default`), in
+/// place of the index a sync built.
+fn make_old_format(state: &Path, files: &[(&str, &str, String)]) {
+    let dir = local::index_dir(state);
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     tantivy::Index::create_in_dir(&dir, local::schema_with("default")).unwrap();
-    let idx = LocalIndex::open(&f.state, ChunkSize::new(256).unwrap()).unwrap();
-    let ops: Vec<Op> = corpus()
+    let idx = LocalIndex::open(state, ChunkSize::new(256).unwrap()).unwrap();
+    let ops: Vec<Op> = files
         .iter()
         .map(|(repo, path, body)| {
             let size = ChunkSize::new(256).unwrap();
@@ -234,17 +238,14 @@ fn make_old_format(f: &Fixture) {
         .collect();
     idx.apply(&ops).unwrap();
     idx.close();
-    assert_eq!(
-        local::format(&f.state).unwrap(),
-        local::Format::OldTokenizer
-    );
+    assert_eq!(local::format(state).unwrap(), local::Format::OldTokenizer);
 }
 
 #[test]
 fn an_index_of_the_old_tokenizer_is_searched_then_rebuilt_by_the_next_sync() {
     let f = fixture();
     let before = text(&run_state(&["index", "export"], &f.state).stdout);
-    make_old_format(&f);
+    make_old_format(&f.state, &corpus());
     assert_eq!(
         text(&run_state(&["index", "export"], &f.state).stdout),
         before
@@ -296,4 +297,52 @@ fn an_index_of_the_old_tokenizer_is_searched_then_rebuilt_by_the_next_sync() {
         &f.state,
     );
     expect_code(&verify, 0);
+}
+
+/// A cron sync killed in the middle of the rebuild: the next one finishes
+/// it (the rebuild is a manifest registered before the old index goes),
+/// and the index ends equal to the disk, in the new format.
+#[test]
+fn a_rebuild_killed_midway_is_finished_by_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, state) = (dir.path().join("root"), dir.path().join("state"));
+    let files: Vec<(&str, &str, String)> = (0..600)
+        .map(|i| {
+            let path: &'static str = Box::leak(format!("src/f{i}.rs").into_boxed_str());
+            (
+                "R",
+                path,
+                format!("fn fooBar{i}() {{ max_retries{i}(); }}\n"),
+            )
+        })
+        .collect();
+    let m = dir.path().join("m.jsonl");
+    write_corpus(&root, &m, &files);
+    expect_code(
+        &sync(&m, &root, &state, &["--quiet", "--chunk-size", "256"]),
+        0,
+    );
+    make_old_format(&state, &files);
+
+    let args = sync_args(
+        &m,
+        &root,
+        &state,
+        &["--chunk-size", "256", "--batch-size", "2"],
+    );
+    let mut wait = 40;
+    let kills = kill_lives(8, 2, |from_top| {
+        wait += 60;
+        run_killed_after(&args, from_top, Duration::from_millis(wait))
+    });
+    assert!(kills >= 1, "no kill landed");
+    expect_code(&sync(&m, &root, &state, &["--chunk-size", "256"]), 0);
+    assert_eq!(local::format(&state).unwrap(), local::Format::Current);
+    let verify = run_state(
+        &["index", "verify", "--root", root.to_str().unwrap()],
+        &state,
+    );
+    expect_code(&verify, 0);
+    assert_eq!(hits(&state, &["bar 17"]), ["R/src/f17.rs:1-1 []"]);
+    assert_eq!(hits(&state, &["max_retries599"]), ["R/src/f599.rs:1-1 []"]);
 }
