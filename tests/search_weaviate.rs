@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use elysiactl::target::search::{Mode, Query};
 use elysiactl::target::weaviate::search::graphql_query;
 use serde_json::Value;
-use support::{cmd, sync_cmd, text};
+use support::{brief, cmd, sync_cmd, text, write_corpus};
 use wsupport::standin::{Config, Standin};
 
 /// The binary, with no secret from the environment.
@@ -70,17 +70,8 @@ const VECTORIZED: &str = "Vec";
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let mut manifest = String::new();
-    for (repo, path, body) in corpus() {
-        let p = root.join(repo).join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, body).unwrap();
-        manifest.push_str(&format!(
-            "{{\"op\":\"add\",\"repo\":\"{repo}\",\"path\":\"{path}\"}}\n"
-        ));
-    }
     let m = dir.path().join("m.jsonl");
-    std::fs::write(&m, manifest).unwrap();
+    write_corpus(&root, &m, &corpus());
     let standin = Standin::start(Config::default()).unwrap();
     let url = standin.url();
     let runs: [(&str, Vec<&str>); 3] = [
@@ -143,24 +134,6 @@ impl Fixture {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
-}
-
-/// A hit as `repo/path:start-end [other ranges]`.
-fn brief(h: &Value) -> String {
-    let other: Vec<String> = h["other"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| format!("{}-{}", r["startLine"], r["endLine"]))
-        .collect();
-    format!(
-        "{}/{}:{}-{} [{}]",
-        h["repo"].as_str().unwrap(),
-        h["path"].as_str().unwrap(),
-        h["startLine"],
-        h["endLine"],
-        other.join(", ")
-    )
 }
 
 fn paths(hits: &[Value]) -> Vec<String> {
@@ -229,29 +202,39 @@ fn keyword_search_answers_the_same_files_and_lines_on_both_targets_with_filters(
     let briefs = |h: &[Value]| h.iter().map(brief).collect::<Vec<_>>();
     assert_eq!(briefs(&local), briefs(&weaviate));
 
-    // The text form: the hit line, the snippet, the other ranges; the same
-    // on both targets but for the score.
+    // The text form: the hit line, the snippet's lines around line 3 with
+    // their numbers, the other ranges; the same on both targets but for
+    // the score.
     let (a, b) = range(&weaviate[0]);
     let o = &weaviate[0]["other"][0];
+    let mut forms = Vec::new();
     for target in ["local", COLLECTION] {
         let out = f.run(target, &["backoff", "--limit", "1"]);
         let stdout = text(&out.stdout);
-        let lines: Vec<&str> = stdout.lines().collect();
-        assert_eq!(lines.len(), 3, "{target}: {stdout}");
+        let (head, rest) = stdout.split_once('\n').unwrap();
+        let (loc, score) = head.split_once("  ").unwrap();
+        assert_eq!(loc, format!("A/src/retry.rs:{a}-{b}"), "{target}: {stdout}");
         assert!(
-            lines[0].starts_with(&format!("A/src/retry.rs:{a}-{b}  (")) && lines[0].ends_with(')'),
-            "{target}: {stdout}"
-        );
-        assert!(
-            lines[1].starts_with("    ") && lines[1].contains("[backoff] [backoff] [backoff]"),
+            score.starts_with('(') && score.ends_with(')'),
             "{target}: {stdout}"
         );
         assert_eq!(
-            lines[2],
-            format!("    also: {}-{}", o["startLine"], o["endLine"]),
+            rest,
+            format!(
+                "    2: let filler2 = 2;\n    3: [backoff] [backoff] [backoff]\n    4: let filler4 = 4;\n    also: {}-{}\n",
+                o["startLine"], o["endLine"]
+            ),
             "{target}"
         );
+        forms.push(rest.to_owned());
     }
+    assert_eq!(forms[0], forms[1]);
+    assert_eq!(local[0]["snippetLine"], 2);
+    assert_eq!(
+        local[0]["snippet"],
+        "let filler2 = 2;\n[backoff] [backoff] [backoff]\nlet filler4 = 4;"
+    );
+    assert_eq!(local[0]["snippet"], weaviate[0]["snippet"]);
 
     // (args, the files in order) on both targets.
     let cases: &[(&[&str], &[&str])] = &[
@@ -467,15 +450,7 @@ fn each_error_is_one_clear_line() {
     })
     .unwrap();
     let url = locked.url();
-    let mut c = cmd(&[
-        "search",
-        "x",
-        "--weaviate-url",
-        &url,
-        "--collection",
-        "Code",
-    ]);
-    let out = c
+    let out = search_x(&url)
         .env("WEAVIATE_API_KEY", "wrong-key-SECRET")
         .output()
         .unwrap();
@@ -508,27 +483,18 @@ fn each_error_is_one_clear_line() {
         ((200, r#"{"data":{}}"#), "no data.Get.Code"),
     ] {
         let url = canned(reply);
-        let out = elysiactl(cmd(&[
-            "search",
-            "x",
-            "--weaviate-url",
-            &url,
-            "--collection",
-            "Code",
-        ]));
+        let out = elysiactl(search_x(&url));
         let err = one_line_error(&out, 3, want);
         assert!(err.contains(want), "{want}: {err}");
     }
     // Nothing listening.
-    let out = elysiactl(cmd(&[
-        "search",
-        "x",
-        "--weaviate-url",
-        "http://127.0.0.1:9",
-        "--collection",
-        "Code",
-    ]));
+    let out = elysiactl(search_x("http://127.0.0.1:9"));
     one_line_error(&out, 3, "unreachable");
+}
+
+/// `search x` on collection `Code` of the server at `url`.
+fn search_x(url: &str) -> Command {
+    cmd(&["search", "x", "--weaviate-url", url, "--collection", "Code"])
 }
 
 /// A server answering `GET /v1/schema/...` with a class and every other

@@ -42,6 +42,7 @@ fn tamper(
     mut edit: impl FnMut(&str, &tantivy::TantivyDocument) -> Option<tantivy::TantivyDocument>,
 ) {
     let index = tantivy::Index::open_in_dir(state.join("index")).unwrap();
+    elysiactl::target::local::register_tokenizers(&index);
     let schema = index.schema();
     let id = schema.get_field("id").unwrap();
     let reader = index.reader().unwrap();

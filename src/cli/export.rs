@@ -9,29 +9,52 @@ use super::args::{ExportArgs, TargetArg, TargetArgs};
 use super::target::TargetArgsError;
 use crate::exit::Exit;
 use crate::object::ChunkSize;
+use crate::target::search::SearchError;
 use crate::target::{self, local};
 
+/// Why a read command (`index export`, `search`) could not answer.
 #[derive(Debug, thiserror::Error)]
-enum Failure {
+pub(super) enum Failure {
     #[error("{0}")]
     Local(#[from] local::ReadError),
     #[error("{0}")]
     Usage(#[from] TargetArgsError),
     #[error("{0}")]
     Target(#[from] target::Error),
+    #[error("{0}")]
+    Search(#[from] SearchError),
     /// stdout is gone (a closed pipe): nothing more to say, and nowhere to say it.
     #[error("{0}")]
     Stdout(io::Error),
 }
 
 pub fn run(args: ExportArgs) -> Exit {
-    let outcome = execute(&args.target, super::state_dir(args.state_dir), args.content);
-    if let Err(e) = &outcome {
+    finish(&execute(
+        &args.target,
+        super::state_dir(args.state_dir),
+        args.content,
+    ))
+}
+
+/// The one place a read command says why it failed (one line on stderr)
+/// and decides its exit: no index there, a bad query, or a mode the index
+/// cannot do is a usage error; an index that cannot be read or answer
+/// (I/O, unreachable, refused, unknown collection, GraphQL errors) is
+/// fatal.
+pub(super) fn finish(outcome: &Result<(), Failure>) -> Exit {
+    if let Err(e) = outcome {
         if !matches!(e, Failure::Stdout(_)) {
             eprintln!("elysiactl: {e}");
         }
     }
-    exit(&outcome)
+    match outcome {
+        Ok(()) => Exit::Ok,
+        Err(Failure::Local(e)) => Exit::from_code(e.exit_code()),
+        Err(Failure::Usage(_) | Failure::Search(SearchError::Usage(_))) => Exit::Usage,
+        Err(Failure::Target(_) | Failure::Search(SearchError::Failed(_)) | Failure::Stdout(_)) => {
+            Exit::Fatal
+        }
+    }
 }
 
 fn execute(t: &TargetArgs, sd: PathBuf, content: bool) -> Result<(), Failure> {
@@ -53,14 +76,4 @@ fn objects(t: &TargetArgs, sd: PathBuf, content: bool) -> Result<Vec<local::Expo
     let open = t.opener(sd, ChunkSize::WHOLE_FILE)?;
     let target = open()?;
     Ok(target.export(content)?)
-}
-
-/// The one place `index export` decides its exit.
-fn exit(outcome: &Result<(), Failure>) -> Exit {
-    match outcome {
-        Ok(()) => Exit::Ok,
-        Err(Failure::Local(e)) => Exit::from_code(e.exit_code()),
-        Err(Failure::Usage(_)) => Exit::Usage,
-        Err(Failure::Target(_) | Failure::Stdout(_)) => Exit::Fatal,
-    }
 }

@@ -6,33 +6,15 @@ use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
 use super::args::{SearchArgs, SearchModeArg, TargetArg};
+use super::export::{finish, Failure};
 use super::target::TargetArgsError;
 use crate::exit::Exit;
 use crate::target::local;
-use crate::target::search::{group, ChunkHit, FileHit, Mode, Query, SearchError};
+use crate::target::search::{group, terms, ChunkHit, FileHit, Mode, Query, SearchError};
 use crate::target::weaviate::{WeaviateConfig, WeaviateTarget};
 
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    #[error("{0}")]
-    Read(#[from] local::ReadError),
-    #[error("{0}")]
-    Usage(#[from] TargetArgsError),
-    #[error("{0}")]
-    Search(#[from] SearchError),
-    /// stdout is gone (a closed pipe): nothing more to say, and nowhere to say it.
-    #[error("{0}")]
-    Stdout(io::Error),
-}
-
 pub fn run(args: SearchArgs) -> Exit {
-    let outcome = execute(&args);
-    if let Err(e) = &outcome {
-        if !matches!(e, Failure::Stdout(_)) {
-            eprintln!("elysiactl: {e}");
-        }
-    }
-    exit(&outcome)
+    finish(&execute(&args))
 }
 
 fn query(args: &SearchArgs) -> Query {
@@ -55,7 +37,14 @@ fn chunk_hits(args: &SearchArgs, q: &Query) -> Result<Vec<ChunkHit>, Failure> {
     match (t.kind(), &t.weaviate_url) {
         (TargetArg::Local, _) => {
             let sd = super::state_dir(args.state_dir.clone());
-            Ok(local::search_with(&sd, q)?)
+            let (hits, format) = local::search_with(&sd, q)?;
+            if let Some(why) = format.reason() {
+                eprintln!(
+                    "elysiactl: note: the local index is of an older format ({why}); \
+                     these hits are as it was built, and the next `index sync` rebuilds it"
+                );
+            }
+            Ok(hits)
         }
         (TargetArg::Weaviate, None) => Err(TargetArgsError::NoWeaviateUrl.into()),
         (TargetArg::Weaviate, Some(url)) => {
@@ -82,7 +71,7 @@ fn use_colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
 
 fn execute(args: &SearchArgs) -> Result<(), Failure> {
     let q = query(args);
-    let hits: Vec<FileHit> = group(chunk_hits(args, &q)?, q.limit);
+    let hits: Vec<FileHit> = group(chunk_hits(args, &q)?, q.limit, &terms(&q.text));
     let mut stdout = io::stdout().lock();
     let colour = use_colour(stdout.is_terminal(), std::env::var_os("NO_COLOR"));
     for h in hits {
@@ -94,19 +83,6 @@ fn execute(args: &SearchArgs) -> Result<(), Failure> {
         writeln!(stdout, "{line}").map_err(Failure::Stdout)?;
     }
     Ok(())
-}
-
-/// The one place `search` decides its exit: a bad query, no index, or a
-/// mode the index cannot do is a usage error; an index that cannot be read
-/// or answer (I/O, unreachable, refused, unknown collection, GraphQL
-/// errors) is fatal.
-fn exit(outcome: &Result<(), Failure>) -> Exit {
-    match outcome {
-        Ok(()) => Exit::Ok,
-        Err(Failure::Read(e)) => Exit::from_code(e.exit_code()),
-        Err(Failure::Usage(_) | Failure::Search(SearchError::Usage(_))) => Exit::Usage,
-        Err(Failure::Search(SearchError::Failed(_)) | Failure::Stdout(_)) => Exit::Fatal,
-    }
 }
 
 #[cfg(test)]

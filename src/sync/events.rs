@@ -43,6 +43,9 @@ pub enum SyncEvent {
         files: u64,
         from_chunk_size: Option<u64>,
         chunk_size: u64,
+        /// Why an old-format local index is rebuilt so (unasked).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rebuild: Option<&'static str>,
     },
     /// `--abandon-pending` dropped a manifest's remaining and failed lines.
     Abandoned {
@@ -192,8 +195,14 @@ impl fmt::Display for SyncEvent {
             IndexLost { target, .. } => write!(f, "{target} was found empty although this state dir's WAL records applied work: the index was deleted or reset behind elysiactl's back. Runs go on but end partially_complete until `elysiactl index verify --repair` (same --root and target flags) makes the index equal the disk again"),
             Rechunk {
                 files,
+                rebuild: Some(why),
+                ..
+            } => write!(f, "rebuilding the local index from the disk: {why}; re-writing the {files} files it holds before the manifest (resumable; searches meanwhile see only the files re-written so far)"),
+            Rechunk {
+                files,
                 from_chunk_size,
                 chunk_size,
+                rebuild: None,
             } => {
                 let from = match from_chunk_size {
                     Some(0) => " from one object per file".to_string(),
@@ -293,6 +302,9 @@ impl Event for SyncEvent {
             Recovered { .. } => "RECOVERED",
             Resume { .. } => "RESUME",
             Restart { .. } => "RESTART",
+            Rechunk {
+                rebuild: Some(_), ..
+            } => "REBUILD",
             Rechunk { .. } => "RECHUNK",
             IndexLost { .. } => "INDEX_LOST",
             Abandoned { .. } => "ABANDONED",

@@ -68,6 +68,21 @@ pub(super) fn run_inner(
 
     // One state dir, one index (kind, server, collection, chunking).
     let bind = check_target(&replay.state, &opts.target, &opts.state_dir, opts.rechunk)?;
+    // A local index of an older format (another tokenizer) is rebuilt from
+    // the disk as a re-chunk at this run's chunk size does it: the same
+    // resumable path, run unasked, so a scheduled sync goes on after an
+    // upgrade.
+    let rebuild = match opts.target.kind.as_str() {
+        "local" => target::local::rebuild(&opts.state_dir, opts.target.chunk_size)
+            .map_err(|e| Error::RechunkList(e.to_string()))?
+            .reason(),
+        _ => None,
+    };
+    let bind = if rebuild.is_some() {
+        Bind::Rechunk
+    } else {
+        bind
+    };
     // The local index is read before it is opened for writing: one from
     // before chunked objects opens for writing only at chunk size 0, and a
     // re-chunk rebuilds it.
@@ -117,6 +132,7 @@ pub(super) fn run_inner(
         rechunk_queue = register_rechunk(
             opts,
             objects,
+            rebuild,
             run_id,
             &mut journal,
             &mut state,
@@ -142,6 +158,7 @@ pub(super) fn run_inner(
                     rechunk_queue = register_rechunk(
                         opts,
                         &objects,
+                        None,
                         run_id,
                         &mut journal,
                         &mut state,
@@ -285,12 +302,14 @@ fn check_index_lost(opts: &Options, state: &State, target: &dyn Target) -> bool 
     true
 }
 
-/// Spool the re-chunk manifest of `objects` and record it started, then the
+/// Spool the re-chunk manifest of `objects` (a rebuild of an old-format
+/// local index when `rebuild` says why) and record it started, then the
 /// new identity, in one append: the new chunk size is never recorded without
 /// the work that makes the index match it. `None` when the index is empty.
 fn register_rechunk(
     opts: &Options,
     objects: &[target::Exported],
+    rebuild: Option<&'static str>,
     run_id: u64,
     journal: &mut dyn FnMut(Vec<Record>, &mut State),
     state: &mut State,
@@ -301,6 +320,7 @@ fn register_rechunk(
         files: bytes.iter().filter(|&&b| b == b'\n').count() as u64,
         from_chunk_size: state.target.as_ref().map(|t| t.chunk_size),
         chunk_size: opts.target.chunk_size,
+        rebuild,
     });
     let mut records = Vec::new();
     let manifest = if bytes.is_empty() {

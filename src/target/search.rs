@@ -5,7 +5,10 @@
 //! best chunk, with the line ranges of its other matching chunks), the same
 //! for both targets.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use super::local::tokenizer::pieces;
 
 /// How the query text is matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +85,7 @@ pub enum SearchError {
     Failed(String),
 }
 
-/// One matching chunk.
+/// One matching chunk, with its text (for the snippet of the file's hit).
 #[derive(Debug, Clone)]
 pub struct ChunkHit {
     pub id: String,
@@ -92,7 +95,7 @@ pub struct ChunkHit {
     pub start_line: u64,
     pub end_line: u64,
     pub score: f32,
-    pub snippet: String,
+    pub content: String,
 }
 
 /// Lines of a file's other matching chunk.
@@ -116,43 +119,90 @@ pub struct FileHit {
     #[serde(rename = "endLine")]
     pub end_line: u64,
     pub score: f32,
+    /// The snippet's lines joined by `\n`, matched words in `[brackets]`.
     pub snippet: String,
+    /// The line number of the snippet's first line.
+    #[serde(rename = "snippetLine")]
+    pub snippet_line: u64,
     /// The file's other matching chunks, in line order.
     pub other: Vec<LineRange>,
+    #[serde(skip)]
+    pub lines: Snippet,
+}
+
+/// How the text form looks: the escapes that open the location, the dimmed
+/// parts (score, `also:`) and the line numbers, what goes around a matched
+/// word, and the reset.
+struct Style {
+    location: &'static str,
+    dim: &'static str,
+    number: &'static str,
+    mark: (&'static str, &'static str),
+    end: &'static str,
+}
+
+/// Into a pipe: no escapes, matched words in brackets.
+const PLAIN: Style = style(["", "", "", "[", "]", ""]);
+
+/// On a terminal: location bold cyan, score and `also:` dimmed, line numbers
+/// green, matched words bold red (as ripgrep and grep show them).
+const COLOUR: Style = style([
+    "\x1b[1;36m",
+    "\x1b[2m",
+    "\x1b[32m",
+    "\x1b[1;31m",
+    "\x1b[0m",
+    "\x1b[0m",
+]);
+
+const fn style([location, dim, number, open, close, end]: [&'static str; 6]) -> Style {
+    Style {
+        location,
+        dim,
+        number,
+        mark: (open, close),
+        end,
+    }
 }
 
 impl FileHit {
-    /// The text form: `repo/path:start-end  (score)`, the snippet indented,
-    /// and `also: a-b, c-d` when other chunks matched.
+    /// The text form: `repo/path:start-end  (score)`, the snippet's lines
+    /// indented with their numbers, and `also: a-b, c-d` when other chunks
+    /// matched.
     pub fn text(&self) -> String {
         self.text_in(false)
     }
 
-    /// [`FileHit::text`], with the location in bold cyan, the score dimmed
-    /// and the `also:` line dimmed when `colour` (a terminal without
-    /// `NO_COLOR`). The snippet is left as it is: code has brackets of its
-    /// own, so the match markers are not turned into colour.
+    /// [`FileHit::text`], in colour when `colour` (a terminal without
+    /// `NO_COLOR`): the matched words are then coloured instead of
+    /// bracketed.
     pub fn text_in(&self, colour: bool) -> String {
-        let (loc, dim, end) = if colour {
-            ("\x1b[1;36m", "\x1b[2m", "\x1b[0m")
-        } else {
-            ("", "", "")
-        };
+        let st = if colour { &COLOUR } else { &PLAIN };
+        let end = st.end;
         let mut s = format!(
-            "{loc}{}/{}:{}-{}{end}  {dim}({:.2}){end}\n    {}",
-            self.repo, self.path, self.start_line, self.end_line, self.score, self.snippet
+            "{}{}/{}:{}-{}{end}  {}({:.2}){end}",
+            st.location, self.repo, self.path, self.start_line, self.end_line, st.dim, self.score
         );
+        let width = self
+            .lines
+            .lines
+            .last()
+            .map_or(1, |l| l.number.to_string().len());
+        for l in &self.lines.lines {
+            s.push_str(&format!(
+                "\n    {}{:>width$}:{end} {}",
+                st.number,
+                l.number,
+                l.marked(st.mark)
+            ));
+        }
         if !self.other.is_empty() {
             let ranges: Vec<String> = self
                 .other
                 .iter()
                 .map(|r| format!("{}-{}", r.start_line, r.end_line))
                 .collect();
-            s.push_str("\n    ");
-            s.push_str(dim);
-            s.push_str("also: ");
-            s.push_str(&ranges.join(", "));
-            s.push_str(end);
+            s.push_str(&format!("\n    {}also: {}{end}", st.dim, ranges.join(", ")));
         }
         s
     }
@@ -166,121 +216,233 @@ fn order(a: &ChunkHit, b: &ChunkHit) -> std::cmp::Ordering {
         .then_with(|| (&a.repo, &a.path, a.chunk).cmp(&(&b.repo, &b.path, b.chunk)))
 }
 
-/// One hit per file (its best chunk), best first, at most `limit`.
-pub fn group(mut chunks: Vec<ChunkHit>, limit: usize) -> Vec<FileHit> {
+/// One hit per file (its best chunk, with a snippet marking `terms`), best
+/// first, at most `limit`.
+pub fn group(mut chunks: Vec<ChunkHit>, limit: usize, terms: &Terms) -> Vec<FileHit> {
     chunks.sort_by(order);
     let mut at: HashMap<(String, String), usize> = HashMap::new();
-    let mut files: Vec<FileHit> = Vec::new();
+    let mut best: Vec<ChunkHit> = Vec::new();
+    let mut other: Vec<Vec<LineRange>> = Vec::new();
     for c in chunks {
         let key = (c.repo.clone(), c.path.clone());
         match at.get(&key) {
-            Some(&i) => {
-                if files[i].chunk != c.chunk {
-                    files[i].other.push(LineRange {
-                        start_line: c.start_line,
-                        end_line: c.end_line,
-                    });
-                }
+            Some(&i) if best[i].chunk != c.chunk => other[i].push(LineRange {
+                start_line: c.start_line,
+                end_line: c.end_line,
+            }),
+            Some(_) => {}
+            None if best.len() < limit => {
+                at.insert(key, best.len());
+                best.push(c);
+                other.push(Vec::new());
             }
-            None => {
-                at.insert(key, files.len());
-                files.push(FileHit {
-                    id: c.id,
-                    repo: c.repo,
-                    path: c.path,
-                    chunk: c.chunk,
-                    start_line: c.start_line,
-                    end_line: c.end_line,
-                    score: c.score,
-                    snippet: c.snippet,
-                    other: Vec::new(),
-                });
-            }
+            None => {}
         }
     }
-    files.truncate(limit);
-    for f in &mut files {
-        f.other.sort_by_key(|r| (r.start_line, r.end_line));
-        f.other.dedup();
-    }
-    files
-}
-
-/// The lowercased words of `text`: runs of letters and digits.
-pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-}
-
-/// Characters of a snippet.
-const SNIPPET_CHARS: usize = 160;
-
-/// A snippet of `content` around the first word of `query`, each word of
-/// the query in it marked `[like this]`, whitespace collapsed: what the
-/// local index's snippets look like, for a target that returns none.
-pub fn snippet(content: &str, query: &str) -> String {
-    let wanted: Vec<String> = words(query).collect();
-    let is_wanted = |w: &str| wanted.iter().any(|q| *q == w.to_lowercase());
-    // Byte ranges of the content's words.
-    let mut spans = Vec::new();
-    let mut start = None;
-    for (i, c) in content.char_indices() {
-        match (c.is_alphanumeric(), start) {
-            (true, None) => start = Some(i),
-            (false, Some(s)) => {
-                spans.push(s..i);
-                start = None;
+    best.into_iter()
+        .zip(other)
+        .map(|(c, mut other)| {
+            other.sort_by_key(|r| (r.start_line, r.end_line));
+            other.dedup();
+            let lines = Snippet::of(&c.content, c.start_line, terms);
+            FileHit {
+                snippet: lines.plain(),
+                snippet_line: lines.lines.first().map_or(c.start_line, |l| l.number),
+                lines,
+                id: c.id,
+                repo: c.repo,
+                path: c.path,
+                chunk: c.chunk,
+                start_line: c.start_line,
+                end_line: c.end_line,
+                score: c.score,
+                other,
             }
-            _ => {}
+        })
+        .collect()
+}
+
+/// The words a snippet marks.
+pub type Terms = HashSet<String>;
+
+/// The words of a query to mark in snippets: its tokens as the local index
+/// cuts them (the parts of each identifier and its whole), leaving out what
+/// is query syntax there: `field:value` words, `-excluded` words and the
+/// operators `AND`, `OR`, `NOT`.
+pub fn terms(query: &str) -> Terms {
+    let mut out = Terms::new();
+    for word in query.split_whitespace() {
+        let w = word.trim_start_matches(['(', '+', '"']);
+        let field = w
+            .split_once(':')
+            .is_some_and(|(name, _)| !name.is_empty() && name.chars().all(char::is_alphanumeric));
+        if field || w.starts_with('-') || matches!(w, "AND" | "OR" | "NOT") {
+            continue;
+        }
+        out.extend(pieces(w, true).into_iter().map(|p| p.text));
+    }
+    out
+}
+
+/// Lines of a snippet around the best-matching line of a chunk.
+const CONTEXT: usize = 1;
+
+/// Characters of a snippet line.
+const LINE_CHARS: usize = 120;
+
+/// A few lines of a chunk: its best-matching line (the most distinct
+/// matched words, the first of equals) with a line either side, or its
+/// first lines when nothing in it matched (a path match, a vector match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snippet {
+    pub lines: Vec<SnippetLine>,
+}
+
+/// One line of a snippet: its number in the file, its text (indentation
+/// common to the snippet removed, cut to [`LINE_CHARS`] around the first
+/// match with `…` where cut) and the byte ranges of matched words in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnippetLine {
+    pub number: u64,
+    pub text: String,
+    pub marks: Vec<Range<usize>>,
+}
+
+impl SnippetLine {
+    /// The text with each mark between `open` and `close`.
+    fn marked(&self, (open, close): (&str, &str)) -> String {
+        let mut out = String::with_capacity(self.text.len() + 8 * self.marks.len());
+        let mut at = 0;
+        for r in &self.marks {
+            let (Some(before), Some(word)) = (self.text.get(at..r.start), self.text.get(r.clone()))
+            else {
+                continue;
+            };
+            out.push_str(before);
+            out.push_str(open);
+            out.push_str(word);
+            out.push_str(close);
+            at = r.end;
+        }
+        out.push_str(self.text.get(at..).unwrap_or_default());
+        out
+    }
+}
+
+/// The byte ranges of the words of `line` in `terms`, overlapping and
+/// touching ones merged (`get[User][Name]` is `get[UserName]`).
+fn marks(line: &str, terms: &Terms) -> (Vec<Range<usize>>, usize) {
+    let mut found: Vec<&str> = Vec::new();
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    for p in pieces(line, true) {
+        if let Some(t) = terms.get(&p.text) {
+            found.push(t);
+            ranges.push(p.range);
         }
     }
-    if let Some(s) = start {
-        spans.push(s..content.len());
+    found.sort_unstable();
+    found.dedup();
+    ranges.sort_by_key(|r| (r.start, std::cmp::Reverse(r.end)));
+    let mut merged: Vec<Range<usize>> = Vec::new();
+    for r in ranges {
+        match merged.last_mut() {
+            Some(m) if r.start <= m.end => m.end = m.end.max(r.end),
+            _ => merged.push(r),
+        }
     }
-    let first = spans.iter().find(|r| is_wanted(&content[(*r).clone()]));
-    let Some(first) = first else {
-        return collapse(&content.chars().take(120).collect::<String>());
-    };
-    // Start a little before the match, at a word's start.
-    // Start a little before the match: at the content's start when that is
-    // near, else after the earliest space within 40 characters back.
-    let before: Vec<(usize, char)> = content[..first.start]
-        .char_indices()
-        .rev()
-        .take(41)
-        .collect();
-    let from = if before.len() <= 40 {
-        0
-    } else {
-        before
+    (merged, found.len())
+}
+
+impl Snippet {
+    /// The snippet of a chunk whose first line is `start_line`.
+    pub fn of(content: &str, start_line: u64, terms: &Terms) -> Snippet {
+        let body = content.strip_suffix('\n').unwrap_or(content);
+        let all: Vec<&str> = body.split('\n').map(|l| l.trim_end()).collect();
+        let scored: Vec<(Vec<Range<usize>>, usize)> = all.iter().map(|l| marks(l, terms)).collect();
+        let best = scored
             .iter()
-            .take(40)
-            .rfind(|(_, c)| c.is_whitespace())
-            .map_or(first.start, |(i, c)| i + c.len_utf8())
-    };
-    let to = content[from..]
-        .char_indices()
-        .nth(SNIPPET_CHARS)
-        .map_or(content.len(), |(i, _)| from + i);
-    let mut out = String::new();
-    let mut at = from;
-    for r in spans
-        .iter()
-        .filter(|r| r.start >= from && r.end <= to && is_wanted(&content[(*r).clone()]))
-    {
-        out.push_str(&content[at..r.start]);
-        out.push('[');
-        out.push_str(&content[r.clone()]);
-        out.push(']');
-        at = r.end;
+            .enumerate()
+            .filter(|(_, (_, n))| *n > 0)
+            .max_by_key(|(i, (_, n))| (*n, std::cmp::Reverse(*i)))
+            .map(|(i, _)| i);
+        let (from, to) = match best {
+            Some(b) => (b.saturating_sub(CONTEXT), (b + CONTEXT).min(all.len() - 1)),
+            None => {
+                let first = all.iter().position(|l| !l.trim().is_empty()).unwrap_or(0);
+                (first, (first + 2 * CONTEXT).min(all.len() - 1))
+            }
+        };
+        // Blank lines at the edges say nothing.
+        let blank = |i: usize| all[i].trim().is_empty() && Some(i) != best;
+        let (mut from, mut to) = (from, to);
+        while from < to && blank(from) {
+            from += 1;
+        }
+        while to > from && blank(to) {
+            to -= 1;
+        }
+        let shown = from..=to;
+        let indent = shown
+            .clone()
+            .filter(|&i| !all[i].trim().is_empty())
+            .map(|i| all[i].len() - all[i].trim_start_matches([' ', '\t']).len())
+            .min()
+            .unwrap_or(0);
+        let lines = shown
+            .map(|i| {
+                let line = all[i];
+                let cut = indent.min(line.len());
+                let marks: Vec<Range<usize>> = scored[i]
+                    .0
+                    .iter()
+                    .filter(|r| r.start >= cut)
+                    .map(|r| r.start - cut..r.end - cut)
+                    .collect();
+                window(&line[cut..], marks, start_line + i as u64)
+            })
+            .collect();
+        Snippet { lines }
     }
-    out.push_str(&content[at..to]);
-    collapse(&out)
+
+    /// The lines joined by `\n`, matched words in `[brackets]`.
+    pub fn plain(&self) -> String {
+        let lines: Vec<String> = self.lines.iter().map(|l| l.marked(("[", "]"))).collect();
+        lines.join("\n")
+    }
 }
 
-fn collapse(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// `text` cut to [`LINE_CHARS`] characters, starting a little before its
+/// first mark, `…` where cut; the marks moved with it.
+fn window(text: &str, marks: Vec<Range<usize>>, number: u64) -> SnippetLine {
+    if text.chars().count() <= LINE_CHARS {
+        return SnippetLine {
+            number,
+            text: text.to_owned(),
+            marks,
+        };
+    }
+    let first = marks.first().map_or(0, |r| r.start);
+    let starts: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+    let at = starts.partition_point(|&i| i < first);
+    let from = starts[at.saturating_sub(LINE_CHARS / 4)];
+    let to = starts
+        .get(at.saturating_sub(LINE_CHARS / 4) + LINE_CHARS)
+        .copied()
+        .unwrap_or(text.len());
+    let (lead, tail) = (
+        if from > 0 { "…" } else { "" },
+        if to < text.len() { "…" } else { "" },
+    );
+    let shift = lead.len();
+    SnippetLine {
+        number,
+        text: format!("{lead}{}{tail}", &text[from..to]),
+        marks: marks
+            .into_iter()
+            .filter(|r| r.start >= from && r.end <= to)
+            .map(|r| r.start - from + shift..r.end - from + shift)
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -296,7 +458,7 @@ mod tests {
             start_line: chunk * 10 + 1,
             end_line: chunk * 10 + 10,
             score,
-            snippet: String::new(),
+            content: "let x = needle;\n".into(),
         }
     }
 
@@ -310,44 +472,114 @@ mod tests {
                 hit("R", "a", 0, 0.5),
             ],
             10,
+            &terms("needle"),
         );
         assert_eq!(g.len(), 2);
         assert_eq!((g[0].path.as_str(), g[0].chunk), ("a", 1));
+        let range = |start_line, end_line| LineRange {
+            start_line,
+            end_line,
+        };
+        assert_eq!(g[0].other, vec![range(1, 10), range(31, 40)]);
         assert_eq!(
-            g[0].other,
-            vec![
-                LineRange {
-                    start_line: 1,
-                    end_line: 10
-                },
-                LineRange {
-                    start_line: 31,
-                    end_line: 40
-                }
-            ]
+            g[0].text(),
+            "R/a:11-20  (3.00)\n    11: let x = [needle];\n    also: 1-10, 31-40"
         );
-        assert!(
-            g[0].text().ends_with("\n    also: 1-10, 31-40"),
-            "{}",
-            g[0].text()
+        assert_eq!(
+            (g[0].snippet.as_str(), g[0].snippet_line),
+            ("let x = [needle];", 11)
         );
         assert_eq!(g[1].path, "b");
-        assert_eq!(
-            group(vec![hit("R", "a", 0, 1.0), hit("R", "b", 0, 1.0)], 1).len(),
-            1
+        let one = group(
+            vec![
+                hit("R", "a", 0, 1.0),
+                hit("R", "b", 0, 1.0),
+                hit("R", "a", 1, 0.5),
+            ],
+            1,
+            &terms("x"),
         );
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].other, vec![range(11, 20)]);
     }
 
     #[test]
-    fn snippets_mark_query_words_near_the_first_match() {
-        let s = snippet(
-            "fn a() {}\nfn parse_config(x) { Config::new() }\n",
-            "config",
+    fn colour_replaces_the_brackets_and_plain_text_has_no_escapes() {
+        let g = group(vec![hit("R", "a", 0, 1.0)], 1, &terms("needle"));
+        let c = g[0].text_in(true);
+        assert!(
+            c.contains("\x1b[1;31mneedle\x1b[0m") && !c.contains("[needle]"),
+            "{c:?}"
         );
-        assert_eq!(s, "fn a() {} fn parse_[config](x) { [Config]::new() }");
-        assert_eq!(snippet("abc  def", "zzz"), "abc def");
+        assert!(!g[0].text().contains('\x1b'));
+    }
+
+    fn snip(content: &str, start: u64, query: &str) -> Vec<String> {
+        Snippet::of(content, start, &terms(query))
+            .lines
+            .iter()
+            .map(|l| format!("{}: {}", l.number, l.marked(("[", "]"))))
+            .collect()
+    }
+
+    #[test]
+    fn snippets_show_the_best_line_with_a_line_either_side_marked() {
+        let code =
+            "fn a() {}\n\n    fn parse_config(x) {\n        Config::new(x)\n    }\n\nfn b() {}\n";
+        assert_eq!(
+            snip(code, 10, "config"),
+            ["12: fn parse_[config](x) {", "13:     [Config]::new(x)"]
+        );
+        // The line with the most distinct words wins.
+        assert_eq!(
+            snip("a config\nb\nnew config here\n", 1, "config new"),
+            ["2: b", "3: [new] [config] here"]
+        );
+        // Nothing matched: the first lines.
+        assert_eq!(snip("\n\nx\ny\nz\nw\n", 1, "q"), ["3: x", "4: y", "5: z"]);
+        assert_eq!(snip("", 1, "q"), ["1: "]);
+    }
+
+    #[test]
+    fn identifiers_are_marked_by_their_parts_and_as_a_whole() {
+        let line = "let n = self.getUserName(); max_retries += 1;";
+        for (query, want) in [
+            (
+                "user name",
+                "let n = self.get[UserName](); max_retries += 1;",
+            ),
+            (
+                "getUserName",
+                "let n = self.[getUserName](); max_retries += 1;",
+            ),
+            (
+                "max retries",
+                "let n = self.getUserName(); [max]_[retries] += 1;",
+            ),
+            (
+                "repo:A -name max_retries AND",
+                "let n = self.getUserName(); [max_retries] += 1;",
+            ),
+        ] {
+            assert_eq!(snip(line, 1, query), [format!("1: {want}")], "{query}");
+        }
+    }
+
+    #[test]
+    fn a_long_line_is_cut_around_its_first_match() {
         let long = format!("{} needle {}", "x ".repeat(200), "y ".repeat(200));
-        let s = snippet(&long, "NEEDLE");
-        assert!(s.contains("[needle]") && s.len() < 200, "{s}");
+        let s = Snippet::of(&long, 1, &terms("NEEDLE"));
+        let l = &s.lines[0];
+        assert!(
+            l.text.starts_with('…') && l.text.ends_with('…'),
+            "{}",
+            l.text
+        );
+        assert_eq!(l.text.chars().count(), LINE_CHARS + 2);
+        assert_eq!(&l.text[l.marks[0].clone()], "needle");
+        // Multi-byte characters are never split.
+        let wide = format!("{} needle {}", "é ".repeat(150), "日 ".repeat(150));
+        let s = Snippet::of(&wide, 1, &terms("needle"));
+        assert_eq!(&s.lines[0].text[s.lines[0].marks[0].clone()], "needle");
     }
 }

@@ -481,3 +481,35 @@ pub fn workload(dir: &Path, files: usize, lines: usize, seed: u64) -> Workload {
         refs,
     }
 }
+
+/// Write `files` (repo, repo-relative path, content) under `root` and an
+/// `add` manifest of them at `manifest`.
+pub fn write_corpus(root: &Path, manifest: &Path, files: &[(&str, &str, String)]) {
+    let mut lines = String::new();
+    for (repo, path, body) in files {
+        let p = root.join(repo).join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+        let line = serde_json::json!({"op": "add", "repo": repo, "path": path});
+        lines.push_str(&format!("{line}\n"));
+    }
+    std::fs::write(manifest, lines).unwrap();
+}
+
+/// A `search --json` hit as `repo/path:start-end [other ranges]`.
+pub fn brief(h: &serde_json::Value) -> String {
+    let other: Vec<String> = h["other"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}-{}", r["startLine"], r["endLine"]))
+        .collect();
+    format!(
+        "{}/{}:{}-{} [{}]",
+        h["repo"].as_str().unwrap(),
+        h["path"].as_str().unwrap(),
+        h["startLine"],
+        h["endLine"],
+        other.join(", ")
+    )
+}

@@ -113,14 +113,7 @@ impl Reader<'_> {
             let name = self.name()?;
             let args = if self.peek() == Some(b'(') {
                 self.at += 1;
-                let mut m = Map::new();
-                while self.peek() != Some(b')') {
-                    let k = self.name()?;
-                    self.expect(b':')?;
-                    m.insert(k, self.value()?);
-                }
-                self.at += 1;
-                m
+                self.entries(b')')?
             } else {
                 Map::new()
             };
@@ -137,6 +130,19 @@ impl Reader<'_> {
         }
         self.at += 1;
         Ok(fields)
+    }
+
+    /// `name: value` entries up to `close` (arguments, object fields),
+    /// the opening character already read; `close` is consumed.
+    fn entries(&mut self, close: u8) -> R<Map<String, Value>> {
+        let mut m = Map::new();
+        while self.peek() != Some(close) {
+            let k = self.name()?;
+            self.expect(b':')?;
+            m.insert(k, self.value()?);
+        }
+        self.at += 1;
+        Ok(m)
     }
 
     fn value(&mut self) -> R<Value> {
@@ -156,14 +162,7 @@ impl Reader<'_> {
             }
             Some(b'{') => {
                 self.at += 1;
-                let mut m = Map::new();
-                while self.peek() != Some(b'}') {
-                    let k = self.name()?;
-                    self.expect(b':')?;
-                    m.insert(k, self.value()?);
-                }
-                self.at += 1;
-                Ok(Value::Object(m))
+                self.entries(b'}').map(Value::Object)
             }
             Some(b'$') => Err(self.err("variables are not supported by the stand-in")),
             Some(c) if c == b'-' || c.is_ascii_digit() => {

@@ -19,6 +19,7 @@
 //! the schema.
 
 mod read;
+pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -36,6 +37,7 @@ pub use super::Exported;
 use super::{Document, Error, Op, OpOutcome, Target};
 use crate::object::ChunkSize;
 pub use read::{export, export_with, for_each, search, search_with, Hit, ReadError};
+use tokenizer::CodeTokenizer;
 
 /// Memory the index writer may buffer before flushing a segment.
 const WRITER_HEAP: usize = 64 << 20;
@@ -49,9 +51,20 @@ struct Fields {
     content: Field,
     sha256: Field,
     size: Field,
+    /// Whether `content` and `path_text` are cut by the code tokenizer
+    /// (else by the legacy one: see [`format`]).
+    code_words: bool,
     /// `None` in an index from before chunked objects (whole-file objects,
     /// keyed by `id` alone): see [`LocalIndex::open`].
     chunked: Option<ChunkFields>,
+}
+
+/// Which tokenizer an index's words went through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Words {
+    Code,
+    Legacy,
+    Unknown(String),
 }
 
 /// The fields of chunked objects.
@@ -68,66 +81,129 @@ struct ChunkFields {
     end_line: Field,
 }
 
-/// The schema of a new index.
+/// The schema of a new index: `content` and `path_text` through the code
+/// tokenizer ([`tokenizer::NAME`], which the schema records).
 fn schema() -> Schema {
+    schema_with(tokenizer::NAME)
+}
+
+/// The schema with `content` and `path_text` through the tokenizer `name`
+/// (an older one builds the fixtures of the tests that an old index is
+/// rebuilt).
+#[doc(hidden)]
+pub fn schema_with(name: &str) -> Schema {
     let mut b = Schema::builder();
-    let text = TextOptions::default()
-        .set_indexing_options(
-            TextFieldIndexing::default()
-                .set_tokenizer("default")
-                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-        )
-        .set_stored();
+    let words = TextFieldIndexing::default()
+        .set_tokenizer(name)
+        .set_index_option(IndexRecordOption::WithFreqsAndPositions);
     b.add_text_field("id", STRING | STORED);
     b.add_text_field("repo", STRING | STORED);
     b.add_text_field("path", STRING | STORED);
     b.add_text_field(
         "path_text",
-        TextOptions::default().set_indexing_options(
-            TextFieldIndexing::default()
-                .set_tokenizer("default")
-                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-        ),
+        TextOptions::default().set_indexing_options(words.clone()),
     );
-    b.add_text_field("content", text);
+    b.add_text_field(
+        "content",
+        TextOptions::default()
+            .set_indexing_options(words)
+            .set_stored(),
+    );
     b.add_text_field("contentSha256", STRING | STORED);
     b.add_u64_field("size", INDEXED | STORED);
     b.add_text_field("file", STRING | STORED);
     b.add_u64_field("chunk", INDEXED | STORED);
-    for name in ["chunkCount", "byteStart", "byteEnd", "startLine", "endLine"] {
+    for name in PLACE {
         b.add_u64_field(name, STORED);
     }
     b.build()
 }
 
+/// The stored integer fields of a chunk's place in its file (`chunk`, the
+/// indexed one, aside).
+const PLACE: [&str; 5] = ["chunkCount", "byteStart", "byteEnd", "startLine", "endLine"];
+
+/// Make the tokenizers an index may name known to it (tantivy's own,
+/// among them the legacy `default`, are there already).
+#[doc(hidden)]
+pub fn register_tokenizers(index: &Index) {
+    index
+        .tokenizers()
+        .register(tokenizer::NAME, CodeTokenizer::index());
+}
+
+/// The fields `names` of `schema`, in that order.
+fn named<const N: usize>(schema: &Schema, names: [&str; N]) -> Result<[Field; N], String> {
+    let mut out = [Field::from_field_id(0); N];
+    for (slot, name) in out.iter_mut().zip(names) {
+        *slot = schema.get_field(name).map_err(|_| {
+            format!("the index has no field {name:?}: it is not an elysiactl index")
+        })?;
+    }
+    Ok(out)
+}
+
+/// The tokenizer of an index's `content`.
+fn words_of(schema: &Schema, content: Field) -> Words {
+    let name = match schema.get_field_entry(content).field_type() {
+        tantivy::schema::FieldType::Str(o) => {
+            o.get_indexing_options().map(|i| i.tokenizer().to_owned())
+        }
+        _ => None,
+    };
+    match name.as_deref() {
+        Some(tokenizer::NAME) => Words::Code,
+        Some(tokenizer::LEGACY) => Words::Legacy,
+        other => Words::Unknown(other.unwrap_or("none").to_owned()),
+    }
+}
+
 /// The fields of an index's own schema (a new one, or one from before
 /// chunked objects).
 fn fields_of(schema: &Schema) -> Result<Fields, String> {
-    let get = |name: &str| {
-        schema
-            .get_field(name)
-            .map_err(|_| format!("the index has no field {name:?}: it is not an elysiactl index"))
-    };
     let chunked = match schema.get_field("file") {
         Err(_) => None,
-        Ok(file) => Some(ChunkFields {
-            file,
-            chunk: get("chunk")?,
-            chunk_count: get("chunkCount")?,
-            byte_start: get("byteStart")?,
-            byte_end: get("byteEnd")?,
-            start_line: get("startLine")?,
-            end_line: get("endLine")?,
-        }),
+        Ok(file) => {
+            let [chunk] = named(schema, ["chunk"])?;
+            let [chunk_count, byte_start, byte_end, start_line, end_line] = named(schema, PLACE)?;
+            Some(ChunkFields {
+                file,
+                chunk,
+                chunk_count,
+                byte_start,
+                byte_end,
+                start_line,
+                end_line,
+            })
+        }
     };
+    let [id, repo, path, path_text, content, sha256, size] = named(
+        schema,
+        [
+            "id",
+            "repo",
+            "path",
+            "path_text",
+            "content",
+            "contentSha256",
+            "size",
+        ],
+    )?;
+    if let Words::Unknown(name) = words_of(schema, content) {
+        return Err(format!(
+            "its content is tokenized by {name:?}, which this elysiactl does not know \
+             (an index written by a newer version?)"
+        ));
+    }
     Ok(Fields {
-        id: get("id")?,
-        repo: get("repo")?,
-        path: get("path")?,
-        path_text: get("path_text")?,
-        content: get("content")?,
-        sha256: get("contentSha256")?,
-        size: get("size")?,
+        id,
+        repo,
+        path,
+        path_text,
+        content,
+        sha256,
+        size,
+        code_words: words_of(schema, content) == Words::Code,
         chunked,
     })
 }
@@ -155,8 +231,52 @@ fn open_index(state_dir: &Path) -> Result<(Index, Fields), Error> {
         Index::create(mmap, schema(), tantivy::IndexSettings::default())
             .map_err(|e| fatal("create", e))?
     };
+    register_tokenizers(&index);
     let fields = fields_of(&index.schema()).map_err(|e| fatal("open", e))?;
     Ok((index, fields))
+}
+
+/// What a sync must do about the format of a state dir's local index
+/// before it writes to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// No index yet, or one of this version's format.
+    Current,
+    /// Built with the tokenizer from before the code tokenizer (identifiers
+    /// not split): a sync rebuilds it from the disk, as `--rechunk` does.
+    OldTokenizer,
+}
+
+impl Format {
+    /// Why the index is rebuilt, for the sync's message.
+    pub fn reason(self) -> Option<&'static str> {
+        match self {
+            Format::Current => None,
+            Format::OldTokenizer => Some(
+                "it was built before identifiers were split into words (getUserName as one word)",
+            ),
+        }
+    }
+}
+
+/// The format of the local index of `state_dir`, read without writing.
+pub fn format(state_dir: &Path) -> Result<Format, ReadError> {
+    rebuild(state_dir, 0)
+}
+
+/// What a sync at `--chunk-size chunk_size` does about the format of the
+/// local index of `state_dir`: [`Format::OldTokenizer`] when it rebuilds
+/// it. An index of whole-file objects asked for chunks is left to
+/// [`LocalIndex::open`], which refuses it with the choice (`--rechunk` or
+/// `--chunk-size 0`): the rebuild never picks a chunking for the user.
+pub fn rebuild(state_dir: &Path, chunk_size: u64) -> Result<Format, ReadError> {
+    match read::open_for_reading(state_dir) {
+        Ok((_, f)) if !f.code_words && (f.chunked.is_some() || chunk_size == 0) => {
+            Ok(Format::OldTokenizer)
+        }
+        Ok(_) | Err(ReadError::NoIndex { .. }) => Ok(Format::Current),
+        Err(e) => Err(e),
+    }
 }
 
 /// Remove the index of a state dir (before a re-chunk rebuilds it).

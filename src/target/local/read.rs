@@ -20,10 +20,11 @@ use tantivy::query::{
     BooleanQuery, ConstScoreQuery, Occur, QueryParser, QueryParserError, RangeQuery, TermQuery,
 };
 use tantivy::schema::{IndexRecordOption, Value};
-use tantivy::snippet::SnippetGenerator;
+use tantivy::tokenizer::TokenizerManager;
 use tantivy::{Index, TantivyDocument, Term};
 
-use super::{fields_of, index_dir, reader, Fields};
+use super::tokenizer::{self, CodeTokenizer};
+use super::{fields_of, index_dir, reader, Fields, Format};
 use crate::target::search::{ChunkHit, Mode, Query};
 use crate::target::Exported;
 
@@ -139,7 +140,7 @@ impl Directory for ReadOnlyDir {
 }
 
 /// Open the index of `state_dir` for reading, writing nothing anywhere.
-fn open_for_reading(state_dir: &Path) -> Result<(Index, Fields), ReadError> {
+pub(super) fn open_for_reading(state_dir: &Path) -> Result<(Index, Fields), ReadError> {
     let dir = index_dir(state_dir);
     let unreadable = |e: &dyn std::fmt::Display| ReadError::Unreadable {
         path: dir.clone(),
@@ -172,6 +173,7 @@ fn open_for_reading(state_dir: &Path) -> Result<(Index, Fields), ReadError> {
         path: dir.clone(),
     };
     let index = Index::open(ro).map_err(|e| unreadable(&e))?;
+    super::register_tokenizers(&index);
     let fields = fields_of(&index.schema()).map_err(|e| unreadable(&e))?;
     Ok((index, fields))
 }
@@ -318,17 +320,19 @@ fn query_problem(e: &QueryParserError) -> String {
 }
 
 /// BM25 search of the index of `state_dir`. Words match the content and
-/// the words of the repo-relative path (both split at every character that
-/// is not a letter or digit, lowercased); `repo:NAME` and `path:REL/PATH`
-/// match those fields exactly. A query that does not parse is an error.
+/// the words of the repo-relative path, both cut by the code tokenizer
+/// ([`tokenizer`]: identifiers by their parts and whole); `repo:NAME` and
+/// `path:REL/PATH` match those fields exactly. A query that does not parse
+/// is an error.
 pub fn search(state_dir: &Path, query: &str, limit: usize) -> Result<Vec<Hit>, ReadError> {
-    search_chunks(state_dir, &Query::keyword(query, limit), limit)
+    search_chunks(state_dir, &Query::keyword(query, limit), limit).map(|(hits, _)| hits)
 }
 
 /// [`search`] with the filters of `q` (`--repo`, `--path`): the best chunk
 /// hits (up to [`Query::chunk_limit`]), for [`crate::target::search::group`].
-/// Only keyword mode: the local index has no vectors.
-pub fn search_with(state_dir: &Path, q: &Query) -> Result<Vec<Hit>, ReadError> {
+/// Only keyword mode: the local index has no vectors. With the hits, the
+/// index's format: one of the old tokenizer answers as it was built.
+pub fn search_with(state_dir: &Path, q: &Query) -> Result<(Vec<Hit>, Format), ReadError> {
     search_chunks(state_dir, q, q.chunk_limit())
 }
 
@@ -346,7 +350,11 @@ fn prefix_end(prefix: &str) -> Option<String> {
     None
 }
 
-fn search_chunks(state_dir: &Path, q: &Query, limit: usize) -> Result<Vec<Hit>, ReadError> {
+fn search_chunks(
+    state_dir: &Path,
+    q: &Query,
+    limit: usize,
+) -> Result<(Vec<Hit>, Format), ReadError> {
     let query = q.text.as_str();
     let bad_query = |reason: String| ReadError::BadQuery {
         query: query.to_owned(),
@@ -361,14 +369,34 @@ fn search_chunks(state_dir: &Path, q: &Query, limit: usize) -> Result<Vec<Hit>, 
         return Err(bad_query("the query is empty".to_owned()));
     }
     let (index, f) = open_for_reading(state_dir)?;
-    let mut parser = QueryParser::for_index(&index, vec![f.content, f.path_text]);
+    // Query words through the query side of the index's tokenizer: the
+    // parts of an identifier, as a phrase when there are several.
+    let words = TokenizerManager::default();
+    words.register(tokenizer::NAME, CodeTokenizer::query());
+    let mut parser = QueryParser::new(index.schema(), vec![f.content, f.path_text], words);
     parser.set_conjunction_by_default();
     let parsed = parser
         .parse_query(query)
         .map_err(|e| bad_query(query_problem(&e)))?;
+    let mut must: Vec<(Occur, Box<dyn tantivy::query::Query>)> = vec![(Occur::Must, parsed)];
+    // The whole of each identifier of the query (`getusername` for
+    // `getUserName`) scores where it stands as one word, so the identifier
+    // itself ranks above its parts found apart.
+    if f.code_words {
+        for whole in tokenizer::pieces(query, true)
+            .into_iter()
+            .filter(|p| p.whole)
+        {
+            for field in [f.content, f.path_text] {
+                let t = TermQuery::new(
+                    Term::from_field_text(field, &whole.text),
+                    IndexRecordOption::WithFreqs,
+                );
+                must.push((Occur::Should, Box::new(t)));
+            }
+        }
+    }
     // The filters narrow the hits without scoring.
-    let mut must: Vec<(Occur, Box<dyn tantivy::query::Query>)> =
-        vec![(Occur::Must, parsed.box_clone())];
     if !q.repos.is_empty() {
         let repos: Vec<(Occur, Box<dyn tantivy::query::Query>)> = q
             .repos
@@ -412,20 +440,11 @@ fn search_chunks(state_dir: &Path, q: &Query, limit: usize) -> Result<Vec<Hit>, 
             &TopDocs::with_limit(limit.max(1)).order_by_score(),
         )
         .map_err(|e| bad("search", &e))?;
-    let mut gen =
-        SnippetGenerator::create(&searcher, &*parsed, f.content).map_err(|e| bad("snippet", &e))?;
-    gen.set_max_num_chars(160);
     let mut hits = Vec::new();
     for (score, addr) in top {
         let doc: TantivyDocument = searcher.doc(addr).map_err(|e| bad("read", &e))?;
         let s = |field| text(&doc, field);
         let at = place(&doc, &f);
-        let snip = gen.snippet_from_doc(&doc);
-        let text = if snip.is_empty() {
-            s(f.content).chars().take(120).collect()
-        } else {
-            mark(snip.fragment(), snip.highlighted())
-        };
         hits.push(Hit {
             id: s(f.id),
             score,
@@ -434,28 +453,13 @@ fn search_chunks(state_dir: &Path, q: &Query, limit: usize) -> Result<Vec<Hit>, 
             start_line: at.start_line,
             end_line: at.end_line,
             chunk: at.chunk,
-            snippet: text.split_whitespace().collect::<Vec<_>>().join(" "),
+            content: s(f.content),
         });
     }
-    Ok(hits)
-}
-
-/// The fragment with each highlighted range in `[brackets]` (plain text,
-/// unlike tantivy's HTML rendering).
-fn mark(fragment: &str, ranges: &[std::ops::Range<usize>]) -> String {
-    let mut out = String::with_capacity(fragment.len() + ranges.len() * 2);
-    let mut at = 0;
-    for r in ranges {
-        let (Some(before), Some(word)) = (fragment.get(at..r.start), fragment.get(r.clone()))
-        else {
-            continue;
-        };
-        out.push_str(before);
-        out.push('[');
-        out.push_str(word);
-        out.push(']');
-        at = r.end;
-    }
-    out.push_str(fragment.get(at..).unwrap_or_default());
-    out
+    let format = if f.code_words {
+        Format::Current
+    } else {
+        Format::OldTokenizer
+    };
+    Ok((hits, format))
 }

@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::classify::{status_error, transport_error};
 use super::client::Exchange;
 use super::WeaviateTarget;
-use crate::target::search::{snippet, ChunkHit, Mode, Query, SearchError};
+use crate::target::search::{ChunkHit, Mode, Query, SearchError};
 use crate::target::Error;
 
 /// `s` as a GraphQL string literal (`"..."`): `"` and `\` escaped, and
@@ -169,7 +169,7 @@ fn chunk_hit(o: &Value, q: &Query) -> Option<ChunkHit> {
         start_line,
         end_line,
         score: score as f32,
-        snippet: snippet(&content, &q.text),
+        content,
     })
 }
 
