@@ -450,6 +450,67 @@ def part_verify(work, root, manifest, files, reps=3):
     return out
 
 
+def pacing_run(work, root, manifest, quota, batch, conc, patience, tag):
+    """One sync against the stand-in's vectorizer quota of `quota` objects/s."""
+    with Standin("--vectorizer-quota-per-sec", str(quota)) as s:
+        state = fresh(os.path.join(work, f"state-pace-{tag}"))
+        prom = os.path.join(work, f"pace-{tag}.prom")
+        cmd = sync_cmd(manifest, root, state, "--target", "weaviate", "--weaviate-url", s.url,
+                       "--batch-size", str(batch), "--concurrency", str(conc), "--quiet",
+                       "--rate-limit-patience", patience, "--metrics-file", prom)
+        t0 = time.perf_counter()
+        # run(): stderr is read while the sync runs (thousands of [FAILED]
+        # lines without pacing would fill a pipe read only at the end).
+        p = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT)
+        wall = time.perf_counter() - t0
+        if p.returncode not in (0, 1):
+            raise RuntimeError(f"{cmd} exited {p.returncode}: {p.stderr[-2000:]}")
+        import urllib.request
+        stats = json.load(urllib.request.urlopen(f"{s.url}/__standin/stats"))
+    err = p.stderr.decode(errors="replace")
+    summary = [l for l in err.splitlines() if l.startswith("[SUMMARY]")]
+    m = {}
+    for line in open(prom).read().splitlines():
+        if line.startswith("elysiactl_sync_") and " " in line:
+            k, v = line.rsplit(" ", 1)
+            m[k] = float(v)
+    refused = stats.get("injected", {}).get("quota", 0)
+    indexed = int(summary[-1].split(" indexed")[0].rsplit(" ", 1)[-1]) if summary else 0
+    failed = int(summary[-1].split(" failed")[0].rsplit(" ", 1)[-1]) if summary else -1
+    return {
+        "quota_per_s": quota, "batch_size": batch, "concurrency": conc,
+        "rate_limit_patience": patience, "exit": p.returncode, "wall_s": wall,
+        "files_indexed": indexed, "failed_items": failed,
+        "indexed_per_s": indexed / wall, "ratio_of_quota": indexed / wall / quota,
+        "quota_refusals": refused,
+        "refused_share_of_sends": refused / max(1, refused + indexed),
+        "in_flight_limit_lowest": m.get("elysiactl_sync_in_flight_limit_lowest"),
+        "paced_objects_per_second_lowest": m.get("elysiactl_sync_paced_objects_per_second_lowest"),
+        "throttled_seconds_total": m.get("elysiactl_sync_throttled_seconds_total"),
+        "summary": summary[-1] if summary else err[-300:],
+    }
+
+
+def part_pacing(work, root, files, quota=200):
+    """Issue 16: the sync against a vectorizer quota well below what it can
+    send (the zero-latency runs index thousands of files a second), paced
+    (the default --rate-limit-patience) and not (0s: rate limits as
+    ordinary transient failures), in the same run. Every file of the 2 KiB
+    tree is one object (chunk size 4096), so files are objects here."""
+    n = min(files, 40 * quota)
+    manifest = os.path.join(work, f"manifest-pace-{n}.jsonl")
+    if not os.path.exists(manifest):
+        run([FIXTURE, "manifest", manifest, str(n), str(n)])
+    out = {"quota_per_s": quota, "lines": n, "runs": []}
+    for batch, conc, patience, tag in ((100, 4, "10m", "paced-b100"),
+                                       (500, 4, "10m", "paced-b500"),
+                                       (100, 4, "0s", "unpaced-b100")):
+        r = pacing_run(work, root, manifest, quota, batch, conc, patience, tag)
+        log(f"pacing: {r}")
+        out["runs"].append(r)
+    return out
+
+
 PEER = r'''
 import hashlib, json, os, sys, time, uuid
 import weaviate
@@ -523,7 +584,7 @@ def main():
     a = ap.parse_args()
     parts = set(a.only.split(",")) if a.only else {
         "fsync", "dryrun", "resume", "weaviate", "latency", "local", "peer", "chunks",
-        "verify", "search"}
+        "verify", "search", "pacing"}
     if a.skip_peer:
         parts.discard("peer")
     for b in (BIN, STANDIN, FIXTURE):
@@ -588,6 +649,8 @@ def main():
         res["verify"] = part_verify(work, root, mans["e2e"][0], files)
     if "search" in parts:
         res["search"] = part_search(work, root, mans["e2e"][0], files)
+    if "pacing" in parts:
+        res["pacing"] = part_pacing(work, root, files)
     if "peer" in parts:
         res["python_peer"] = part_peer(work, root, files)
         if "weaviate_zero_latency" in res:

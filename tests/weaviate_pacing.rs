@@ -108,6 +108,31 @@ fn under_a_quota_well_below_the_send_rate_the_run_waits_it_out_with_no_failed_it
         value("elysiactl_sync_throttled_seconds_total") > 0.0,
         "{prom}"
     );
+    // The send rate was learnt, and batches were held back below
+    // --concurrency 4 at some point.
+    let paced = value("elysiactl_sync_paced_objects_per_second_lowest");
+    assert!(paced > 0.0, "{prom}");
+    let fewest = value("elysiactl_sync_in_flight_limit_lowest");
+    assert!((1.0..4.0).contains(&fewest), "{prom}");
+    // The progress lines say when and how hard the run was throttled, and
+    // their counts add up to the run's; the summary names the total.
+    let mut said = 0;
+    for line in err.lines().filter(|l| l.starts_with("[PROCESSED] ")) {
+        if let Some((_, t)) = line.split_once("; throttled: ") {
+            let n: u64 = t
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{line}"));
+            assert!(t.contains("s waited"), "{line}");
+            said += n;
+        }
+    }
+    assert_eq!(said, refused, "{err}");
+    assert!(
+        err.contains(&format!("0 failed; throttled: {refused} rate-limited, ")),
+        "{err}"
+    );
     assert_index_equals(&si, &w.expected, "paced run under a 50/s quota");
 
     // The same run with rate limits as ordinary transient failures (today's

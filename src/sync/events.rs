@@ -67,6 +67,9 @@ pub enum SyncEvent {
         failed: u64,
         #[serde(skip)]
         stopping: bool,
+        /// How the run was throttled since the previous progress line.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        throttled: Option<Throttled>,
     },
     /// One line failed.
     Failed {
@@ -136,6 +139,10 @@ pub enum SyncEvent {
         outstanding_failures: u64,
         dead_letters: u64,
         duration_secs: f64,
+        /// Files refused for a rate limit (each refusal counts), and the
+        /// seconds batches waited them out (summed over batches).
+        rate_limited_objects: u64,
+        throttled_secs: f64,
         #[serde(skip)]
         c: Counts,
     },
@@ -166,6 +173,62 @@ pub enum SyncEvent {
         message: String,
         exit_code: u8,
     },
+}
+
+/// How hard a run was throttled since its previous progress line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Throttled {
+    /// Files refused for a rate limit (each refusal counts).
+    pub rate_limited: u64,
+    /// Seconds batches waited out rate limits and their paced turn, summed
+    /// over the batches in flight.
+    pub waited_secs: f64,
+    /// The send rate learnt from the provider (`None`: not paced).
+    pub paced_objects_per_sec: Option<f64>,
+    /// Batches allowed at the target now, of `concurrency`.
+    pub in_flight_limit: u64,
+    pub concurrency: u64,
+}
+
+impl Throttled {
+    /// What changed from `before` to `now`; `None` when nothing was
+    /// throttled in between.
+    pub fn between(
+        before: &retry::ThrottleReading,
+        now: &retry::ThrottleReading,
+        concurrency: u64,
+    ) -> Option<Throttled> {
+        let rate_limited = now.rate_limited.saturating_sub(before.rate_limited);
+        let waited_ms = now.throttled_ms.saturating_sub(before.throttled_ms);
+        (rate_limited > 0 || waited_ms > 0).then(|| Throttled {
+            rate_limited,
+            waited_secs: waited_ms as f64 / 1000.0,
+            paced_objects_per_sec: now.pace_per_sec.map(|r| (r * 10.0).round() / 10.0),
+            in_flight_limit: now.in_flight_limit,
+            concurrency,
+        })
+    }
+}
+
+impl fmt::Display for Throttled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "throttled: {} rate-limited, {:.1}s waited",
+            self.rate_limited, self.waited_secs
+        )?;
+        if let Some(r) = self.paced_objects_per_sec {
+            write!(f, ", paced at {r:.1} objects/s")?;
+        }
+        if self.in_flight_limit > 0 && self.in_flight_limit < self.concurrency {
+            write!(
+                f,
+                ", {} of {} batches at a time",
+                self.in_flight_limit, self.concurrency
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for SyncEvent {
@@ -223,13 +286,18 @@ impl fmt::Display for SyncEvent {
                 success,
                 failed,
                 stopping,
+                throttled,
                 ..
             } => {
                 write!(f, "Line {first_line}-{last_line}: {success} success")?;
                 match (failed, stopping) {
-                    (0, _) => Ok(()),
-                    (n, true) => write!(f, ", {n} failed (stopping)"),
-                    (n, false) => write!(f, ", {n} failed (will retry)"),
+                    (0, _) => {}
+                    (n, true) => write!(f, ", {n} failed (stopping)")?,
+                    (n, false) => write!(f, ", {n} failed (will retry)")?,
+                }
+                match throttled {
+                    Some(t) => write!(f, "; {t}"),
+                    None => Ok(()),
                 }
             }
             Failed {
@@ -271,8 +339,18 @@ impl fmt::Display for SyncEvent {
                 metrics_file,
                 error,
             } => write!(f, "cannot write metrics file {metrics_file}: {error}"),
-            Summary { status, c, .. } => {
-                write!(f, "{status}: {} lines, {} indexed, {} removed, {} reconciled, {} skipped, {} failed", c.lines, c.upserted, c.deleted, c.reconciled, c.skipped, c.failed)
+            Summary {
+                status,
+                c,
+                rate_limited_objects,
+                throttled_secs,
+                ..
+            } => {
+                write!(f, "{status}: {} lines, {} indexed, {} removed, {} reconciled, {} skipped, {} failed", c.lines, c.upserted, c.deleted, c.reconciled, c.skipped, c.failed)?;
+                if *rate_limited_objects > 0 || *throttled_secs > 0.0 {
+                    write!(f, "; throttled: {rate_limited_objects} rate-limited, {throttled_secs:.1}s waited")?;
+                }
+                Ok(())
             }
             Outstanding {
                 outstanding_failures,
@@ -344,6 +422,8 @@ pub struct Reporter<'a> {
     batches: bool,
     bar: Option<indicatif::ProgressBar>,
     failed: u64,
+    /// The bar's message names throttling (cleared once a batch is not).
+    throttled_shown: bool,
 }
 
 impl<'a> Reporter<'a> {
@@ -354,6 +434,7 @@ impl<'a> Reporter<'a> {
             batches,
             bar: None,
             failed: 0,
+            throttled_shown: false,
         }
     }
 
@@ -369,13 +450,27 @@ impl<'a> Reporter<'a> {
     }
 
     pub fn report(&mut self, e: &SyncEvent) {
-        if let SyncEvent::Batch { lines, failed, .. } = e {
+        if let SyncEvent::Batch {
+            lines,
+            failed,
+            throttled,
+            ..
+        } = e
+        {
             self.failed += failed;
             if let Some(bar) = &self.bar {
                 bar.inc(*lines);
+                let mut msg = Vec::new();
                 if self.failed > 0 {
-                    bar.set_message(format!("{} failed", self.failed));
+                    msg.push(format!("{} failed", self.failed));
                 }
+                if let Some(t) = throttled {
+                    msg.push(t.to_string());
+                }
+                if !msg.is_empty() || self.throttled_shown {
+                    bar.set_message(msg.join("; "));
+                }
+                self.throttled_shown = throttled.is_some();
                 return;
             }
             if !self.batches {
@@ -425,6 +520,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_batch_not_throttled_says_nothing_of_throttling() {
+        let r = retry::ThrottleReading {
+            rate_limited: 5,
+            throttled_ms: 100,
+            pace_per_sec: Some(10.0),
+            ..Default::default()
+        };
+        assert_eq!(Throttled::between(&r, &r, 4), None);
+        let e = SyncEvent::Batch {
+            retried: false,
+            lines: 1,
+            first_line: 1,
+            last_line: 1,
+            success: 1,
+            failed: 0,
+            stopping: false,
+            throttled: None,
+        };
+        assert_eq!(report::text_line(&e), "[PROCESSED] Line 1-1: 1 success");
+        assert!(report::json_value(&e, 1).get("throttled").is_none());
+    }
+
+    #[test]
     fn each_event_gives_its_text_line_and_the_same_json() {
         let c = Counts {
             lines: 3,
@@ -442,6 +560,7 @@ mod tests {
                     success: 98,
                     failed: 2,
                     stopping: false,
+                    throttled: None,
                 },
                 "[PROCESSED] Line 1-100: 98 success, 2 failed (will retry)",
                 serde_json::json!({"event": "processed", "first_line": 1, "last_line": 100, "success": 98, "failed": 2}),
@@ -455,6 +574,7 @@ mod tests {
                     success: 2,
                     failed: 0,
                     stopping: false,
+                    throttled: None,
                 },
                 "[RETRIED] Line 1-2: 2 success",
                 serde_json::json!({"event": "retried", "success": 2}),
@@ -478,10 +598,54 @@ mod tests {
                     outstanding_failures: 1,
                     dead_letters: 0,
                     duration_secs: 0.5,
+                    rate_limited_objects: 0,
+                    throttled_secs: 0.0,
                     c,
                 },
                 "[SUMMARY] partially_complete: 3 lines, 2 indexed, 0 removed, 0 reconciled, 0 skipped, 1 failed",
                 serde_json::json!({"event": "summary", "status": "partially_complete", "outstanding_failures": 1}),
+            ),
+            (
+                SyncEvent::Batch {
+                    retried: false,
+                    lines: 20,
+                    first_line: 21,
+                    last_line: 40,
+                    success: 20,
+                    failed: 0,
+                    stopping: false,
+                    throttled: Throttled::between(
+                        &retry::ThrottleReading {
+                            rate_limited: 10,
+                            throttled_ms: 500,
+                            ..Default::default()
+                        },
+                        &retry::ThrottleReading {
+                            rate_limited: 50,
+                            throttled_ms: 3700,
+                            pace_per_sec: Some(181.8181),
+                            in_flight_limit: 2,
+                            ..Default::default()
+                        },
+                        8,
+                    ),
+                },
+                "[PROCESSED] Line 21-40: 20 success; throttled: 40 rate-limited, 3.2s waited, paced at 181.8 objects/s, 2 of 8 batches at a time",
+                serde_json::json!({"event": "processed", "throttled": {"rate_limited": 40, "waited_secs": 3.2, "paced_objects_per_sec": 181.8, "in_flight_limit": 2, "concurrency": 8}}),
+            ),
+            (
+                SyncEvent::Summary {
+                    status: "complete",
+                    counts: status::counts_json(&c),
+                    outstanding_failures: 0,
+                    dead_letters: 0,
+                    duration_secs: 9.0,
+                    rate_limited_objects: 3512,
+                    throttled_secs: 52.14,
+                    c,
+                },
+                "[SUMMARY] complete: 3 lines, 2 indexed, 0 removed, 0 reconciled, 0 skipped, 1 failed; throttled: 3512 rate-limited, 52.1s waited",
+                serde_json::json!({"event": "summary", "rate_limited_objects": 3512, "throttled_secs": 52.14}),
             ),
             (
                 SyncEvent::Fatal {

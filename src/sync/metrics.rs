@@ -31,11 +31,10 @@ pub struct RunMetrics {
     pub outstanding_failures: u64,
     /// Of those, the dead letters (no longer retried automatically).
     pub dead_letters: u64,
-    /// Objects the target refused for a rate limit and the run waited out
-    /// (or failed past `--rate-limit-patience`).
-    pub rate_limited_objects: u64,
-    /// Seconds batches waited between throttled rounds, summed over batches.
-    pub throttled_secs: f64,
+    /// Rate limits: files refused and waited out (or failed past
+    /// `--rate-limit-patience`), milliseconds waited (summed over batches),
+    /// the send rate and the batches allowed at once.
+    pub throttle: super::retry::ThrottleReading,
 }
 
 /// The `status` label: the words of `--status` (complete,
@@ -140,15 +139,27 @@ pub fn render(m: &RunMetrics) -> String {
     let _ = writeln!(
         s,
         "elysiactl_sync_rate_limited_objects_total {}",
-        m.rate_limited_objects
+        m.throttle.rate_limited
     );
     let _ = writeln!(s, "# HELP elysiactl_sync_throttled_seconds_total Seconds the last run's batches waited out rate limits, summed over the batches in flight.");
     let _ = writeln!(s, "# TYPE elysiactl_sync_throttled_seconds_total gauge");
     let _ = writeln!(
         s,
         "elysiactl_sync_throttled_seconds_total {:.3}",
-        m.throttled_secs
+        m.throttle.throttled_ms as f64 / 1000.0
     );
+    let t = &m.throttle;
+    let gauges: [(&str, &str, f64); 4] = [
+        ("in_flight_limit", "Batches allowed at the target at once when the metrics were written (AIMD under rate limits, at most --concurrency; 0 before the first batch).", t.in_flight_limit as f64),
+        ("in_flight_limit_lowest", "The fewest batches allowed at the target at once during the last run.", t.lowest_in_flight_limit as f64),
+        ("paced_objects_per_second", "The send rate learnt from the provider's rate limits when the metrics were written, objects per second (0: not paced).", t.pace_per_sec.unwrap_or(0.0)),
+        ("paced_objects_per_second_lowest", "The lowest send rate of the last run, objects per second (0: never paced).", t.lowest_pace_per_sec.unwrap_or(0.0)),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(s, "# HELP elysiactl_sync_{name} {help}");
+        let _ = writeln!(s, "# TYPE elysiactl_sync_{name} gauge");
+        let _ = writeln!(s, "elysiactl_sync_{name} {v:.1}");
+    }
     let _ = writeln!(s, "# HELP elysiactl_sync_resume_offset Byte offset the next run of the current manifest resumes at.");
     let _ = writeln!(s, "# TYPE elysiactl_sync_resume_offset gauge");
     let _ = writeln!(s, "elysiactl_sync_resume_offset {}", m.resume_offset);

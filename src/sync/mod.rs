@@ -48,7 +48,7 @@ use session::*;
 use start::*;
 
 pub use crate::report::LogFormat;
-pub use events::{emit_fatal, Reporter, SyncEvent};
+pub use events::{emit_fatal, Reporter, SyncEvent, Throttled};
 pub use lock::{holder as lock_holder, LockError};
 pub use plan::Planned;
 pub use retry::Backoff;

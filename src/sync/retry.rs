@@ -134,6 +134,31 @@ impl Throttle {
     pub fn throttled_secs(&self) -> f64 {
         self.throttled_ms.load(Ordering::Relaxed) as f64 / 1000.0
     }
+
+    /// Everything at once, for progress lines and metrics.
+    pub fn reading(&self) -> ThrottleReading {
+        ThrottleReading {
+            rate_limited: self.rate_limited(),
+            throttled_ms: self.throttled_ms.load(Ordering::Relaxed),
+            pace_per_sec: self.pacer.rate(),
+            lowest_pace_per_sec: self.pacer.lowest(),
+            in_flight_limit: self.in_flight_limit.load(Ordering::Relaxed),
+            lowest_in_flight_limit: self.lowest_in_flight_limit.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A [`Throttle`] read at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ThrottleReading {
+    pub rate_limited: u64,
+    pub throttled_ms: u64,
+    /// The send rate, objects per second (`None`: not paced).
+    pub pace_per_sec: Option<f64>,
+    pub lowest_pace_per_sec: Option<f64>,
+    /// Batches allowed at the target (0: no batch sent yet).
+    pub in_flight_limit: u64,
+    pub lowest_in_flight_limit: u64,
 }
 
 /// How a batch ended.

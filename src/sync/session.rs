@@ -76,9 +76,23 @@ pub(super) struct Syncer<'a> {
     /// complete.
     pub(super) index_lost: bool,
     pub(super) group_msgs: Vec<SyncEvent>,
+    /// The throttling the last progress line reported up to.
+    pub(super) throttle_seen: super::retry::ThrottleReading,
 }
 
 impl<'a> Syncer<'a> {
+    /// How the run was throttled since the previous progress line.
+    pub(super) fn throttled_since_last_line(&mut self) -> Option<Throttled> {
+        let now = self.throttle.reading();
+        let t = Throttled::between(
+            &self.throttle_seen,
+            &now,
+            self.target.max_in_flight().max(1) as u64,
+        );
+        self.throttle_seen = now;
+        t
+    }
+
     /// One event on the log (above the progress bar when there is one).
     pub(super) fn report(&mut self, e: SyncEvent) {
         self.reporter.report(&e);
@@ -309,8 +323,7 @@ impl<'a> Syncer<'a> {
             index_lost: self.index_lost,
             outstanding_failures: self.state.outstanding_failures().count() as u64,
             dead_letters: self.dead_letters(),
-            rate_limited_objects: self.throttle.rate_limited(),
-            throttled_secs: self.throttle.throttled_secs(),
+            throttle: self.throttle.reading(),
         };
         let _ = metrics::write(path, &m);
     }
@@ -361,6 +374,8 @@ impl<'a> Syncer<'a> {
             outstanding_failures: outstanding,
             dead_letters: dead,
             duration_secs: self.started.elapsed().as_secs_f64(),
+            rate_limited_objects: self.throttle.rate_limited(),
+            throttled_secs: self.throttle.throttled_secs(),
             c,
         });
         let earlier = outstanding.saturating_sub(c.failed);
@@ -415,8 +430,7 @@ impl<'a> Syncer<'a> {
                 index_lost: self.index_lost,
                 outstanding_failures: outstanding,
                 dead_letters: dead,
-                rate_limited_objects: self.throttle.rate_limited(),
-                throttled_secs: self.throttle.throttled_secs(),
+                throttle: self.throttle.reading(),
             }),
         }
     }

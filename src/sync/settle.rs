@@ -200,6 +200,7 @@ impl Syncer<'_> {
         }
         self.group.append(&mut records);
         self.counts.add_all(&counts);
+        let throttled = self.throttled_since_last_line();
         self.group_msgs.push(SyncEvent::Batch {
             retried: batch.retry_pass,
             lines: batch.spans.iter().map(|s| s.next_line - s.first_line).sum(),
@@ -208,6 +209,7 @@ impl Syncer<'_> {
             success: batch.items.len() as u64 - counts.failed,
             failed: counts.failed,
             stopping: self.opts.on_error == OnError::Stop,
+            throttled,
         });
         self.group_msgs.extend(failed_lines);
         if counts.failed > 0 && self.opts.on_error == OnError::Stop {

@@ -196,6 +196,7 @@ pub(super) fn run_inner(
         roots: &roots,
         halt: Arc::new(AtomicBool::new(false)),
         throttle: Arc::default(),
+        throttle_seen: Default::default(),
         seq: 0,
         started: std::time::Instant::now(),
         failure_kinds: BTreeMap::new(),
