@@ -1,4 +1,5 @@
-//! Per-file work of a manifest line, piece by piece: resolving the path,
+//! Per-file work of a manifest line, piece by piece: resolving the path
+//! (repo-relative and absolute),
 //! reading the file (canonicalise, stat, open, read), hashing, the object id,
 //! building the document, and encoding a batch as the Weaviate JSON body.
 
@@ -32,6 +33,20 @@ fn bench(c: &mut Criterion) {
     g.bench_function("resolve_path", |b| {
         b.iter(|| {
             names
+                .iter()
+                .map(|(r, p)| roots.resolve(Some(r), p).map(|l| l.path.len()).unwrap_or(0))
+                .sum::<usize>()
+        })
+    });
+    // The seed's form of the same lines: `<root>/<repo>/<path>`.
+    let top = root.path().display().to_string();
+    let absolute: Vec<(String, String)> = names
+        .iter()
+        .map(|(r, p)| (r.clone(), format!("{top}/{r}/{p}")))
+        .collect();
+    g.bench_function("resolve_path_absolute", |b| {
+        b.iter(|| {
+            absolute
                 .iter()
                 .map(|(r, p)| roots.resolve(Some(r), p).map(|l| l.path.len()).unwrap_or(0))
                 .sum::<usize>()

@@ -27,8 +27,12 @@ use std::sync::Arc;
 
 use crate::object::ChunkSize;
 use crate::target::Document;
+use path::RootPrefix;
 
 mod beneath;
+mod path;
+#[cfg(test)]
+mod std_rules;
 mod walk;
 
 /// Bytes checked for a NUL to call a file binary.
@@ -115,6 +119,9 @@ struct Root {
     given: PathBuf,
     /// All symlinks resolved.
     canonical: PathBuf,
+    /// `given` and `canonical` as a line's absolute path is matched.
+    given_prefix: RootPrefix,
+    canonical_prefix: RootPrefix,
     /// `canonical` opened `O_PATH`: every lookup starts here.
     fd: Arc<File>,
     /// `fd` again where [`beneath::open`] works; `None` where the kernel
@@ -158,22 +165,6 @@ fn normalize_abs(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Split a relative `/`-path into normal parts, applying `.` and `..`.
-/// `None` if `..` climbs above the start.
-fn normalize_rel(p: &str) -> Option<Vec<&str>> {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            other => parts.push(other),
-        }
-    }
-    Some(parts)
-}
-
 fn valid_repo(repo: &str) -> bool {
     !repo.is_empty() && repo != "." && repo != ".." && !repo.contains('/') && !repo.contains('\0')
 }
@@ -199,6 +190,8 @@ impl Roots {
                 })?);
             let dir = beneath::works(&fd).then(|| fd.clone());
             roots.push(Root {
+                given_prefix: RootPrefix::of(&given),
+                canonical_prefix: RootPrefix::of(&canonical),
                 given,
                 canonical,
                 fd,
@@ -229,23 +222,27 @@ impl Roots {
                 return Err(PathError::BadRepo(r.to_owned()));
             }
         }
-        if path.starts_with('/') {
-            return self.resolve_abs(repo, path);
+        // The normalised path is built where the stored path will live: the
+        // repo's part is cut off its front, nothing else is allocated.
+        let mut norm = String::with_capacity(path.len() + 1);
+        if !path::normalize_into(path, &mut norm) {
+            return Err(match repo {
+                Some(_) if !path.starts_with('/') => PathError::EscapesRepo(path.to_owned()),
+                _ => PathError::EscapesRoot(path.to_owned()),
+            });
         }
-        let parts = normalize_rel(path).ok_or_else(|| match repo {
-            Some(_) => PathError::EscapesRepo(path.to_owned()),
-            None => PathError::EscapesRoot(path.to_owned()),
-        })?;
-        let (repo, rel) = match repo {
-            Some(r) => (r.to_owned(), parts),
+        if path.starts_with('/') {
+            return self.resolve_abs(repo, path, norm);
+        }
+        let (repo, rel_at) = match repo {
+            Some(r) => (r.to_owned(), 0),
             None => {
-                let (first, rest) = parts
-                    .split_first()
-                    .ok_or_else(|| PathError::NoFile(path.to_owned()))?;
-                ((*first).to_owned(), rest.to_vec())
+                let (first, at) =
+                    path::first_part(&norm).ok_or_else(|| PathError::NoFile(path.to_owned()))?;
+                (first.to_owned(), at)
             }
         };
-        if rel.is_empty() {
+        if norm.len() <= rel_at {
             return Err(PathError::NoFile(path.to_owned()));
         }
         // With one root there is nothing to choose (and no stat per line:
@@ -258,46 +255,51 @@ impl Roots {
                 .position(|r| r.given.join(&repo).is_dir())
                 .unwrap_or(0)
         };
+        norm.drain(..rel_at + 1);
         Ok(Location {
             root,
             repo,
-            path: rel.join("/"),
+            path: norm,
         })
     }
 
-    fn resolve_abs(&self, repo: Option<&str>, path: &str) -> Result<Location, PathError> {
-        let norm = normalize_abs(Path::new(path))
-            .ok_or_else(|| PathError::EscapesRoot(path.to_owned()))?;
+    /// [`Roots::resolve`] of an absolute `path`, lexically normalised as
+    /// `norm`: the first root (as given, else canonical) it lies under.
+    fn resolve_abs(
+        &self,
+        repo: Option<&str>,
+        path: &str,
+        mut norm: String,
+    ) -> Result<Location, PathError> {
         for (i, root) in self.roots.iter().enumerate() {
-            let rest = norm
-                .strip_prefix(&root.given)
-                .or_else(|_| norm.strip_prefix(&root.canonical));
-            let Ok(rest) = rest else { continue };
-            let parts: Vec<&str> = rest
-                .components()
-                .filter_map(|c| match c {
-                    Component::Normal(n) => n.to_str(),
-                    _ => None,
-                })
-                .collect();
-            let Some((first, rel)) = parts.split_first() else {
+            let Some(at) = root
+                .given_prefix
+                .strip(&norm)
+                .or_else(|| root.canonical_prefix.strip(&norm))
+            else {
+                continue;
+            };
+            let Some((first, len)) = path::first_part(&norm[at..]) else {
                 return Err(PathError::NoFile(path.to_owned()));
             };
             if let Some(r) = repo {
-                if *first != r {
+                if first != r {
                     return Err(PathError::NotUnderRepo {
                         path: path.to_owned(),
                         repo: r.to_owned(),
                     });
                 }
             }
-            if rel.is_empty() {
+            let rel_at = at + len;
+            if norm.len() <= rel_at {
                 return Err(PathError::NoFile(path.to_owned()));
             }
+            let repo = first.to_owned();
+            norm.drain(..rel_at + 1);
             return Ok(Location {
                 root: i,
-                repo: (*first).to_owned(),
-                path: rel.join("/"),
+                repo,
+                path: norm,
             });
         }
         Err(PathError::OutsideRoots(path.to_owned()))
