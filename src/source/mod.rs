@@ -222,27 +222,21 @@ impl Roots {
                 return Err(PathError::BadRepo(r.to_owned()));
             }
         }
-        // The normalised path is built where the stored path will live: the
-        // repo's part is cut off its front, nothing else is allocated.
-        let mut norm = String::with_capacity(path.len() + 1);
-        if !path::normalize_into(path, &mut norm) {
+        let mut buf = String::new();
+        let Some(norm) = path::normal(path, &mut buf) else {
             return Err(match repo {
                 Some(_) if !path.starts_with('/') => PathError::EscapesRepo(path.to_owned()),
                 _ => PathError::EscapesRoot(path.to_owned()),
             });
-        }
+        };
         if path.starts_with('/') {
             return self.resolve_abs(repo, path, norm);
         }
-        let (repo, rel_at) = match repo {
-            Some(r) => (r.to_owned(), 0),
-            None => {
-                let (first, at) =
-                    path::first_part(&norm).ok_or_else(|| PathError::NoFile(path.to_owned()))?;
-                (first.to_owned(), at)
-            }
+        let (repo, rel) = match repo {
+            Some(r) => (r, norm.strip_prefix('/').unwrap_or(norm)),
+            None => path::first_part(norm).ok_or_else(|| PathError::NoFile(path.to_owned()))?,
         };
-        if norm.len() <= rel_at {
+        if rel.is_empty() {
             return Err(PathError::NoFile(path.to_owned()));
         }
         // With one root there is nothing to choose (and no stat per line:
@@ -252,14 +246,13 @@ impl Roots {
         } else {
             self.roots
                 .iter()
-                .position(|r| r.given.join(&repo).is_dir())
+                .position(|r| r.given.join(repo).is_dir())
                 .unwrap_or(0)
         };
-        norm.drain(..rel_at + 1);
         Ok(Location {
             root,
-            repo,
-            path: norm,
+            repo: repo.to_owned(),
+            path: rel.to_owned(),
         })
     }
 
@@ -269,17 +262,17 @@ impl Roots {
         &self,
         repo: Option<&str>,
         path: &str,
-        mut norm: String,
+        norm: &str,
     ) -> Result<Location, PathError> {
         for (i, root) in self.roots.iter().enumerate() {
-            let Some(at) = root
+            let Some(below) = root
                 .given_prefix
-                .strip(&norm)
-                .or_else(|| root.canonical_prefix.strip(&norm))
+                .strip(norm)
+                .or_else(|| root.canonical_prefix.strip(norm))
             else {
                 continue;
             };
-            let Some((first, len)) = path::first_part(&norm[at..]) else {
+            let Some((first, rel)) = path::first_part(below) else {
                 return Err(PathError::NoFile(path.to_owned()));
             };
             if let Some(r) = repo {
@@ -290,16 +283,13 @@ impl Roots {
                     });
                 }
             }
-            let rel_at = at + len;
-            if norm.len() <= rel_at {
+            if rel.is_empty() {
                 return Err(PathError::NoFile(path.to_owned()));
             }
-            let repo = first.to_owned();
-            norm.drain(..rel_at + 1);
             return Ok(Location {
                 root: i,
-                repo,
-                path: norm,
+                repo: first.to_owned(),
+                path: rel.to_owned(),
             });
         }
         Err(PathError::OutsideRoots(path.to_owned()))

@@ -1,10 +1,11 @@
 //! A manifest path to its repo-relative form, on the path's bytes.
 //!
-//! A line's path is lexically normalised once into the buffer that becomes
-//! the stored path ([`normalize_into`]); an absolute one is then matched
-//! against each root's prefix, precomputed in the same form
-//! ([`RootPrefix`]). No `std::path` component iteration and no allocation
-//! per line besides the [`super::Location`]'s two strings. The rules are
+//! A line's path that is already normal (no empty, `.` or `..` part:
+//! [`normal`]) is used as it is; any other is normalised once into a buffer.
+//! An absolute one is then matched against each root's prefix, precomputed
+//! in the same form ([`RootPrefix`]). No `std::path` component iteration and,
+//! for a normal path, no allocation per line besides the
+//! [`super::Location`]'s two strings. The rules are
 //! those `std::path` gave (`Path::components`, `strip_prefix`): the old
 //! code is kept as the oracle of a property test (`super::std_rules`).
 
@@ -15,14 +16,6 @@ use std::path::{Component, Path};
 /// `false` when a `..` climbs above the start.
 pub(super) fn normalize_into(p: &str, out: &mut String) -> bool {
     out.clear();
-    // Nearly every manifest path is already normal: one copy, no split.
-    if is_plain(p.as_bytes()) {
-        if !p.starts_with('/') {
-            out.push('/');
-        }
-        out.push_str(p);
-        return true;
-    }
     for part in p.split('/') {
         match part {
             "" | "." => {}
@@ -37,6 +30,18 @@ pub(super) fn normalize_into(p: &str, out: &mut String) -> bool {
         }
     }
     true
+}
+
+/// `p` in the form [`normalize_into`] gives, but with the leading `/`
+/// optional: `p` itself when it is already normal (nearly every manifest
+/// path), else normalised into `buf`. `None` when a `..` climbs above the
+/// start.
+pub(super) fn normal<'a>(p: &'a str, buf: &'a mut String) -> Option<&'a str> {
+    if is_plain(p.as_bytes()) {
+        return Some(p);
+    }
+    buf.reserve(p.len());
+    normalize_into(p, buf).then_some(buf.as_str())
 }
 
 /// Whether `p` (after one leading `/`) has no empty, `.` or `..` part.
@@ -58,12 +63,18 @@ fn is_plain(p: &[u8]) -> bool {
             .all(|part| !matches!(part, b"" | b"." | b".."))
 }
 
-/// The first part of a normalised `/a/b` form and where the rest starts
-/// (`("a", 2)`); `None` for `""`.
-pub(super) fn first_part(norm: &str) -> Option<(&str, usize)> {
-    let tail = norm.strip_prefix('/')?;
-    let end = memchr::memchr(b'/', tail.as_bytes()).unwrap_or(tail.len());
-    Some((&tail[..end], 1 + end))
+/// The first part of a [`normal`] form and the parts after it (`"/a/b/c"`
+/// → `("a", "b/c")`); `None` when there is no part.
+pub(super) fn first_part(norm: &str) -> Option<(&str, &str)> {
+    let tail = norm.strip_prefix('/').unwrap_or(norm);
+    if tail.is_empty() {
+        return None;
+    }
+    // A plain loop: a repo name is short, a memchr call costs more.
+    Some(match tail.bytes().position(|b| b == b'/') {
+        Some(i) => (&tail[..i], &tail[i + 1..]),
+        None => (tail, ""),
+    })
 }
 
 /// A root's path in the form [`normalize_into`] gives (`""` for `/`), or
@@ -92,11 +103,11 @@ impl RootPrefix {
         RootPrefix(Some(key))
     }
 
-    /// Where the part of normalised `norm` below this root starts (`norm`
-    /// from there is `""` or `/repo/…`), when `norm` lies under it.
-    pub(super) fn strip(&self, norm: &str) -> Option<usize> {
+    /// The part of absolute [`normal`] `norm` below this root (`""` or
+    /// `/repo/…`), when `norm` lies under it.
+    pub(super) fn strip<'a>(&self, norm: &'a str) -> Option<&'a str> {
         let key = self.0.as_deref()?;
         let rest = norm.strip_prefix(key)?;
-        (rest.is_empty() || rest.starts_with('/')).then_some(key.len())
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
     }
 }
