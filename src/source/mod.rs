@@ -165,6 +165,33 @@ fn normalize_abs(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Absolute `path` as the file `rel` of repo `first` under root `root`,
+/// when the line's `repo` (if any) is `first` and `rel` names a file.
+fn under_root(
+    root: usize,
+    repo: Option<&str>,
+    path: &str,
+    first: &str,
+    rel: &str,
+) -> Result<Location, PathError> {
+    if let Some(r) = repo {
+        if first != r {
+            return Err(PathError::NotUnderRepo {
+                path: path.to_owned(),
+                repo: r.to_owned(),
+            });
+        }
+    }
+    if rel.is_empty() {
+        return Err(PathError::NoFile(path.to_owned()));
+    }
+    Ok(Location {
+        root,
+        repo: first.to_owned(),
+        path: rel.to_owned(),
+    })
+}
+
 fn valid_repo(repo: &str) -> bool {
     !repo.is_empty() && repo != "." && repo != ".." && !repo.contains('/') && !repo.contains('\0')
 }
@@ -275,22 +302,7 @@ impl Roots {
             let Some((first, rel)) = path::first_part(below) else {
                 return Err(PathError::NoFile(path.to_owned()));
             };
-            if let Some(r) = repo {
-                if first != r {
-                    return Err(PathError::NotUnderRepo {
-                        path: path.to_owned(),
-                        repo: r.to_owned(),
-                    });
-                }
-            }
-            if rel.is_empty() {
-                return Err(PathError::NoFile(path.to_owned()));
-            }
-            return Ok(Location {
-                root: i,
-                repo: first.to_owned(),
-                path: rel.to_owned(),
-            });
+            return under_root(i, repo, path, first, rel);
         }
         Err(PathError::OutsideRoots(path.to_owned()))
     }

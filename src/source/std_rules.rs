@@ -3,7 +3,7 @@
 
 use std::path::{Component, Path};
 
-use super::{normalize_abs, valid_repo, Location, PathError, Roots};
+use super::{normalize_abs, under_root, valid_repo, Location, PathError, Roots};
 
 /// Split a relative `/`-path into normal parts, applying `.` and `..`.
 /// `None` if `..` climbs above the start.
@@ -85,22 +85,9 @@ fn resolve_abs(roots: &Roots, repo: Option<&str>, path: &str) -> Result<Location
         let Some((first, rel)) = parts.split_first() else {
             return Err(PathError::NoFile(path.to_owned()));
         };
-        if let Some(r) = repo {
-            if *first != r {
-                return Err(PathError::NotUnderRepo {
-                    path: path.to_owned(),
-                    repo: r.to_owned(),
-                });
-            }
-        }
-        if rel.is_empty() {
-            return Err(PathError::NoFile(path.to_owned()));
-        }
-        return Ok(Location {
-            root: i,
-            repo: (*first).to_owned(),
-            path: rel.join("/"),
-        });
+        // The repo and file checks are shared (`under_root`): what this
+        // oracle stands for is the normalising and the prefix matching.
+        return under_root(i, repo, path, first, &rel.join("/"));
     }
     Err(PathError::OutsideRoots(path.to_owned()))
 }
