@@ -1,4 +1,5 @@
-//! Per-file work of a manifest line, piece by piece: resolving the path,
+//! Per-file work of a manifest line, piece by piece: resolving the path
+//! (repo-relative and absolute),
 //! reading the file (canonicalise, stat, open, read), hashing, the object id,
 //! building the document, and encoding a batch as the Weaviate JSON body.
 
@@ -29,13 +30,21 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("per_file");
     g.throughput(Throughput::Elements(FILES as u64));
     g.sample_size(20);
-    g.bench_function("resolve_path", |b| {
-        b.iter(|| {
-            names
-                .iter()
-                .map(|(r, p)| roots.resolve(Some(r), p).map(|l| l.path.len()).unwrap_or(0))
-                .sum::<usize>()
-        })
+    let resolve_all = |lines: &[(String, String)]| {
+        lines
+            .iter()
+            .map(|(r, p)| roots.resolve(Some(r), p).map(|l| l.path.len()).unwrap_or(0))
+            .sum::<usize>()
+    };
+    g.bench_function("resolve_path", |b| b.iter(|| resolve_all(&names)));
+    // The seed's form of the same lines: `<root>/<repo>/<path>`.
+    let top = root.path().display().to_string();
+    let absolute: Vec<(String, String)> = names
+        .iter()
+        .map(|(r, p)| (r.clone(), format!("{top}/{r}/{p}")))
+        .collect();
+    g.bench_function("resolve_path_absolute", |b| {
+        b.iter(|| resolve_all(&absolute))
     });
     g.bench_function("read_file_to_document", |b| {
         b.iter(|| {

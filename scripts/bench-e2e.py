@@ -11,7 +11,14 @@ has a timeout.
     python3 scripts/bench-e2e.py [--work DIR] [--quick] [--skip-peer] [--only NAME,...]
 
 Parts (--only): fsync, dryrun, resume, weaviate, latency, local, peer, chunks,
-verify.
+verify, abspaths, chunkpeer.
+`abspaths` times the dry run on the 1M and 10M manifests with absolute paths
+(`<root>/<repo>/<path>`, the seed's form) against the same lines with
+repo-relative paths, interleaved, medians of 5.
+`chunkpeer` compares elysiactl --chunk-size 4096 into the stand-in with the
+Python pipeline users build instead (langchain-text-splitters + weaviate-client
+3.x batch, best of a sweep of its configurations), on the 2 KiB tree and the
+real-source tree, interleaved, medians of 3.
 `chunks` compares --chunk-size 4096 with --chunk-size 0 (whole files),
 interleaved in the same run, on the 2 KiB tree and on a tree of real source
 files (the crate sources in $CARGO_HOME/registry/src), local and Weaviate.
@@ -33,7 +40,8 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REL = os.path.join(REPO, "target", "release")
+# CARGO_TARGET_DIR as cargo reads it (a worktree building elsewhere).
+REL = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target"), "release")
 BIN = os.path.join(REL, "elysiactl")
 STANDIN = os.path.join(REL, "weaviate-standin")
 FIXTURE = os.path.join(REL, "examples", "bench-fixture")
@@ -511,18 +519,19 @@ def part_pacing(work, root, files, quota=200):
     return out
 
 
-PEER = r'''
-import hashlib, json, os, sys, time, uuid
-import weaviate
-url, root, listing, batch, workers, dynamic, cls = sys.argv[1:8]
+# The Python peers' shared parts: the client and the collection (EXTRA: more
+# properties), and the batch set-up (failures collected by the callback).
+PEER_SCHEMA = r'''
 client = weaviate.Client(url, timeout_config=(5, 60), startup_period=None)
 client.schema.create_class({"class": cls, "vectorizer": "none", "properties": [
     {"name": "repo", "dataType": ["text"], "tokenization": "field"},
     {"name": "path", "dataType": ["text"], "tokenization": "field"},
     {"name": "content", "dataType": ["text"]},
     {"name": "contentSha256", "dataType": ["text"], "tokenization": "field"},
-    {"name": "size", "dataType": ["int"]}]})
-files = [l.split("\t") for l in open(listing).read().splitlines()]
+    {"name": "size", "dataType": ["int"]}] + EXTRA})
+'''
+
+PEER_BATCH = r'''
 failed = []
 def cb(results):
     for r in results or []:
@@ -530,7 +539,16 @@ def cb(results):
             failed.append(r)
 client.batch.configure(batch_size=int(batch), num_workers=int(workers),
                        dynamic=dynamic == "1", callback=cb)
-t0 = time.perf_counter()
+'''
+
+
+PEER = r'''
+import hashlib, json, os, sys, time, uuid
+import weaviate
+url, root, listing, batch, workers, dynamic, cls = sys.argv[1:8]
+EXTRA = []
+''' + PEER_SCHEMA + r'''files = [l.split("\t") for l in open(listing).read().splitlines()]
+''' + PEER_BATCH + r'''t0 = time.perf_counter()
 with client.batch as b:
     for repo, path in files:
         raw = open(os.path.join(root, repo, path), "rb").read()
@@ -543,17 +561,24 @@ print(json.dumps({"wall_s": wall, "files": len(files), "failed": len(failed)}))
 '''
 
 
-def part_peer(work, root, files):
-    venv = os.path.join(work, "venv-peer")
+def peer_venv(work, name, packages, script_name, script_text):
+    """A venv under `work` with `packages` (made once), and the peer's script
+    written next to it: (python, script)."""
+    venv = os.path.join(work, name)
     py = os.path.join(venv, "bin", "python")
     if not os.path.exists(py):
         run([sys.executable, "-m", "venv", venv])
-        run([py, "-m", "pip", "install", "-q", "weaviate-client<4"])
+        run([py, "-m", "pip", "install", "-q", *packages])
+    script = os.path.join(work, script_name)
+    with open(script, "w") as f:
+        f.write(script_text)
+    return py, script
+
+
+def part_peer(work, root, files):
+    py, script = peer_venv(work, "venv-peer", ["weaviate-client<4"], "peer.py", PEER)
     ver = run([py, "-c", "import weaviate; print(weaviate.__version__)"],
               capture_output=True).stdout.decode().strip()
-    script = os.path.join(work, "peer.py")
-    with open(script, "w") as f:
-        f.write(PEER)
     listing = os.path.join(work, "peer-files.tsv")
     run([FIXTURE, "listing", listing, str(files)])
     out = {"weaviate_client": ver, "configs": []}
@@ -574,6 +599,200 @@ def part_peer(work, root, files):
     return out
 
 
+def timed_cpu(cmd):
+    """Run cmd; return (wall s, user+sys CPU s, exit)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    rc = os.waitstatus_to_exitcode(status)
+    p.returncode = rc
+    if rc not in (0, 1):
+        raise RuntimeError(f"{cmd} exited {rc}: {err[-2000:]}")
+    return wall, ru.ru_utime + ru.ru_stime, rc
+
+
+def part_abspaths(work, root, mans, reps=5):
+    """Dry run of absolute-path lines against the same lines repo-relative,
+    interleaved, medians of `reps`."""
+    out = {}
+    for name, (rel_path, lines) in mans.items():
+        abs_path = rel_path.replace(".jsonl", "-abs.jsonl")
+        if not os.path.exists(abs_path):
+            log(f"writing {abs_path}")
+            run([FIXTURE, "manifest", abs_path, str(lines), "1000", os.path.abspath(root)])
+        state = fresh(os.path.join(work, f"state-abs-{name}"))
+        walls = {"relative": [], "absolute": []}
+        cpus = {"relative": [], "absolute": []}
+        for _ in range(reps):
+            for kind, path in (("relative", rel_path), ("absolute", abs_path)):
+                wall, cpu, rc = timed_cpu(sync_cmd(path, root, state, "--dry-run", "--quiet"))
+                if rc != 0:
+                    raise SystemExit(f"abspaths {name} {kind}: exit {rc}")
+                walls[kind].append(wall)
+                cpus[kind].append(cpu)
+        r = {"lines": lines,
+             "manifest_bytes": {"relative": os.path.getsize(rel_path),
+                                "absolute": os.path.getsize(abs_path)}}
+        for kind in walls:
+            w, c = statistics.median(walls[kind]), statistics.median(cpus[kind])
+            r[kind] = {"wall_s": w, "lines_per_s": lines / w, "cpu_s": c,
+                       "walls": walls[kind], "cpus": cpus[kind]}
+        r["ratio_abs_vs_rel"] = r["relative"]["wall_s"] / r["absolute"]["wall_s"]
+        r["ratio_abs_vs_rel_cpu"] = r["relative"]["cpu_s"] / r["absolute"]["cpu_s"]
+        log(f"abspaths {name}: {r}")
+        out[name] = r
+    return out
+
+
+CHUNKPEER = r"""
+import hashlib, json, os, sys, time, uuid
+import weaviate
+from langchain_text_splitters import Language, RecursiveCharacterTextSplitter
+url, root, listing, batch, workers, dynamic, cls, chunk = sys.argv[1:9]
+chunk = int(chunk)
+EXTRA = [{"name": "chunk", "dataType": ["int"]},
+         {"name": "chunkCount", "dataType": ["int"]}]
+""" + PEER_SCHEMA + r"""with open(listing) as f:
+    files = [l.split("\t") for l in f.read().splitlines()]
+# The language by extension, as users write it; one splitter per language.
+LANG = {".rs": Language.RUST, ".py": Language.PYTHON, ".md": Language.MARKDOWN,
+        ".c": Language.C, ".h": Language.C, ".go": Language.GO, ".js": Language.JS}
+splitters = {}
+def splitter(path):
+    lang = LANG.get(os.path.splitext(path)[1])
+    if lang not in splitters:
+        if lang is None:
+            splitters[lang] = RecursiveCharacterTextSplitter(chunk_size=chunk, chunk_overlap=0)
+        else:
+            splitters[lang] = RecursiveCharacterTextSplitter.from_language(
+                lang, chunk_size=chunk, chunk_overlap=0)
+    return splitters[lang]
+""" + PEER_BATCH + r"""objects = 0
+nbytes = 0
+t0 = time.perf_counter()
+with client.batch as b:
+    for repo, path in files:
+        with open(os.path.join(root, repo, path), "rb") as f:
+            raw = f.read()
+        nbytes += len(raw)
+        text = raw.decode("utf-8", "replace")
+        sha = hashlib.sha256(raw).hexdigest()
+        chunks = splitter(path).split_text(text) or [""]
+        for k, c in enumerate(chunks):
+            name = f"elysiactl://{repo}/{path}" + (f"//{k}" if k else "")
+            b.add_data_object(
+                {"repo": repo, "path": path, "content": c, "contentSha256": sha,
+                 "chunk": k, "chunkCount": len(chunks), "size": len(raw)},
+                cls, uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, name)))
+            objects += 1
+wall = time.perf_counter() - t0
+print(json.dumps({"wall_s": wall, "files": len(files), "bytes": nbytes,
+                  "objects": objects, "failed": len(failed)}))
+"""
+
+
+def standin_stats(url):
+    import urllib.request
+    with urllib.request.urlopen(url + "/__standin/stats", timeout=30) as r:
+        return json.loads(r.read())
+
+
+def part_chunkpeer(work, root2k, manifest2k, files2k, reps=3, chunk=4096):
+    """elysiactl --chunk-size 4096 into the stand-in against the Python
+    pipeline (langchain splitter by extension + weaviate-client 3.x batch),
+    same trees, same stand-in, interleaved, medians of `reps`."""
+    py, script = peer_venv(work, "venv-chunkpeer",
+                           ["weaviate-client<4", "langchain-text-splitters"],
+                           "chunkpeer.py", CHUNKPEER)
+    vers = run([py, "-c", "import weaviate, importlib.metadata as m; "
+                "print(weaviate.__version__, m.version('langchain-text-splitters'))"],
+               capture_output=True).stdout.decode().split()
+    listing2k = os.path.join(work, "chunkpeer-2k.tsv")
+    run([FIXTURE, "listing", listing2k, str(files2k)])
+    trees = [("2KiB", root2k, manifest2k, listing2k)]
+    real = real_tree(work)
+    if real:
+        rroot, rman, _, _ = real
+        listing = os.path.join(work, "chunkpeer-real.tsv")
+        with open(rman) as m, open(listing, "w") as out:
+            for l in m:
+                d = json.loads(l)
+                out.write(f"{d['repo']}\t{d['path']}\n")
+        trees.append(("real", rroot, rman, listing))
+    out = {"weaviate_client": vers[0], "langchain_text_splitters": vers[1],
+           "chunk_size": chunk, "chunk_overlap": 0}
+    n = 0
+
+    def peer(root, listing, batch, workers, dynamic):
+        nonlocal n
+        n += 1
+        with Standin() as s:
+            p = run([py, script, s.url, root, listing, str(batch), str(workers),
+                     dynamic, f"Chunkpeer{n}", str(chunk)], capture_output=True)
+            st = standin_stats(s.url)
+        r = json.loads(p.stdout.decode().strip().splitlines()[-1])
+        r.update(batch_size=batch, workers=workers, dynamic=dynamic == "1",
+                 objects_written=st["objects_written"])
+        return r
+
+    def ours(root, manifest, batch, conc):
+        with Standin() as s:
+            state = fresh(os.path.join(work, "state-chunkpeer"))
+            wall, _, _, rc, err = timed(sync_cmd(
+                manifest, root, state, "--target", "weaviate", "--weaviate-url", s.url,
+                "--chunk-size", str(chunk), "--batch-size", str(batch),
+                "--concurrency", str(conc), "--quiet"))
+            st = standin_stats(s.url)
+        if rc != 0:
+            raise SystemExit(f"chunkpeer: elysiactl exit {rc}: {err[-500:]}")
+        return {"wall_s": wall, "objects_written": st["objects_written"],
+                "batch_size": batch, "concurrency": conc}
+
+    for name, root, manifest, listing in trees:
+        files = sum(1 for _ in open(listing))
+        # The peer's best configuration, one run of each.
+        sweep = []
+        for batch in (100, 500):
+            for workers in (1, 2, 4):
+                for dynamic in ("0", "1"):
+                    r = peer(root, listing, batch, workers, dynamic)
+                    log(f"chunkpeer {name} sweep: {r}")
+                    sweep.append(r)
+        best = min(sweep, key=lambda r: r["wall_s"])
+        nbytes = best["bytes"]
+        # Ours: the best of the settings part_chunks uses, one run each.
+        mine = [ours(root, manifest, b, c) for b, c in ((1000, 4), (1000, 2), (500, 4))]
+        for r in mine:
+            log(f"chunkpeer {name} elysiactl: {r}")
+        ob = min(mine, key=lambda r: r["wall_s"])
+        # Interleaved: ours and the peer's best in turn.
+        walls = {"elysiactl": [], "peer": []}
+        objs = {}
+        for _ in range(reps):
+            r = ours(root, manifest, ob["batch_size"], ob["concurrency"])
+            walls["elysiactl"].append(r["wall_s"])
+            objs["elysiactl"] = r["objects_written"]
+            r = peer(root, listing, best["batch_size"], best["workers"],
+                     "1" if best["dynamic"] else "0")
+            walls["peer"].append(r["wall_s"])
+            objs["peer"] = r["objects"]
+        res = {"files": files, "mb": nbytes / 1e6,
+               "peer_config": {k: best[k] for k in ("batch_size", "workers", "dynamic")},
+               "elysiactl_config": {k: ob[k] for k in ("batch_size", "concurrency")},
+               "sweep": sweep, "elysiactl_settings": mine}
+        for who in walls:
+            w = statistics.median(walls[who])
+            res[who] = {"wall_s": w, "files_per_s": files / w, "mb_per_s": nbytes / 1e6 / w,
+                        "objects": objs[who], "objects_per_s": objs[who] / w,
+                        "walls": walls[who]}
+        res["ratio_mb_per_s"] = res["elysiactl"]["mb_per_s"] / res["peer"]["mb_per_s"]
+        log(f"chunkpeer {name}: ratio {res['ratio_mb_per_s']:.2f}")
+        out[name] = res
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/elysiactl-bench")
@@ -584,9 +803,9 @@ def main():
     a = ap.parse_args()
     parts = set(a.only.split(",")) if a.only else {
         "fsync", "dryrun", "resume", "weaviate", "latency", "local", "peer", "chunks",
-        "verify", "search", "pacing"}
+        "verify", "search", "pacing", "abspaths", "chunkpeer"}
     if a.skip_peer:
-        parts.discard("peer")
+        parts -= {"peer", "chunkpeer"}
     for b in (BIN, STANDIN, FIXTURE):
         if not os.path.exists(b):
             sys.exit(f"{b} missing: cargo build --release --bins --example bench-fixture")
@@ -604,7 +823,8 @@ def main():
         run([FIXTURE, "tree", root, str(files), "2048"])
         open(stamp, "w").close()
     mans = {}
-    need = {"1M": bool(parts & {"dryrun"}), "10M": bool(parts & {"dryrun", "resume"}),
+    need = {"1M": bool(parts & {"dryrun", "abspaths"}),
+            "10M": bool(parts & {"dryrun", "resume", "abspaths"}),
             "e2e": True}
     for name, lines, distinct in (("1M", small, 1000), ("10M", big, 1000), ("e2e", files, files)):
         if not need[name]:
@@ -651,6 +871,10 @@ def main():
         res["search"] = part_search(work, root, mans["e2e"][0], files)
     if "pacing" in parts:
         res["pacing"] = part_pacing(work, root, files)
+    if "abspaths" in parts:
+        res["abs_paths_dry_run"] = part_abspaths(work, root, {"1M": mans["1M"], "10M": mans["10M"]})
+    if "chunkpeer" in parts:
+        res["chunked_python_peer"] = part_chunkpeer(work, root, mans["e2e"][0], files)
     if "peer" in parts:
         res["python_peer"] = part_peer(work, root, files)
         if "weaviate_zero_latency" in res:

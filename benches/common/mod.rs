@@ -22,16 +22,23 @@ pub fn file_path(i: usize) -> (String, String) {
 /// One manifest line (without its newline) for file `i % distinct`; every
 /// 50th line is a delete, the rest add/update, as a day of commits looks.
 pub fn manifest_line(out: &mut Vec<u8>, n: usize, distinct: usize) {
+    manifest_line_under(out, n, distinct, None)
+}
+
+/// [`manifest_line`] with the path absolute under `root` (`<root>/<repo>/<path>`,
+/// the form the seed's and mgit's manifests carry) when `root` is given.
+pub fn manifest_line_under(out: &mut Vec<u8>, n: usize, distinct: usize, root: Option<&str>) {
     let (repo, path) = file_path(n % distinct);
     let op = match n % 50 {
         0 => "delete",
         k if k % 2 == 0 => "add",
         _ => "update",
     };
-    let _ = write!(
-        out,
-        r#"{{"op":"{op}","repo":"{repo}","path":"{path}","size":2048}}"#
-    );
+    let _ = write!(out, r#"{{"op":"{op}","repo":"{repo}","path":""#);
+    if let Some(root) = root {
+        let _ = write!(out, "{}/{repo}/", root.trim_end_matches('/'));
+    }
+    let _ = write!(out, r#"{path}","size":2048}}"#);
 }
 
 /// A whole manifest of `lines` lines over `distinct` files.

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! bench-fixture tree ROOT FILES SIZE          files 0..FILES of ~SIZE bytes under ROOT
-//! bench-fixture manifest OUT LINES DISTINCT   LINES lines (~110 B) over files 0..DISTINCT
+//! bench-fixture manifest OUT LINES DISTINCT [ROOT]
+//!     LINES lines (~110 B) over files 0..DISTINCT; with ROOT the paths are
+//!     absolute (`ROOT/<repo>/<path>`), otherwise repo-relative
 //! bench-fixture listing OUT FILES             "repo<TAB>path" of files 0..FILES (the peer's input)
 //! bench-fixture resume-wal STATE MANIFEST FRACTION BATCH
 //!     the WAL a run with --batch-size BATCH leaves when killed after
@@ -20,7 +22,7 @@ use elysiactl::manifest::Manifest;
 use elysiactl::wal::{self, BatchDone, Counts, Record, Span, Wal};
 
 fn usage() -> ! {
-    eprintln!("usage: bench-fixture tree ROOT FILES SIZE | manifest OUT LINES DISTINCT | listing OUT FILES | resume-wal STATE MANIFEST FRACTION BATCH");
+    eprintln!("usage: bench-fixture tree ROOT FILES SIZE | manifest OUT LINES DISTINCT [ROOT] | listing OUT FILES | resume-wal STATE MANIFEST FRACTION BATCH");
     std::process::exit(2)
 }
 
@@ -38,10 +40,11 @@ fn main() -> std::io::Result<()> {
         Some("manifest") => {
             let out = a.get(1).unwrap_or_else(|| usage());
             let (lines, distinct): (usize, usize) = (num(a.get(2)), num(a.get(3)));
+            let root = a.get(4).map(String::as_str);
             let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
             let mut buf = Vec::with_capacity(1 << 20);
             for n in 0..lines {
-                common::manifest_line(&mut buf, n, distinct);
+                common::manifest_line_under(&mut buf, n, distinct, root);
                 buf.push(b'\n');
                 if buf.len() > (1 << 20) - 256 {
                     w.write_all(&buf)?;

@@ -27,8 +27,12 @@ use std::sync::Arc;
 
 use crate::object::ChunkSize;
 use crate::target::Document;
+use path::RootPrefix;
 
 mod beneath;
+mod path;
+#[cfg(test)]
+mod std_rules;
 mod walk;
 
 /// Bytes checked for a NUL to call a file binary.
@@ -115,6 +119,9 @@ struct Root {
     given: PathBuf,
     /// All symlinks resolved.
     canonical: PathBuf,
+    /// `given` and `canonical` as a line's absolute path is matched.
+    given_prefix: RootPrefix,
+    canonical_prefix: RootPrefix,
     /// `canonical` opened `O_PATH`: every lookup starts here.
     fd: Arc<File>,
     /// `fd` again where [`beneath::open`] works; `None` where the kernel
@@ -158,20 +165,31 @@ fn normalize_abs(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Split a relative `/`-path into normal parts, applying `.` and `..`.
-/// `None` if `..` climbs above the start.
-fn normalize_rel(p: &str) -> Option<Vec<&str>> {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            other => parts.push(other),
+/// Absolute `path` as the file `rel` of repo `first` under root `root`,
+/// when the line's `repo` (if any) is `first` and `rel` names a file.
+fn under_root(
+    root: usize,
+    repo: Option<&str>,
+    path: &str,
+    first: &str,
+    rel: &str,
+) -> Result<Location, PathError> {
+    if let Some(r) = repo {
+        if first != r {
+            return Err(PathError::NotUnderRepo {
+                path: path.to_owned(),
+                repo: r.to_owned(),
+            });
         }
     }
-    Some(parts)
+    if rel.is_empty() {
+        return Err(PathError::NoFile(path.to_owned()));
+    }
+    Ok(Location {
+        root,
+        repo: first.to_owned(),
+        path: rel.to_owned(),
+    })
 }
 
 fn valid_repo(repo: &str) -> bool {
@@ -199,6 +217,8 @@ impl Roots {
                 })?);
             let dir = beneath::works(&fd).then(|| fd.clone());
             roots.push(Root {
+                given_prefix: RootPrefix::of(&given),
+                canonical_prefix: RootPrefix::of(&canonical),
                 given,
                 canonical,
                 fd,
@@ -229,21 +249,19 @@ impl Roots {
                 return Err(PathError::BadRepo(r.to_owned()));
             }
         }
+        let mut buf = String::new();
+        let Some(norm) = path::normal(path, &mut buf) else {
+            return Err(match repo {
+                Some(_) if !path.starts_with('/') => PathError::EscapesRepo(path.to_owned()),
+                _ => PathError::EscapesRoot(path.to_owned()),
+            });
+        };
         if path.starts_with('/') {
-            return self.resolve_abs(repo, path);
+            return self.resolve_abs(repo, path, norm);
         }
-        let parts = normalize_rel(path).ok_or_else(|| match repo {
-            Some(_) => PathError::EscapesRepo(path.to_owned()),
-            None => PathError::EscapesRoot(path.to_owned()),
-        })?;
         let (repo, rel) = match repo {
-            Some(r) => (r.to_owned(), parts),
-            None => {
-                let (first, rest) = parts
-                    .split_first()
-                    .ok_or_else(|| PathError::NoFile(path.to_owned()))?;
-                ((*first).to_owned(), rest.to_vec())
-            }
+            Some(r) => (r, norm.strip_prefix('/').unwrap_or(norm)),
+            None => path::first_part(norm).ok_or_else(|| PathError::NoFile(path.to_owned()))?,
         };
         if rel.is_empty() {
             return Err(PathError::NoFile(path.to_owned()));
@@ -255,50 +273,36 @@ impl Roots {
         } else {
             self.roots
                 .iter()
-                .position(|r| r.given.join(&repo).is_dir())
+                .position(|r| r.given.join(repo).is_dir())
                 .unwrap_or(0)
         };
         Ok(Location {
             root,
-            repo,
-            path: rel.join("/"),
+            repo: repo.to_owned(),
+            path: rel.to_owned(),
         })
     }
 
-    fn resolve_abs(&self, repo: Option<&str>, path: &str) -> Result<Location, PathError> {
-        let norm = normalize_abs(Path::new(path))
-            .ok_or_else(|| PathError::EscapesRoot(path.to_owned()))?;
+    /// [`Roots::resolve`] of an absolute `path`, lexically normalised as
+    /// `norm`: the first root (as given, else canonical) it lies under.
+    fn resolve_abs(
+        &self,
+        repo: Option<&str>,
+        path: &str,
+        norm: &str,
+    ) -> Result<Location, PathError> {
         for (i, root) in self.roots.iter().enumerate() {
-            let rest = norm
-                .strip_prefix(&root.given)
-                .or_else(|_| norm.strip_prefix(&root.canonical));
-            let Ok(rest) = rest else { continue };
-            let parts: Vec<&str> = rest
-                .components()
-                .filter_map(|c| match c {
-                    Component::Normal(n) => n.to_str(),
-                    _ => None,
-                })
-                .collect();
-            let Some((first, rel)) = parts.split_first() else {
+            let Some(below) = root
+                .given_prefix
+                .strip(norm)
+                .or_else(|| root.canonical_prefix.strip(norm))
+            else {
+                continue;
+            };
+            let Some((first, rel)) = path::first_part(below) else {
                 return Err(PathError::NoFile(path.to_owned()));
             };
-            if let Some(r) = repo {
-                if *first != r {
-                    return Err(PathError::NotUnderRepo {
-                        path: path.to_owned(),
-                        repo: r.to_owned(),
-                    });
-                }
-            }
-            if rel.is_empty() {
-                return Err(PathError::NoFile(path.to_owned()));
-            }
-            return Ok(Location {
-                root: i,
-                repo: (*first).to_owned(),
-                path: rel.join("/"),
-            });
+            return under_root(i, repo, path, first, rel);
         }
         Err(PathError::OutsideRoots(path.to_owned()))
     }

@@ -155,3 +155,107 @@ fn symlinks_refused_beneath_the_root_are_judged_the_long_way() {
     assert_eq!(at("d/out"), FileState::Absent(Absent::OutsideRoot));
     assert_eq!(at("d"), FileState::Absent(Absent::NotRegular));
 }
+
+/// The byte resolver and the `std::path` rules it replaced give the same
+/// answer (the same location or the same error) for hostile paths: `..`
+/// above and back into a root, `//`, `.`, a root's name as a string prefix,
+/// a root given through a symlink or with a `..` left in it, nested roots,
+/// `/` as a root, absolute and relative, with and without a repo.
+#[test]
+fn byte_resolver_agrees_with_the_std_path_rules_on_hostile_paths() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().canonicalize().unwrap();
+    for d in ["real/R/src", "real/S", "real/nested/R", "real/nested/T"] {
+        std::fs::create_dir_all(base.join(d)).unwrap();
+    }
+    std::os::unix::fs::symlink(base.join("real"), base.join("alias")).unwrap();
+    let b = base.display().to_string();
+    let sets: Vec<Vec<PathBuf>> = vec![
+        vec![base.join("alias")],
+        vec![base.join("real")],
+        vec![base.join("alias"), base.join("real/nested")],
+        vec![base.join("real/nested"), base.join("real")],
+        vec![PathBuf::from("/")],
+        vec![PathBuf::from(format!("/..{b}/alias"))],
+        vec![base.join("real/./nested/../nested")],
+    ];
+    let all: Vec<Roots> = sets
+        .iter()
+        .map(|s| Roots::new(s, DEFAULT_MAX_FILE_SIZE).unwrap())
+        .collect();
+    let prefixes: Vec<String> = [
+        "",
+        "/",
+        "//",
+        "/..",
+        "/etc",
+        &b,
+        &format!("{b}/real"),
+        &format!("{b}/alias"),
+        &format!("{b}/realx"),
+        &format!("{b}/real/nested"),
+        &format!("{b}/real/../real"),
+        &format!("{b}/alias/.."),
+        &format!("//{b}//real/."),
+        &format!("/..{b}/alias"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let parts = prop::sample::select(vec![
+        "", ".", "..", "...", ".a", "R", "S", "T", "src", "nested", "real", "alias", "x.py", "a b",
+        "é", "R -> S", "\0", "\\",
+    ]);
+    let seps = prop::sample::select(vec!["/", "//", "/./"]);
+    let repos = prop::sample::select(vec![
+        None,
+        Some("R"),
+        Some("S"),
+        Some("T"),
+        Some("nested"),
+        Some("real"),
+        Some(".."),
+        Some("."),
+        Some(""),
+        Some("a/b"),
+    ]);
+    let strategy = (
+        0..all.len(),
+        0..prefixes.len(),
+        prop::collection::vec((seps, parts), 0..7),
+        any::<bool>(),
+        repos,
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 4000,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&strategy, |(set, prefix, tail, trailing, repo)| {
+            let mut path = prefixes[prefix].clone();
+            for (i, (sep, part)) in tail.iter().enumerate() {
+                if i > 0 || !path.is_empty() {
+                    path.push_str(sep);
+                }
+                path.push_str(part);
+            }
+            if trailing {
+                path.push('/');
+            }
+            let r = &all[set];
+            prop_assert_eq!(
+                r.resolve(repo, &path),
+                std_rules::resolve(r, repo, &path),
+                "roots {:?}, repo {:?}, path {:?}",
+                sets[set],
+                repo,
+                path
+            );
+            Ok(())
+        })
+        .unwrap();
+}
