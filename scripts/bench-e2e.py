@@ -458,9 +458,11 @@ def part_verify(work, root, manifest, files, reps=3):
     return out
 
 
-def pacing_run(work, root, manifest, quota, batch, conc, patience, tag):
-    """One sync against the stand-in's vectorizer quota of `quota` objects/s."""
-    with Standin("--vectorizer-quota-per-sec", str(quota)) as s:
+def pacing_run(work, root, manifest, quota, batch, conc, patience, tag, us_per_object=0):
+    """One sync against the stand-in's vectorizer quota of `quota` objects/s
+    (and a vectorizer taking `us_per_object` µs an object)."""
+    with Standin("--vectorizer-quota-per-sec", str(quota),
+                 "--vectorizer-us-per-object", str(us_per_object)) as s:
         state = fresh(os.path.join(work, f"state-pace-{tag}"))
         prom = os.path.join(work, f"pace-{tag}.prom")
         cmd = sync_cmd(manifest, root, state, "--target", "weaviate", "--weaviate-url", s.url,
@@ -487,7 +489,8 @@ def pacing_run(work, root, manifest, quota, batch, conc, patience, tag):
     failed = int(summary[-1].split(" failed")[0].rsplit(" ", 1)[-1]) if summary else -1
     return {
         "quota_per_s": quota, "batch_size": batch, "concurrency": conc,
-        "rate_limit_patience": patience, "exit": p.returncode, "wall_s": wall,
+        "rate_limit_patience": patience, "vectorizer_us_per_object": us_per_object,
+        "exit": p.returncode, "wall_s": wall,
         "files_indexed": indexed, "failed_items": failed,
         "indexed_per_s": indexed / wall, "ratio_of_quota": indexed / wall / quota,
         "quota_refusals": refused,
@@ -510,10 +513,11 @@ def part_pacing(work, root, files, quota=200):
     if not os.path.exists(manifest):
         run([FIXTURE, "manifest", manifest, str(n), str(n)])
     out = {"quota_per_s": quota, "lines": n, "runs": []}
-    for batch, conc, patience, tag in ((100, 4, "10m", "paced-b100"),
-                                       (500, 4, "10m", "paced-b500"),
-                                       (100, 4, "0s", "unpaced-b100")):
-        r = pacing_run(work, root, manifest, quota, batch, conc, patience, tag)
+    for batch, conc, patience, us, tag in ((100, 4, "10m", 0, "paced-b100"),
+                                           (100, 4, "10m", 1000, "paced-b100-slow"),
+                                           (500, 4, "10m", 0, "paced-b500"),
+                                           (100, 4, "0s", 0, "unpaced-b100")):
+        r = pacing_run(work, root, manifest, quota, batch, conc, patience, tag, us)
         log(f"pacing: {r}")
         out["runs"].append(r)
     return out

@@ -875,3 +875,35 @@ fn held_batch_deletes_wait_unapplied_until_released_then_apply_or_drop() {
     assert!(matches!(delete(ID2).join().unwrap(), Exchange::Http { .. }));
     assert_eq!(si.dump().len(), 1);
 }
+
+#[test]
+fn a_slow_vectorizer_takes_its_time_per_object_and_still_stores_them() {
+    let (si, raw) = setup(Config::default());
+    si.set_faults(Faults {
+        vectorizer_us_per_object: 4_000,
+        ..Faults::default()
+    });
+    let objects: Vec<Value> = (1..=25)
+        .map(|n| {
+            obj(
+                &format!("00000000-0000-0000-0000-{n:012}"),
+                &format!("f{n}"),
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let (s, v) = batch(&raw, Value::Array(objects));
+    // 25 objects × 4 ms: never answered sooner than 100 ms.
+    let took = started.elapsed();
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        took >= std::time::Duration::from_millis(100),
+        "answered in {took:?}"
+    );
+    assert_eq!(si.dump().len(), 25);
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["result"]["status"] == "SUCCESS"));
+}

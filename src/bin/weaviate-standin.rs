@@ -81,6 +81,10 @@ struct Args {
     /// objects are FAILED, not stored, with OpenAI's rate-limit message.
     #[arg(long, default_value_t = 0, value_name = "N")]
     vectorizer_quota_per_sec: u32,
+    /// A slow vectorizer: every batch upsert takes N microseconds per object
+    /// before it is stored and answered (0 = off).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    vectorizer_us_per_object: u64,
 }
 
 fn main() -> std::io::Result<()> {
@@ -118,6 +122,7 @@ fn main() -> std::io::Result<()> {
             p_object_fail: a.p_object_fail,
             p_object_reject: a.p_object_reject,
             vectorizer_quota_per_sec: a.vectorizer_quota_per_sec,
+            vectorizer_us_per_object: a.vectorizer_us_per_object,
             echo_headers: a.echo_headers,
             all_endpoints: a.fault_all_endpoints,
         },

@@ -38,6 +38,11 @@ pub struct Faults {
     /// not stored. Every upserted object counts, whatever its class's
     /// vectorizer.
     pub vectorizer_quota_per_sec: u32,
+    /// A slow vectorizer: every batch upsert takes this many microseconds
+    /// per object before it is stored and answered (0 = off), so that more
+    /// objects in one request, or more requests at once, show in the reply
+    /// time as they do behind a real embedding model.
+    pub vectorizer_us_per_object: u64,
     /// A server or proxy that quotes the request in its errors: every error
     /// reply (injected or not, the 401s included) and every per-object
     /// failure message carries the request's headers, `Authorization` and

@@ -325,7 +325,7 @@ fn normalize_ints(class: &Value, props: &mut Map<String, Value>) {
 /// build the reply ([`batch_reply`]). The wire behaviour is that of one
 /// step; only the stand-in's own throughput changes.
 pub(super) struct ParsedBatch {
-    objects: Vec<Value>,
+    pub(super) objects: Vec<Value>,
     /// With [`Faults::echo_headers`](super::Faults::echo_headers): the
     /// request's headers, quoted in every per-object failure.
     pub(super) echo: Option<String>,

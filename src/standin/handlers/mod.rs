@@ -279,6 +279,14 @@ async fn serve_one(
             Ok(mut parsed) => {
                 parsed.echo = echo;
                 parsed.max_tokens = shared.cfg.vectorizer_max_tokens;
+                let per_object = shared.lock().faults.vectorizer_us_per_object;
+                if per_object > 0 {
+                    let n = parsed.objects.len() as u64;
+                    tokio::time::sleep(std::time::Duration::from_micros(
+                        per_object.saturating_mul(n),
+                    ))
+                    .await;
+                }
                 let stored = {
                     let mut st = shared.lock();
                     let stored = batch_store(&mut st, parsed);
