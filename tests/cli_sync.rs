@@ -521,3 +521,36 @@ fn prune_removes_objects_whose_files_are_gone_from_the_local_index() {
     // Only repo A was pruned: B/lib.rs stays until a line or prune names it.
     assert_eq!(exported_paths(&t.state), vec!["A/src/main.py", "B/lib.rs"]);
 }
+
+#[test]
+fn wal_inspect_of_a_path_that_does_not_exist_exits_2_and_of_an_empty_dir_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-state");
+    let out = run_state(&["wal", "inspect"], &missing);
+    let err = expect_code(&out, 2);
+    assert!(err.contains("no such state dir"), "{err}");
+    assert!(err.contains("no-such-state"), "{err}");
+    assert!(!missing.exists(), "inspect created {}", missing.display());
+    // An existing state dir that never ran is an empty log.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = run_state(&["wal", "inspect"], &empty);
+    expect_code(&out, 0);
+    assert!(text(&out.stdout).contains("no WAL segments"));
+}
+
+#[test]
+fn a_manifest_that_does_not_exist_is_refused_before_the_state_dir_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let manifest = dir.path().join("changes-typo.jsonl");
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let out = sync(&manifest, dir.path(), &state, extra);
+        let err = expect_code(&out, 2);
+        assert!(
+            err.contains("cannot read manifest") && err.contains("changes-typo.jsonl"),
+            "{err}"
+        );
+        assert!(!state.exists(), "{extra:?}: the state dir was made");
+    }
+}

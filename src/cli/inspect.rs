@@ -171,6 +171,14 @@ pub fn run(args: InspectArgs) -> Exit {
     let path = args
         .file
         .unwrap_or_else(|| super::state_dir(args.state_dir));
+    // A mistyped path is not an empty log: say so, exit 2.
+    if std::fs::symlink_metadata(&path).is_err() {
+        eprintln!(
+            "elysiactl: no such state dir, WAL directory or segment file: {}",
+            path.display()
+        );
+        return Exit::Usage;
+    }
     let mut stdout = std::io::stdout().lock();
     exit(&inspect(&path, args.json, args.verify, &mut stdout))
 }

@@ -24,7 +24,13 @@ impl SyncArgs {
     pub fn validate(self, state_dir: PathBuf) -> Result<ValidSync, TargetArgsError> {
         let input = match self.input.as_deref() {
             Some("-") => Some(Input::Stdin),
-            Some(p) => Some(Input::File(PathBuf::from(p))),
+            Some(p) => {
+                let path = PathBuf::from(p);
+                if let Err(source) = std::fs::metadata(&path) {
+                    return Err(TargetArgsError::ManifestUnreadable { path, source });
+                }
+                Some(Input::File(path))
+            }
             None => None,
         };
         let log_format = LogFormat::from(self.log_format);

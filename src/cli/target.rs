@@ -22,6 +22,13 @@ pub enum TargetArgsError {
     NoWeaviateUrl,
     #[error(transparent)]
     Weaviate(#[from] ConfigError),
+    /// `index sync --input PATH` names nothing readable: refused before the
+    /// state dir is created or locked.
+    #[error("cannot read manifest {}: {source}", path.display())]
+    ManifestUnreadable {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl TargetArgs {
