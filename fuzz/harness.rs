@@ -467,6 +467,40 @@ fn check_change(r: &Result<Option<Change>, elysiactl::manifest::LineError>) {
     }
 }
 
+/// `chunk`: arbitrary bytes as a file, the first two choosing the chunk
+/// size (0, or 16 up to 4,096 bytes) and the third the file's kind (its
+/// extension picks the splitter's rules): the objects pass every invariant
+/// of `object::check` (each chunk within the bound, characters never cut,
+/// ranges contiguous and covering the file, line numbers right), their
+/// contents concatenate to the file, and the same input gives the same
+/// objects.
+pub fn chunk(data: &[u8]) {
+    use elysiactl::object::{check, objects, ChunkSize};
+    const PATHS: [&str; 8] = [
+        "src/a.rs",
+        "a.py",
+        "a.go",
+        "a.ts",
+        "a.c",
+        "README.md",
+        "Makefile",
+        "a.txt",
+    ];
+    let (Some(&a), Some(&b), Some(&k)) = (data.first(), data.get(1), data.get(2)) else {
+        return;
+    };
+    let bytes = &data[3..];
+    let n = usize::from(u16::from_le_bytes([a, b])) % 4097;
+    let bound = if n == 0 { 0 } else { n.max(ChunkSize::MIN) };
+    let size = ChunkSize::new(bound).expect("0 or at least MIN");
+    let path = PATHS[usize::from(k) % PATHS.len()];
+    let objs = objects("R", path, bytes, size);
+    assert_eq!(check(bytes, size, &objs), Ok(()), "{path} at {bound}");
+    let joined: String = objs.iter().map(|o| o.content.as_str()).collect();
+    assert_eq!(joined, String::from_utf8_lossy(bytes), "{path} at {bound}");
+    assert_eq!(objects("R", path, bytes, size), objs);
+}
+
 /// Peak-allocation accounting for the `wal_decode` target (single-threaded
 /// under libFuzzer).
 pub mod alloc {

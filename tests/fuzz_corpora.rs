@@ -47,3 +47,8 @@ fn wal_roundtrip_corpus_recovers_a_prefix() {
 fn manifest_line_corpus_parses_or_errs_and_never_escapes_a_root() {
     replay("manifest_line", harness::manifest_line);
 }
+
+#[test]
+fn chunk_corpus_passes_every_chunk_invariant() {
+    replay("chunk", harness::chunk);
+}
