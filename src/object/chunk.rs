@@ -465,13 +465,23 @@ impl Lang {
             return false;
         };
         (self.ident_defs && (first.is_ascii_alphabetic() || first == b'_'))
-            || self.defs.iter().any(|d| line.starts_with(d))
-            || self.leadins.iter().any(|d| line.starts_with(d))
+            || self.defs.iter().any(|d| has_prefix(line, d))
+            || self.leadins.iter().any(|d| has_prefix(line, d))
     }
 
     /// `line` is a comment, attribute or decorator (at any indentation).
     fn is_leadin(self, line: &[u8]) -> bool {
         let t = trim_indent(line);
-        self.leadins.iter().any(|d| t.starts_with(d))
+        self.leadins.iter().any(|d| has_prefix(t, d))
+    }
+}
+
+/// `line.starts_with(p)`, the first byte compared before the call to
+/// `memcmp` (this runs for every keyword on every line of a window).
+fn has_prefix(line: &[u8], p: &[u8]) -> bool {
+    match (line.first(), p.first()) {
+        (_, None) => true,
+        (Some(a), Some(b)) => a == b && line.starts_with(p),
+        (None, Some(_)) => false,
     }
 }

@@ -30,6 +30,7 @@
 // Each crate that includes this module uses a different part of it.
 #![allow(dead_code)]
 
+mod collection;
 pub mod faults;
 mod filter;
 mod handlers;
@@ -135,7 +136,9 @@ pub struct Dumped {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Stored {
-    pub properties: serde_json::Map<String, Value>,
+    /// Shared with the batch reply that echoes them, so storing a batch
+    /// does not copy its contents.
+    pub properties: Arc<serde_json::Map<String, Value>>,
     pub created: u64,
     pub updated: u64,
 }
@@ -153,7 +156,7 @@ pub(crate) struct State {
     /// Class name → the class as `GET /v1/schema/{c}` returns it.
     pub classes: BTreeMap<String, Value>,
     /// Class name → objects in UUID order (the order batch delete uses).
-    pub objects: HashMap<String, BTreeMap<Uuid, Stored>>,
+    pub objects: HashMap<String, collection::Collection>,
     pub faults: Faults,
     /// The vectorizer quota's bucket ([`Faults::vectorizer_quota_per_sec`]).
     pub quota: faults::Bucket,
@@ -307,7 +310,7 @@ impl Standin {
         st.objects
             .get(class)
             .and_then(|m| m.get(&id))
-            .map(|o| o.properties.clone())
+            .map(|o| (*o.properties).clone())
     }
 
     /// The class definition, if it exists.

@@ -365,7 +365,7 @@ fn get_class(st: &State, f: &Field) -> R<Value> {
         Some(w) => Some(filter::parse(w).map_err(|e| format!("invalid where filter: {e}"))?),
         None => None,
     };
-    let empty = std::collections::BTreeMap::new();
+    let empty = super::super::collection::Collection::default();
     let objects = st.objects.get(&class).unwrap_or(&empty);
     let content = |p: &Map<String, Value>| {
         p.get("content")
@@ -376,7 +376,7 @@ fn get_class(st: &State, f: &Field) -> R<Value> {
     // Statistics over the whole class, as BM25 does.
     let docs: Vec<(&Uuid, &Map<String, Value>, Vec<String>)> = objects
         .iter()
-        .map(|(id, o)| (id, &o.properties, content(&o.properties)))
+        .map(|(id, o)| (id, &*o.properties, content(&o.properties)))
         .collect();
     let n = docs.len() as f64;
     let avgdl = if docs.is_empty() {

@@ -13,7 +13,7 @@ fn object_json(class: &str, id: &Uuid, o: &Stored) -> Value {
     json!({
         "class": class,
         "id": id.to_string(),
-        "properties": o.properties,
+        "properties": &*o.properties,
         "creationTimeUnix": o.created,
         "lastUpdateTimeUnix": o.updated,
     })

@@ -252,13 +252,6 @@ impl WeaviateTarget {
     /// Write every chunk of `docs` in one request; one outcome per
     /// document, `Ok` only when every one of its chunks is.
     async fn upsert(&self, docs: &[&Document]) -> Result<Vec<OpOutcome>, Error> {
-        let body = wire::BatchObjects {
-            objects: docs
-                .iter()
-                .flat_map(|d| d.chunks.iter())
-                .map(|c| wire::WireObject::new(&self.class, c))
-                .collect(),
-        };
         // Sized once for the contents plus room for escapes and the other
         // properties, so a batch body of megabytes is not grown by doubling.
         let guess: usize = docs
@@ -269,9 +262,7 @@ impl WeaviateTarget {
             })
             .sum();
         let mut bytes = Vec::with_capacity(guess + 64);
-        serde_json::to_writer(&mut bytes, &body).map_err(|e| Error::Fatal {
-            message: format!("cannot encode the batch: {e}"),
-        })?;
+        wire::write_batch(&mut bytes, &self.class, docs.iter().flat_map(|d| &d.chunks));
         let ex = self.send(Method::POST, BATCH_PATH, Some(bytes)).await;
         let ids: Vec<Uuid> = docs
             .iter()

@@ -35,6 +35,111 @@ impl<'a> WireObject<'a> {
     }
 }
 
+/// The `POST /v1/batch/objects` body of `chunks` in `class`, appended to
+/// `out`: the bytes `serde_json::to_vec(&BatchObjects { .. })` gives (a test
+/// holds the two equal), written by hand so the contents, nearly all of a
+/// batch's bytes, go through [`write_str`] rather than serde_json's
+/// byte-at-a-time escaping.
+pub fn write_batch<'a>(
+    out: &mut Vec<u8>,
+    class: &str,
+    chunks: impl IntoIterator<Item = &'a ChunkObject>,
+) {
+    use std::io::Write as _;
+    out.extend_from_slice(b"{\"objects\":[");
+    for (i, c) in chunks.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"class\":");
+        write_str(out, class);
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, ",\"id\":\"{}\",\"properties\":{{\"repo\":", c.id);
+        write_str(out, &c.repo);
+        out.extend_from_slice(b",\"path\":");
+        write_str(out, &c.path);
+        let _ = write!(
+            out,
+            ",\"chunk\":{},\"chunkCount\":{},\"byteStart\":{},\"byteEnd\":{},\"startLine\":{},\"endLine\":{},\"content\":",
+            c.chunk, c.chunk_count, c.byte_start, c.byte_end, c.start_line, c.end_line
+        );
+        write_str(out, &c.content);
+        out.extend_from_slice(b",\"contentSha256\":");
+        write_str(out, &c.content_sha256);
+        let _ = write!(out, ",\"size\":{}}}}}", c.size);
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// Appends `s` as a JSON string, quotes included, escaped exactly as
+/// serde_json escapes it (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other
+/// control characters `\u00xx`; nothing else). Eight bytes at a time: a
+/// word with no byte below 0x20, no `"` and no `\` is skipped whole (nearly
+/// every word of source code), and in one that has one the lowest set bit of
+/// the test's mask is exactly the first such byte (a false hit can only
+/// come from a borrow, which runs upward, past a true one).
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The classic "hasless" word test: the high bit of a byte set where it
+    // is below `n` (n <= 128).
+    let has_less = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    let mask = |w: u64| {
+        has_less(w, 0x20)
+            | has_less(w ^ (ONES * u64::from(b'"')), 1)
+            | has_less(w ^ (ONES * u64::from(b'\\')), 1)
+    };
+    let b = s.as_bytes();
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    let (mut i, mut copied) = (0, 0);
+    while let Some(word) = b.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let m = mask(u64::from_le_bytes(w));
+        if m == 0 {
+            i += 8;
+            continue;
+        }
+        let j = i + (m.trailing_zeros() / 8) as usize;
+        out.extend_from_slice(&b[copied..j]);
+        escape(out, b[j]);
+        copied = j + 1;
+        i = j + 1;
+    }
+    for (j, &c) in b.iter().enumerate().skip(i) {
+        if c < 0x20 || c == b'"' || c == b'\\' {
+            out.extend_from_slice(&b[copied..j]);
+            escape(out, c);
+            copied = j + 1;
+        }
+    }
+    out.extend_from_slice(&b[copied..]);
+    out.push(b'"');
+}
+
+/// The escape of one byte below 0x20, `"` or `\`.
+fn escape(out: &mut Vec<u8>, c: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let short = match c {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        0x08 => b'b',
+        0x0c => b'f',
+        b'\n' => b'n',
+        b'\r' => b'r',
+        b'\t' => b't',
+        _ => {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(c >> 4)]);
+            out.push(HEX[usize::from(c & 0xf)]);
+            return;
+        }
+    };
+    out.push(b'\\');
+    out.push(short);
+}
+
 fn text_equal(property: &str, value: &str) -> Value {
     json!({"path": [property], "operator": "Equal", "valueText": value})
 }
@@ -187,6 +292,55 @@ mod tests {
             "the id is not a property"
         );
         assert_eq!(v["id"], d.id.to_string());
+    }
+
+    #[test]
+    fn the_hand_written_batch_is_serde_json_s_bytes() {
+        let mut text =
+            String::from("fn main() {\n\t\"quoted\" \\ back\r\n\u{7f}\u{1}\u{1f} é ✓ 🦀\n}\n");
+        text.push_str(&"x".repeat(5000));
+        let d = crate::object::Document::new(
+            "Repo \"q\"",
+            "src/a\\b.rs",
+            text.into_bytes(),
+            crate::object::ChunkSize::new(64).unwrap(),
+        );
+        assert!(d.chunks.len() > 1);
+        let want = serde_json::to_vec(&BatchObjects {
+            objects: d.chunks.iter().map(|c| WireObject::new("Cls", c)).collect(),
+        })
+        .unwrap();
+        let mut got = Vec::new();
+        write_batch(&mut got, "Cls", &d.chunks);
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn write_str_escapes_as_serde_json(s in ".*", pad in 0usize..9) {
+            // Every alignment of the text against the eight-byte words.
+            let s = format!("{}{s}", "a".repeat(pad));
+            let mut got = Vec::new();
+            write_str(&mut got, &s);
+            proptest::prop_assert_eq!(
+                String::from_utf8(got).unwrap(),
+                serde_json::to_string(&s).unwrap()
+            );
+        }
+
+        #[test]
+        fn write_str_of_control_heavy_text(bytes in proptest::collection::vec(0u8..0x80, 0..64)) {
+            let s = String::from_utf8(bytes).unwrap();
+            let mut got = Vec::new();
+            write_str(&mut got, &s);
+            proptest::prop_assert_eq!(
+                String::from_utf8(got).unwrap(),
+                serde_json::to_string(&s).unwrap()
+            );
+        }
     }
 
     #[test]
