@@ -199,13 +199,15 @@ pub fn matches(f: &Filter, id: &Uuid, props: &Map<String, Value>) -> bool {
             values,
             set,
         } => {
-            let have: Vec<Value> = if path == "id" {
-                vec![Value::String(id.to_string())]
+            let id_value;
+            let have: Vec<&Value> = if path == "id" {
+                id_value = Value::String(id.to_string());
+                vec![&id_value]
             } else {
                 match props.get(path) {
                     None | Some(Value::Null) => Vec::new(),
-                    Some(Value::Array(a)) => a.clone(),
-                    Some(v) => vec![v.clone()],
+                    Some(Value::Array(a)) => a.iter().collect(),
+                    Some(v) => vec![v],
                 }
             };
             let eq = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
@@ -215,7 +217,7 @@ pub fn matches(f: &Filter, id: &Uuid, props: &Map<String, Value>) -> bool {
             let has = |v: &Value| have.iter().any(|h| eq(h, v));
             let any_in_set = |set: &std::collections::HashSet<String>| {
                 have.iter()
-                    .filter_map(Value::as_str)
+                    .filter_map(|v| v.as_str())
                     .any(|h| set.contains(h))
             };
             match (op.as_str(), set) {
@@ -230,15 +232,14 @@ pub fn matches(f: &Filter, id: &Uuid, props: &Map<String, Value>) -> bool {
                 "ContainsAll" => values.iter().all(has),
                 "ContainsNone" => !values.iter().any(has),
                 "IsNull" => values.first().and_then(Value::as_bool) == Some(have.is_empty()),
-                "Like" => values
-                    .first()
-                    .and_then(Value::as_str)
-                    .is_some_and(|pat| have.iter().filter_map(Value::as_str).any(|h| like(pat, h))),
+                "Like" => values.first().and_then(Value::as_str).is_some_and(|pat| {
+                    have.iter().filter_map(|v| v.as_str()).any(|h| like(pat, h))
+                }),
                 op if is_range(op) => {
                     let Some(want) = values.first().and_then(Value::as_f64) else {
                         return false;
                     };
-                    have.iter().filter_map(Value::as_f64).any(|h| match op {
+                    have.iter().filter_map(|v| v.as_f64()).any(|h| match op {
                         "GreaterThan" => h > want,
                         "GreaterThanEqual" => h >= want,
                         "LessThan" => h < want,

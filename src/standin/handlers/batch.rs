@@ -215,26 +215,17 @@ fn validate_batch_body(v: Value) -> Result<Vec<Value>, Resp> {
 }
 
 /// Why one object cannot be stored, if it cannot.
-fn object_error(st: &State, class: &str, props: &Map<String, Value>) -> Option<String> {
+fn object_error(
+    class: &str,
+    declared: Option<&HashMap<String, String>>,
+    props: &Map<String, Value>,
+) -> Option<String> {
     if class.is_empty() {
         return Some("object has an empty class".into());
     }
-    let Some(def) = st.classes.get(class) else {
+    let Some(declared) = declared else {
         return Some(format!("class '{class}' not present in schema"));
     };
-    let declared: HashMap<&str, &str> = def
-        .get("properties")
-        .and_then(Value::as_array)
-        .map(|ps| {
-            ps.iter()
-                .filter_map(|p| {
-                    let n = p.get("name")?.as_str()?;
-                    let t = p.get("dataType")?.as_array()?.first()?.as_str()?;
-                    Some((n, t))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     for (name, value) in props {
         if matches!(name.as_str(), "id" | "_id" | "_additional") {
             return Some(format!(
@@ -258,7 +249,7 @@ fn object_error(st: &State, class: &str, props: &Map<String, Value>) -> Option<S
             Value::Object(_) => "map[string]interface {}",
             Value::Null => "nil",
         };
-        let bad = match *ty {
+        let bad = match ty.as_str() {
             "text" => (!value.is_string()).then(|| {
                 format!(
                     "invalid text property '{name}' on class '{class}': not a string, but {}",
@@ -294,10 +285,7 @@ fn object_error(st: &State, class: &str, props: &Map<String, Value>) -> Option<S
 /// Int properties stored as integers: a whole float such as `3.0`, which
 /// [`object_error`] accepts for an int, is kept and listed as `3`, so every
 /// int property reads back as a JSON integer.
-fn normalize_ints(class: &Value, props: &mut Map<String, Value>) {
-    let Some(declared) = class.get("properties").and_then(Value::as_array) else {
-        return;
-    };
+fn normalize_ints(declared: &HashMap<String, String>, props: &mut Map<String, Value>) {
     let as_int = |v: &mut Value| {
         if let Some(f) = v.as_f64().filter(|_| !v.is_i64() && !v.is_u64()) {
             if f.fract() == 0.0 && f.abs() < 9.2e18 {
@@ -305,19 +293,29 @@ fn normalize_ints(class: &Value, props: &mut Map<String, Value>) {
             }
         }
     };
-    for p in declared {
-        let (Some(name), Some(ty)) = (
-            p.get("name").and_then(Value::as_str),
-            p.pointer("/dataType/0").and_then(Value::as_str),
-        ) else {
-            continue;
-        };
-        match (ty, props.get_mut(name)) {
-            ("int", Some(v)) => as_int(v),
-            ("int[]", Some(Value::Array(a))) => a.iter_mut().for_each(as_int),
+    for (name, v) in props.iter_mut() {
+        match (declared.get(name).map(String::as_str), v) {
+            (Some("int"), v) => as_int(v),
+            (Some("int[]"), Value::Array(a)) => a.iter_mut().for_each(as_int),
             _ => {}
         }
     }
+}
+
+/// A class's declared properties: name → its first data type.
+fn declared(def: &Value) -> HashMap<String, String> {
+    def.get("properties")
+        .and_then(Value::as_array)
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| {
+                    let n = p.get("name")?.as_str()?;
+                    let t = p.get("dataType")?.as_array()?.first()?.as_str()?;
+                    Some((n.to_owned(), t.to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `POST /v1/batch/objects`, in three steps so that the state lock is held
@@ -370,6 +368,7 @@ pub(super) fn batch_store(st: &mut State, parsed: ParsedBatch) -> StoredBatch {
     let quota = st.faults.vectorizer_quota_per_sec;
     let empty = Map::new();
     let mut fates = Vec::with_capacity(objects.len());
+    let mut schemas: HashMap<String, Option<HashMap<String, String>>> = HashMap::new();
     for o in &objects {
         let class = upper_first(o.get("class").and_then(Value::as_str).unwrap_or(""));
         let id = match o.get("id").and_then(Value::as_str).map(Uuid::parse_str) {
@@ -383,7 +382,13 @@ pub(super) fn batch_store(st: &mut State, parsed: ParsedBatch) -> StoredBatch {
             .get("properties")
             .and_then(Value::as_object)
             .unwrap_or(&empty);
-        let mut err = object_error(st, &class, props);
+        // Each class's declared properties, read once per batch.
+        if !schemas.contains_key(&class) {
+            let d = st.classes.get(&class).map(declared);
+            schemas.insert(class.clone(), d);
+        }
+        let decl = schemas.get(&class).and_then(Option::as_ref);
+        let mut err = object_error(&class, decl, props);
         if err.is_none() {
             if let Some(def) = st.classes.get(&class) {
                 err = vectorizer::check(parsed.max_tokens, def, props);
@@ -423,8 +428,8 @@ pub(super) fn batch_store(st: &mut State, parsed: ParsedBatch) -> StoredBatch {
             Some(Value::Object(p)) => p,
             _ => Map::new(),
         };
-        if let Some(def) = st.classes.get(class) {
-            normalize_ints(def, &mut properties);
+        if let Some(Some(decl)) = schemas.get(class) {
+            normalize_ints(decl, &mut properties);
         }
         let properties = std::sync::Arc::new(properties);
         stored[i] = Some(properties.clone());
