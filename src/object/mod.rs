@@ -147,21 +147,32 @@ pub struct ChunkObject {
 /// file of more than 64 GiB could reach.
 pub fn objects(repo: &str, path: &str, bytes: &[u8], size: ChunkSize) -> Vec<ChunkObject> {
     let content_sha256 = crate::util::hex(&Sha256::digest(bytes));
-    let whole = std::str::from_utf8(bytes).ok();
-    build(repo, path, bytes, size, &content_sha256, |a, b| {
-        text_of(bytes, whole, a, b)
-    })
+    build_text(repo, path, bytes, size, &content_sha256)
 }
 
-/// The text of bytes `[a, b)` of a file, as `from_utf8_lossy` decodes it.
-/// `whole` is the file as `str` when it is valid UTF-8 (checked once, with
-/// std's word-at-a-time validation, for every chunk): a chunk of it is then
-/// a copy. Anything else decodes the slice.
-fn text_of(bytes: &[u8], whole: Option<&str>, a: usize, b: usize) -> String {
-    match whole.and_then(|s| s.get(a..b)) {
-        Some(t) => t.to_owned(),
-        None => String::from_utf8_lossy(&bytes[a..b]).into_owned(),
-    }
+/// [`build`] with each chunk's text as `from_utf8_lossy` decodes it. The
+/// file is checked for UTF-8 once (std's word-at-a-time validation): when
+/// it is valid, a chunk's text is a copy of its slice; anything else
+/// decodes the slice.
+fn build_text(
+    repo: &str,
+    path: &str,
+    bytes: &[u8],
+    size: ChunkSize,
+    content_sha256: &str,
+) -> Vec<ChunkObject> {
+    let whole = std::str::from_utf8(bytes).ok();
+    build(
+        repo,
+        path,
+        bytes,
+        size,
+        content_sha256,
+        |a, b| match whole.and_then(|s| s.get(a..b)) {
+            Some(t) => t.to_owned(),
+            None => String::from_utf8_lossy(&bytes[a..b]).into_owned(),
+        },
+    )
 }
 
 /// The objects of a file with its hash already known; `content(a, b)` gives
@@ -247,10 +258,7 @@ impl Document {
                 size: file_size,
             }]
         } else {
-            let whole = std::str::from_utf8(&bytes).ok();
-            build(repo, path, &bytes, size, &content_sha256, |a, b| {
-                text_of(&bytes, whole, a, b)
-            })
+            build_text(repo, path, &bytes, size, &content_sha256)
         };
         Document {
             id: chunk_id(repo, path, 0),

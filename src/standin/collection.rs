@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use uuid::Uuid;
 
+use super::filter::FileSet;
 use super::Stored;
 
 #[derive(Debug, Default)]
@@ -83,10 +84,7 @@ impl Collection {
     }
 
     /// The ids of the objects of `files` (paths by repo), in UUID order.
-    pub fn ids_of_files(
-        &self,
-        files: &HashMap<String, std::collections::HashSet<String>>,
-    ) -> BTreeSet<Uuid> {
+    pub fn ids_of_files(&self, files: &FileSet) -> BTreeSet<Uuid> {
         let mut out = BTreeSet::new();
         for (repo, paths) in files {
             let Some(have) = self.by_file.get(repo) else {
@@ -118,7 +116,7 @@ mod tests {
         }
     }
 
-    fn files(repo: &str, paths: &[&str]) -> HashMap<String, std::collections::HashSet<String>> {
+    fn files(repo: &str, paths: &[&str]) -> FileSet {
         HashMap::from([(
             repo.to_owned(),
             paths.iter().map(|p| (*p).to_owned()).collect(),

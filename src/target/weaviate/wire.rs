@@ -318,28 +318,27 @@ mod tests {
         );
     }
 
+    /// `write_str` of `s` is serde_json's text of it.
+    fn escapes_as_serde_json(s: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        let mut got = Vec::new();
+        write_str(&mut got, s);
+        proptest::prop_assert_eq!(
+            String::from_utf8(got).unwrap(),
+            serde_json::to_string(s).unwrap()
+        );
+        Ok(())
+    }
+
     proptest::proptest! {
         #[test]
         fn write_str_escapes_as_serde_json(s in ".*", pad in 0usize..9) {
             // Every alignment of the text against the eight-byte words.
-            let s = format!("{}{s}", "a".repeat(pad));
-            let mut got = Vec::new();
-            write_str(&mut got, &s);
-            proptest::prop_assert_eq!(
-                String::from_utf8(got).unwrap(),
-                serde_json::to_string(&s).unwrap()
-            );
+            escapes_as_serde_json(&format!("{}{s}", "a".repeat(pad)))?;
         }
 
         #[test]
         fn write_str_of_control_heavy_text(bytes in proptest::collection::vec(0u8..0x80, 0..64)) {
-            let s = String::from_utf8(bytes).unwrap();
-            let mut got = Vec::new();
-            write_str(&mut got, &s);
-            proptest::prop_assert_eq!(
-                String::from_utf8(got).unwrap(),
-                serde_json::to_string(&s).unwrap()
-            );
+            escapes_as_serde_json(&String::from_utf8(bytes).unwrap())?;
         }
     }
 
